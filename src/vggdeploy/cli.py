@@ -1,0 +1,297 @@
+"""The `vggdeploy` command line.
+
+Every command imports its heavy libraries (torch, onnx, onnxruntime, tensorrt) inside its body,
+so `vggdeploy --help` and each `<command> --help` start fast and work on any machine. User
+errors (`VggDeployError`) print as one line and exit non-zero; other exceptions are bugs and
+keep their traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vggdeploy import __version__
+from vggdeploy.errors import InputError, VggDeployError
+
+log = logging.getLogger("vggdeploy")
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(
+        level=level,
+        format="%(message)s" if verbose == 0 else "%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Libraries we call are chatty at INFO; show them only at -vv.
+    for noisy in ("onnxscript", "onnx_ir", "torch"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="vggdeploy")
+@click.option(
+    "-v", "--verbose", count=True, help="More log output (-vv: debug, and TensorRT's own log)."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Take VGG classifiers from PyTorch to checked ONNX, INT8/FP16 and TensorRT engines.
+
+    \b
+    Typical flow:
+      vggdeploy export vgg16 --weights imagenet --out bundles/vgg16
+      vggdeploy validate bundles/vgg16
+      vggdeploy calibrate bundles/vgg16 --images calib/
+      vggdeploy build bundles/vgg16 --precision int8      (on the target GPU)
+      vggdeploy bench bundles/vgg16
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = 0 if quiet else verbose
+    _setup_logging(verbose, quiet)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one clear line and a non-zero exit for user errors."""
+    try:
+        cli.main(args=argv, prog_name="vggdeploy", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except VggDeployError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted (no partial files were left behind)", err=True)
+        sys.exit(130)
+    sys.exit(0)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def format_table(headers: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+    """A plain aligned text table (no dependencies, so cheap commands stay cheap)."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    align = align or "l" * len(headers)
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, align)
+        ).rstrip()
+
+    lines = [fmt(headers), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in cells]
+    return "\n".join(lines)
+
+
+# -- model zoo --------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--image-size", default=224, show_default=True, help="Input size for the GFLOPs column."
+)
+def models(as_json: bool, image_size: int) -> None:
+    """List the model zoo: names, paper config, weight layers, parameters, GFLOPs."""
+    from vggdeploy.models import check_image_size, count_flops, count_parameters, list_specs
+    from vggdeploy.weights import IMAGENET_URLS
+
+    check_image_size(image_size)
+    rows = []
+    for spec in list_specs():
+        rows.append(
+            {
+                "name": spec.name,
+                "config": spec.config,
+                "batch_norm": spec.batch_norm,
+                "weight_layers": spec.weight_layers,
+                "parameters": count_parameters(spec),
+                "gflops": round(count_flops(spec, image_size) / 1e9, 2),
+                "imagenet_weights": spec.name in IMAGENET_URLS,
+            }
+        )
+    if as_json:
+        _print_json({"image_size": image_size, "flops": "2 x multiply-accumulates", "models": rows})
+        return
+    table = format_table(
+        ["name", "config", "BN", "layers", "parameters", "GFLOPs", "imagenet"],
+        [
+            [
+                r["name"],
+                r["config"],
+                "yes" if r["batch_norm"] else "-",
+                r["weight_layers"],
+                f"{r['parameters']:,}",
+                f"{r['gflops']:.2f}",
+                "yes" if r["imagenet_weights"] else "-",
+            ]
+            for r in rows
+        ],
+        align="lllrrrl",
+    )
+    click.echo(table)
+    click.echo(
+        f"\nGFLOPs at {image_size}x{image_size}, counting a multiply-accumulate as 2 FLOPs. Paper names (A, A-LRN, B, C, D, E, and -bn) work too."
+    )
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def _parse_batch(value: str) -> int | None:
+    if value == "dynamic":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"--batch {value!r} must be 'dynamic' or a positive integer") from None
+
+
+def _parse_floats(value: str | None, name: str) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise InputError(f"{name} {value!r} must be three comma-separated numbers") from None
+    if len(parts) != 3:
+        raise InputError(f"{name} {value!r} must be three comma-separated numbers")
+    return parts  # type: ignore[return-value]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.option(
+    "--weights",
+    default="random",
+    show_default=True,
+    help="'random' (seeded), 'imagenet', or a .pth/.pt/.safetensors file.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed for random weights.")
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False), help="Bundle folder to create."
+)
+@click.option(
+    "--image-size", default=224, show_default=True, help="Input height and width (multiple of 32)."
+)
+@click.option(
+    "--batch", default="dynamic", show_default=True, help="'dynamic' or a fixed batch size."
+)
+@click.option("--opset", default=18, show_default=True, help="ONNX opset.")
+@click.option(
+    "--dense",
+    is_flag=True,
+    help="Export the paper's fully convolutional form with dynamic height/width.",
+)
+@click.option("--num-classes", type=int, help="Classes (default 1000).")
+@click.option("--width-divisor", type=int, help="Divide every conv width by this (small models).")
+@click.option("--hidden", type=int, help="Width of the two hidden FC layers (default 4096).")
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False),
+    help="Class names, one a line (ImageNet names ship for --weights imagenet).",
+)
+@click.option(
+    "--resize",
+    type=int,
+    help="Preprocessing: shorter side before the crop (default image-size*256/224).",
+)
+@click.option("--mean", help="Preprocessing mean, e.g. 0.485,0.456,0.406.")
+@click.option("--std", help="Preprocessing std, e.g. 0.229,0.224,0.225.")
+@click.option(
+    "--channel-order", type=click.Choice(["RGB", "BGR"]), help="Preprocessing channel order."
+)
+@click.option("--force", is_flag=True, help="Replace the contents of a non-empty --out.")
+def export(
+    model: str,
+    weights: str,
+    seed: int,
+    out: str,
+    image_size: int,
+    batch: str,
+    opset: int,
+    dense: bool,
+    num_classes: int | None,
+    width_divisor: int | None,
+    hidden: int | None,
+    labels: str | None,
+    resize: int | None,
+    mean: str | None,
+    std: str | None,
+    channel_order: str | None,
+    force: bool,
+) -> None:
+    """Export MODEL to a bundle: a checked ONNX file and manifest.json.
+
+    The ONNX has a dynamic batch axis (and dynamic height/width with --dense), and is compared
+    with PyTorch in ONNX Runtime at every exported size; a parity failure exits with code 2.
+    """
+    from vggdeploy.models import resolve_spec
+    from vggdeploy.preprocess import Preprocessing
+
+    spec = resolve_spec(model, num_classes=num_classes, width_divisor=width_divisor, hidden=hidden)
+    from vggdeploy.models import check_image_size
+
+    check_image_size(image_size, dense=dense)
+    pre = Preprocessing.for_size(
+        image_size,
+        mean=_parse_floats(mean, "--mean"),
+        std=_parse_floats(std, "--std"),
+        channel_order=channel_order,
+    )
+    if resize is not None:
+        pre = Preprocessing.from_dict({**pre.to_dict(), "resize": resize})
+
+    from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
+    from vggdeploy.weights import WeightsSource
+
+    options = ExportOptions(
+        image_size=image_size,
+        batch=_parse_batch(batch),
+        opset=opset,
+        dense=dense,
+        labels=labels,
+        preprocessing=pre,
+        force=force,
+    )
+    bundle = export_bundle(spec, WeightsSource.parse(weights, seed), Path(out), options)
+    parity = bundle.manifest["parity"]
+    click.echo(
+        f"exported {spec.name} to {bundle.root / 'model.onnx'} in {bundle.manifest['export']['seconds']:.1f} s; "
+        f"parity vs PyTorch: max rel diff {parity['worst_max_rel']:.1e}, cosine {parity['worst_cosine']:.6f} "
+        f"over {len(parity['checks'])} checks - passed"
+    )
+
+
+# -- runtimes: validate, predict (issue 3) ----------------------------------------------------
+
+# -- calibration and conversion: calibrate, convert, evaluate (issue 4) -----------------------
+
+# -- TensorRT engines: build (issue 5) --------------------------------------------------------
+
+# -- benchmark: bench (issue 6) ---------------------------------------------------------------
+
+# -- shipping: pipeline, inspect, pack, unpack, package (issue 7) -----------------------------
+
+
+if __name__ == "__main__":
+    main()

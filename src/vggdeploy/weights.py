@@ -1,0 +1,192 @@
+"""Weights for zoo models: seeded random, a local file, or torchvision's ImageNet checkpoints.
+
+Checkpoints are untrusted input: `.pth`/`.pt` files load with `torch.load(weights_only=True)`
+(no pickle code runs) and `.safetensors` with safetensors. Every source is checked against the
+model in one pass that lists all missing, unexpected and misshapen keys at once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vggdeploy.bundle import sha256_file
+from vggdeploy.errors import WeightsError
+from vggdeploy.models import ModelSpec, random_state_dict
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torchvision's published ImageNet checkpoints (IMAGENET1K_V1). The 8 hex digits in each file
+# name are the start of its sha256, which torch.hub checks the same way.
+IMAGENET_URLS = {
+    "vgg11": "https://download.pytorch.org/models/vgg11-8a719046.pth",
+    "vgg13": "https://download.pytorch.org/models/vgg13-19584684.pth",
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+    "vgg11_bn": "https://download.pytorch.org/models/vgg11_bn-6002323d.pth",
+    "vgg13_bn": "https://download.pytorch.org/models/vgg13_bn-abd245e5.pth",
+    "vgg16_bn": "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth",
+    "vgg19_bn": "https://download.pytorch.org/models/vgg19_bn-c79401a0.pth",
+}
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where weights come from, as recorded in the manifest."""
+
+    kind: str  # "random" | "file" | "imagenet"
+    seed: int = 0
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, seed: int = 0) -> WeightsSource:
+        """`random`, `imagenet`, or a path to a `.pth`/`.pt`/`.safetensors` file."""
+        if text == "random":
+            return cls("random", seed=seed)
+        if text == "imagenet":
+            return cls("imagenet")
+        return cls("file", path=str(Path(text).expanduser()))
+
+
+def load_state_dict(
+    spec: ModelSpec, source: WeightsSource
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict for `spec` from `source`, and the manifest record describing it."""
+    if source.kind == "random":
+        return random_state_dict(spec, source.seed), {"source": "random", "seed": source.seed}
+    if source.kind == "imagenet":
+        path = imagenet_checkpoint(spec)
+        state = read_checkpoint(path)
+        return state, {
+            "source": "imagenet",
+            "url": IMAGENET_URLS[spec.name],
+            "file": path.name,
+            "sha256": sha256_file(path),
+        }
+    path = Path(source.path or "")
+    state = read_checkpoint(path)
+    return state, {"source": "file", "path": str(path.resolve()), "sha256": sha256_file(path)}
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Tensors from a `.safetensors` or a `.pth`/`.pt` file, never running pickled code."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(
+            f"weights file {path} does not exist: give a .pth, .pt or .safetensors file, 'random' or 'imagenet'"
+        )
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise WeightsError(
+                f"weights file {path} has an unknown type {suffix!r}: use .pth, .pt or .safetensors"
+            )
+    except WeightsError:
+        raise
+    except Exception as exc:  # corrupt zip, bad header, a pickle asking for arbitrary code...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"cannot read weights file {path}: {reason[:200]} (is it a complete state_dict checkpoint?)"
+        ) from None
+    # Training checkpoints often wrap the state dict.
+    if isinstance(state, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"weights file {path} does not hold a state_dict of tensors")
+    # DataParallel checkpoints prefix every key with "module."
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Load `state` into `model`, or raise one error listing every mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshapen = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or misshapen:
+        parts = []
+        for label, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("misshapen", misshapen),
+        ):
+            if items:
+                shown = ", ".join(items[:5]) + (
+                    f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                )
+                parts.append(f"{len(items)} {label}: {shown}")
+        raise WeightsError(
+            f"weights from {origin} do not fit this model - {'; '.join(parts)}. "
+            "Check the model name and --num-classes/--width-divisor/--hidden"
+        )
+    model.load_state_dict(state)
+
+
+def imagenet_checkpoint(spec: ModelSpec) -> Path:
+    """torchvision's checkpoint in the torch hub cache, downloaded (hash-checked) if absent."""
+    import torch
+
+    if spec.name not in IMAGENET_URLS or not spec.is_standard:
+        raise WeightsError(
+            f"no published ImageNet weights for {spec.name} with these options "
+            f"(available: {', '.join(IMAGENET_URLS)} at 1000 classes, full width): use --weights random or a file"
+        )
+    url = IMAGENET_URLS[spec.name]
+    filename = url.rsplit("/", 1)[1]
+    hash_prefix = filename.rsplit("-", 1)[1].split(".")[0]
+    dest = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if dest.is_file():
+        if not sha256_file(dest).startswith(hash_prefix):
+            raise WeightsError(
+                f"{dest} is corrupt (sha256 does not start with {hash_prefix}): delete it and retry"
+            )
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # download_url_to_file writes to a temporary file and renames it only after the hash check.
+        torch.hub.download_url_to_file(url, str(dest), hash_prefix=hash_prefix, progress=True)
+    except RuntimeError as exc:
+        raise WeightsError(
+            f"downloaded {filename} is corrupt ({exc}): retry, or place a verified copy at {dest}"
+        ) from None
+    except Exception as exc:
+        raise WeightsError(
+            f"cannot download {url} ({type(exc).__name__}): on an offline machine, place {filename} at {dest}"
+        ) from None
+    return dest
+
+
+def load_model(
+    spec: ModelSpec, source: WeightsSource, *, dense: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
+    """An eval-mode model with weights applied, and the weights' manifest record."""
+    from vggdeploy.models import build_model, densify
+
+    state, record = load_state_dict(spec, source)
+    model = build_model(spec)
+    apply_state_dict(model, state, record.get("path") or record.get("file") or record["source"])
+    model.eval()
+    if dense:
+        model = densify(model, spec).eval()
+    return model, record
