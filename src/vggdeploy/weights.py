@@ -117,6 +117,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
     """Load `state` into `model`, or raise one error listing every mismatch."""
     expected = model.state_dict()
+    # Checkpoints saved before PyTorch 0.4.1 (torchvision's *_bn ones among them) have no
+    # BatchNorm `num_batches_tracked`; it is a training counter that inference never reads.
+    state = {
+        **{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")},
+        **state,
+    }
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     misshapen = [

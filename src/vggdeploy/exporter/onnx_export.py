@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,15 +69,20 @@ class ExportOptions:
             )
 
 
-def prepare_output_dir(out: Path, force: bool) -> None:
-    """Refuse a non-empty or unwritable folder unless forced; create it if needed."""
+def check_output_dir(out: Path, force: bool) -> None:
+    """Refuse a file, or a non-empty folder unless forced, without changing anything."""
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a directory: choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InputError(
+            f"output folder {out} is not empty: choose another --out, or add --force to replace its contents"
+        )
+
+
+def prepare_output_dir(out: Path, force: bool) -> None:
+    """Refuse a non-empty or unwritable folder unless forced; create it if needed."""
+    check_output_dir(out, force)
     if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise InputError(
-                f"output folder {out} is not empty: choose another --out, or add --force to replace its contents"
-            )
         for child in out.iterdir():
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
@@ -103,10 +109,12 @@ def export_bundle(
     options = options or ExportOptions()
     out = Path(out)
     labels = _read_labels(options.labels, spec) if options.labels else None
-    prepare_output_dir(out, options.force)
+    check_output_dir(out, options.force)
 
     started = time.perf_counter()
     model, weights_record = load_model(spec, weights, dense=options.dense)
+    # Only now that the weights loaded: --force must not wipe a bundle for a run that cannot start.
+    prepare_output_dir(out, options.force)
     if weights_record["source"] == "imagenet" and labels is None:
         labels = imagenet_labels()
 
@@ -331,3 +339,5 @@ def imagenet_labels() -> list[str]:
 def _quiet_exporter_logs() -> None:
     # The exporter warns once per missing torchvision op it could register; irrelevant here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    # torch 2.13's own exporter trips its pytree deprecation (copying a LeafSpec): not ours to fix.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
