@@ -1,0 +1,183 @@
+"""`vggdeploy inspect`: integrity checks, bare ONNX files, and whether engines can run here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vggdeploy.bundle import Bundle
+from vggdeploy.cli import main
+from vggdeploy.inspect_bundle import check_engine_host, inspect_bundle, inspect_path
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def add_fake_engine(root: Path, key: str = "engine.fp16", **facts: object) -> None:
+    bundle = Bundle.load(root)
+    name = f"model.{key.split('.', 1)[1]}.engine"
+    (root / name).write_bytes(b"not a real engine, but bytes with a sha256")
+    bundle.add_artifact(key, name, kind="engine", precision="fp16", **facts)
+    bundle.save()
+
+
+def test_clean_bundle_passes(tiny_bundle_ro: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["inspect", str(tiny_bundle_ro)], capsys)
+    assert code == 0
+    assert "onnx.fp32" in out and "ok" in out
+    info = inspect_bundle(tiny_bundle_ro)
+    assert info["ok"] and info["artifacts"][0]["inputs"][0]["shape"] == ["batch", 3, 32, 32]
+
+
+def test_tampered_artifact_is_caught(tiny_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    onnx_path = tiny_bundle / "model.onnx"
+    data = bytearray(onnx_path.read_bytes())
+    data[-100] ^= 0xFF  # same size, different content: only the sha256 can tell
+    onnx_path.write_bytes(bytes(data))
+    code, out, err = run_cli(["inspect", str(tiny_bundle)], capsys)
+    assert code == 2
+    assert "tampered" in out and "onnx.fp32" in err
+    info = inspect_bundle(tiny_bundle)
+    assert not info["ok"]
+    assert info["artifacts"][0]["status"] == "tampered"
+    assert "sha256" in info["artifacts"][0]["detail"]
+
+
+def test_missing_file_is_reported(tiny_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tiny_bundle / "model.onnx").unlink()
+    code, out, _ = run_cli(["inspect", "--json", str(tiny_bundle)], capsys)
+    assert code == 2
+    info = json.loads(out)
+    assert info["artifacts"][0]["status"] == "missing"
+    assert info["problems"] == ["onnx.fp32: model.onnx is listed but missing"]
+
+
+def test_manifest_path_outside_bundle_is_a_problem(tiny_bundle: Path) -> None:
+    bundle = Bundle.load(tiny_bundle)
+    bundle.artifacts["onnx.fp32"]["path"] = "../elsewhere/model.onnx"
+    bundle.save()
+    info = inspect_bundle(tiny_bundle)
+    assert info["artifacts"][0]["status"] == "bad path"
+    assert not info["ok"]
+
+
+def test_bare_onnx(tiny_bundle_ro: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    info = inspect_path(tiny_bundle_ro / "model.onnx")
+    assert info["kind"] == "onnx"
+    assert info["opset"] == 18
+    assert info["inputs"] == [{"name": "input", "shape": ["batch", 3, 32, 32], "dtype": "float32"}]
+    assert info["outputs"][0]["name"] == "logits"
+    assert info["vggdeploy_metadata"]["vggdeploy.model"] == "vgg11_bn"
+    assert info["op_histogram"]["Conv"] == 8  # vgg11: 8 conv layers
+    assert info["qdq_nodes"] == 0
+    assert "float" in info["initializer_dtypes"]
+    code, out, _ = run_cli(["inspect", str(tiny_bundle_ro / "model.onnx")], capsys)
+    assert code == 0 and "opset 18" in out and "Q/DQ nodes: 0" in out
+
+
+def test_qdq_nodes_are_counted(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "scale")
+    zero = numpy_helper.from_array(np.array(0, np.int8), "zero")
+    graph = helper.make_graph(
+        [
+            helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["y"]),
+        ],
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [scale, zero],
+    )
+    path = tmp_path / "qdq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    info = inspect_path(path)
+    assert info["qdq_nodes"] == 2
+    assert info["initializer_dtypes"]["int8"]["count"] == 1
+
+
+def test_engine_needs_tensorrt_and_matching_gpu(tiny_bundle: Path) -> None:
+    add_fake_engine(
+        tiny_bundle,
+        tensorrt_version="10.16.1.11",
+        compute_capability="8.7",
+        hardware_compatibility="NONE",
+        version_compatible=False,
+    )
+    info = inspect_bundle(tiny_bundle)
+    assert info["ok"]  # integrity is fine; running it here is a separate question
+    engine = next(a for a in info["artifacts"] if a["key"] == "engine.fp16")
+    assert engine["host"]["compute_capability"] == "8.7"
+    if info["host"]["tensorrt"] is None:
+        assert not engine["host"]["runnable"]
+        assert any("TensorRT" in r for r in engine["host"]["reasons"])
+
+
+def host(trt: str | None, *ccs: str) -> dict[str, object]:
+    return {
+        "tensorrt": trt,
+        "tensorrt_error": None if trt else "TensorRT is not importable (ImportError)",
+        "gpus": [{"name": f"GPU sm{cc}", "compute_capability": cc} for cc in ccs],
+        "gpu_error": None if ccs else "no NVIDIA GPU found",
+    }
+
+
+RECORD = {
+    "kind": "engine",
+    "tensorrt_version": "10.16.1.11",
+    "compute_capability": "8.7",
+    "hardware_compatibility": "NONE",
+    "version_compatible": False,
+}
+
+
+def test_engine_host_rules() -> None:
+    assert check_engine_host(RECORD, host("10.16.1.11", "8.7"))["runnable"]
+    # other compute capability
+    other_gpu = check_engine_host(RECORD, host("10.16.1.11", "8.9"))
+    assert not other_gpu["runnable"] and "compute capability 8.7" in other_gpu["reasons"][0]
+    # hardware-compatible engines run on any Ampere or newer GPU, not on Turing
+    ampere = {**RECORD, "hardware_compatibility": "AMPERE_PLUS"}
+    assert check_engine_host(ampere, host("10.16.1.11", "8.9"))["runnable"]
+    assert not check_engine_host(ampere, host("10.16.1.11", "7.5"))["runnable"]
+    # other TensorRT version
+    other_trt = check_engine_host(RECORD, host("10.3.0", "8.7"))
+    assert not other_trt["runnable"] and "built with TensorRT 10.16.1.11" in other_trt["reasons"][0]
+    # version-compatible engines run on later releases of the same major version only
+    vc = {**RECORD, "version_compatible": True}
+    assert check_engine_host(vc, host("10.17.0", "8.7"))["runnable"]
+    assert not check_engine_host(vc, host("10.3.0", "8.7"))["runnable"]
+    assert not check_engine_host(vc, host("11.4.0", "8.7"))["runnable"]
+    # nothing here at all: both reasons are given
+    none = check_engine_host(RECORD, host(None))
+    assert len(none["reasons"]) == 2
+
+
+def test_bare_engine_without_tensorrt(
+    tiny_bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_fake_engine(tiny_bundle, tensorrt_version="10.16.1.11", compute_capability="8.7")
+    info = inspect_path(tiny_bundle / "model.fp16.engine")
+    assert info["kind"] == "engine" and info["size"] > 0 and len(info["sha256"]) == 64
+    assert info["manifest_record"]["key"] == "engine.fp16"
+    assert info["manifest_record"]["sha256_matches"]
+    if info["host"]["tensorrt"] is None:
+        assert not info["tensorrt"]["read"] and "opaque" in info["tensorrt"]["why"]
+    code, out, _ = run_cli(["inspect", str(tiny_bundle / "model.fp16.engine")], capsys)
+    assert code == 0 and "engine.fp16" in out
+
+
+def test_unknown_file_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    code, _, err = run_cli(["inspect", str(path)], capsys)
+    assert code == 1 and err.startswith("error:") and "bundle folder" in err
