@@ -1,0 +1,406 @@
+"""INT8 post-training quantization of a bundle: calibrate, write Q/DQ ONNX, check held-out images.
+
+`calibrate_bundle(bundle, images, CalibrationOptions(...))` is the whole stage:
+
+1. draw `samples` calibration images (seeded) and a disjoint held-out set from `images`;
+2. collect per-tensor histograms in one streaming pass of the fp32 model through ONNX Runtime,
+   or reuse a matching calibration cache;
+3. compute ranges (`entropy`, `minmax` or `percentile`) and write `model.int8.onnx`
+   (`target="tensorrt"`) or `model.int8-u8.onnx` (`target="onnxruntime"`) in Q/DQ form;
+4. check the file against its target's rules (`verify_qdq`) and compare int8 with fp32 on the
+   held-out images (cosine, top-1 agreement, top-5 overlap), warning loudly below tolerance;
+5. record the artifact, its calibration settings and the comparison in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vggdeploy.bundle import Bundle, atomic_path
+from vggdeploy.calibration.cache import DEFAULT_CACHE_NAME, cache_key, load_cache, save_cache
+from vggdeploy.calibration.calibrators import (
+    METHODS,
+    HistogramCollector,
+    TensorRange,
+    collect_statistics,
+    compute_ranges,
+    select_calibration_tensors,
+)
+from vggdeploy.calibration.data import (
+    ImageBatchReader,
+    ImageSplit,
+    fingerprint_images,
+    split_images,
+)
+from vggdeploy.calibration.qdq import TARGETS, get_target, quantize_model, verify_qdq
+from vggdeploy.errors import CheckFailedError, InputError
+from vggdeploy.preprocess import Preprocessing
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "INT8_TOLERANCE",
+    "METHODS",
+    "TARGETS",
+    "CalibrationOptions",
+    "HistogramCollector",
+    "ImageBatchReader",
+    "TensorRange",
+    "calibrate_bundle",
+    "compare_on_images",
+    "int8_tolerance",
+    "split_images",
+    "verify_qdq",
+]
+
+# Held-out int8 vs fp32 agreement below which calibrate warns: cosine of the flattened logits
+# and top-1 agreement. vggdeploy.validate's TOLERANCES table ("int8" for the tensorrt target,
+# "int8-u8" for onnxruntime) wins when present, so `validate` and `calibrate` judge alike.
+INT8_TOLERANCE = {"cosine": 0.98, "top1": 0.90}
+TOLERANCE_KEYS = {"tensorrt": "int8", "onnxruntime": "int8-u8"}
+
+
+@dataclass
+class CalibrationOptions:
+    """What `vggdeploy calibrate` was asked for.
+
+    `holdout=None` compares on up to 64 images left over after the calibration draw (none left:
+    the comparison is skipped with a warning); an explicit count must be available. `cache=None`
+    uses `calibration.cache.json` in the bundle, recomputed when it does not match; a cache
+    named explicitly that belongs to another model or image set is refused.
+    """
+
+    method: str = "entropy"
+    target: str = "tensorrt"
+    samples: int = 512
+    seed: int = 0
+    percentile: float = 99.99
+    batch_size: int = 16
+    cache: str | Path | None = None
+    holdout: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown --method {self.method!r}: use one of {', '.join(METHODS)}")
+        get_target(self.target)
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise InputError(f"--samples {self.samples!r} must be a positive integer")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise InputError(f"--batch-size {self.batch_size!r} must be a positive integer")
+        if not 50.0 <= float(self.percentile) <= 100.0:
+            raise InputError(
+                f"--percentile {self.percentile} must be between 50 and 100 (e.g. 99.99)"
+            )
+        if self.holdout is not None and (not isinstance(self.holdout, int) or self.holdout < 0):
+            raise InputError(f"--holdout {self.holdout!r} must be 0 or a positive integer")
+
+
+def int8_tolerance(target: str = "tensorrt") -> dict[str, float]:
+    """The int8 tolerance: vggdeploy.validate's table if it has one, else `INT8_TOLERANCE`."""
+    try:
+        from vggdeploy import validate
+    except ImportError:
+        return dict(INT8_TOLERANCE)
+    table = getattr(validate, "TOLERANCES", None)
+    entry = table.get(TOLERANCE_KEYS.get(target, "int8")) if isinstance(table, dict) else None
+    if isinstance(entry, dict):
+        merged = dict(INT8_TOLERANCE)
+        merged.update({k: float(v) for k, v in entry.items() if k in INT8_TOLERANCE})
+        return merged
+    return dict(INT8_TOLERANCE)
+
+
+def calibrate_bundle(
+    bundle: Bundle, images: str | Path, options: CalibrationOptions | None = None
+) -> dict[str, Any]:
+    """Calibrate `bundle`'s fp32 ONNX on `images`, write the Q/DQ model, record it; a summary.
+
+    Raises `InputError` for bad images/options/caches and `CheckFailedError` if the written
+    model breaks its target's Q/DQ rules. A held-out comparison below tolerance only warns
+    (`summary["warnings"]`), because the file is still what was asked for.
+    """
+    import onnx
+
+    options = options or CalibrationOptions()
+    target = get_target(options.target)
+    started = time.perf_counter()
+    fp32_path = bundle.artifact_path("onnx.fp32", verify=True)
+    model_sha256 = bundle.artifact("onnx.fp32")["sha256"]
+    pre = Preprocessing.from_dict(bundle.preprocessing)
+    split = split_images(images, options.samples, options.seed, options.holdout)
+    data_sha256 = fingerprint_images(split.calibration, split.root)
+
+    model = onnx.load(str(fp32_path))
+    tensors = select_calibration_tensors(model)
+    del model  # the data pass loads its own copy; do not hold two of a 550 MB model
+    if not tensors:
+        raise InputError(f"{fp32_path} has no Conv/Gemm/MatMul inputs to quantize")
+
+    key = cache_key(
+        model_sha256=model_sha256,
+        data_sha256=data_sha256,
+        samples=options.samples,
+        seed=options.seed,
+        batch_size=options.batch_size,
+        preprocessing=pre.to_dict(),
+        tensors=tensors,
+    )
+    cache_path = Path(options.cache) if options.cache else bundle.root / DEFAULT_CACHE_NAME
+    cached = load_cache(cache_path, key, explicit=options.cache is not None)
+    collect_seconds = 0.0
+    if cached is not None:
+        collector, stored_ranges = cached
+        log.info("reusing calibration cache %s (no data pass)", cache_path)
+    else:
+        reader = ImageBatchReader(split.calibration, pre, bundle.input_name, options.batch_size)
+        t0 = time.perf_counter()
+        collector = _collect_with_progress(fp32_path, reader, tensors, options)
+        collect_seconds = time.perf_counter() - t0
+        stored_ranges = {}
+
+    ranges = compute_ranges(collector, options.method, options.target, options.percentile)
+    range_key = _range_key(options)
+    stored_ranges[range_key] = {name: r.to_dict() for name, r in ranges.items()}
+    save_cache(
+        cache_path,
+        key,
+        collector,
+        stored_ranges,
+        images=[p.relative_to(split.root).as_posix() for p in split.calibration],
+    )
+
+    calibration_record = {
+        "method": options.method,
+        **({"percentile": options.percentile} if options.method == "percentile" else {}),
+        "samples": options.samples,
+        "seed": options.seed,
+        "batch_size": options.batch_size,
+        "images": str(images),
+        "images_found": split.available,
+        "data_sha256": data_sha256,
+        "tensors": len(ranges),
+        "cache": _display_path(cache_path, bundle.root),
+        "cache_reused": cached is not None,
+    }
+    model = onnx.load(str(fp32_path))
+    qmodel, qsummary = quantize_model(
+        model,
+        ranges,
+        options.target,
+        metadata={
+            "vggdeploy.quantization": json.dumps(
+                {
+                    "target": target.name,
+                    "activations": target.activation_dtype,
+                    **calibration_record,
+                }
+            )
+        },
+    )
+    del model
+    problems = verify_qdq(qmodel, options.target)
+    if problems:
+        raise CheckFailedError(
+            f"the written Q/DQ model breaks {target.name} rules: " + "; ".join(problems[:5])
+        )
+    onnx.checker.check_model(qmodel)
+
+    dest = bundle.root / target.filename
+    warnings: list[str] = []
+    with atomic_path(dest) as tmp:
+        onnx.save(qmodel, str(tmp))
+        del qmodel
+        comparison = _compare_holdout(fp32_path, tmp, split, pre, bundle.input_name, options)
+    if comparison.get("passed") is False:
+        warnings.append(
+            f"INT8 ACCURACY WARNING: on {comparison['images']} held-out images int8 vs fp32 "
+            f"cosine {comparison['cosine']:.4f} (worst image {comparison['cosine_min']:.4f}), "
+            f"top-1 agreement {comparison['top1_agreement']:.3f}, below the int8 tolerance "
+            f"(cosine >= {comparison['tolerance']['cosine']}, top-1 agreement >= "
+            f"{comparison['tolerance']['top1']}); try "
+            f"{_alternatives(options.method)}, more --samples, or images closer to the "
+            "deployment data"
+        )
+    elif comparison.get("skipped"):
+        warnings.append(f"held-out comparison skipped: {comparison['skipped']}")
+    for line in warnings:
+        log.warning(line)
+
+    record = bundle.add_artifact(
+        target.artifact_key,
+        target.filename,
+        kind="onnx",
+        precision="int8",
+        target=target.name,
+        activations=target.activation_dtype,
+        weights="int8 per-channel symmetric",
+        quantized_ops=qsummary["quantized_ops"],
+        calibration=calibration_record,
+        holdout=comparison,
+    )
+    bundle.save()
+    return {
+        "artifact": target.artifact_key,
+        "path": str(dest),
+        "target": target.name,
+        "method": options.method,
+        "samples": options.samples,
+        "tensors": len(ranges),
+        "quantized_ops": qsummary["quantized_ops"],
+        "cache": str(cache_path),
+        "cache_reused": cached is not None,
+        "data_pass_seconds": round(collect_seconds, 2),
+        "seconds": round(time.perf_counter() - started, 2),
+        "holdout": comparison,
+        "warnings": warnings,
+        "sha256": record["sha256"],
+        "ranges": {name: r.to_dict() for name, r in ranges.items()},
+    }
+
+
+def _alternatives(method: str) -> str:
+    others = [m for m in METHODS if m != method]
+    return " or ".join(f"--method {m}" for m in others)
+
+
+def _range_key(options: CalibrationOptions) -> str:
+    parts = [options.method, options.target]
+    if options.method == "percentile":
+        parts.append(f"{options.percentile:g}")
+    return "/".join(parts)
+
+
+def _display_path(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _collect_with_progress(
+    fp32_path: Path, reader: ImageBatchReader, tensors: list[str], options: CalibrationOptions
+) -> HistogramCollector:
+    import onnx
+
+    show = options.progress and sys.stderr.isatty()
+    if not show:
+        return collect_statistics(onnx.load(str(fp32_path)), reader, tensors)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("calibrating", total=len(reader.paths))
+        return collect_statistics(
+            onnx.load(str(fp32_path)),
+            reader,
+            tensors,
+            on_batch=lambda n: progress.advance(task, n),
+        )
+
+
+def compare_on_images(
+    reference: str | Path,
+    candidate: str | Path,
+    reader: ImageBatchReader,
+    output_name: str | None = None,
+) -> dict[str, Any]:
+    """Run two ONNX models on the same batches (ORT CPU) and compare their logits.
+
+    Returns the cosine of the flattened logits, the mean and worst per-image cosine, top-1 agreement (fraction of images whose
+    arg-max matches) and top-5 overlap (mean |top5 ref ∩ top5 cand| / 5).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    ref = ort.InferenceSession(str(reference), opts, providers=["CPUExecutionProvider"])
+    cand = ort.InferenceSession(str(candidate), opts, providers=["CPUExecutionProvider"])
+    name = output_name or ref.get_outputs()[0].name
+    cosines: list[np.ndarray] = []
+    dot = norm_a = norm_b = 0.0
+    top1: list[np.ndarray] = []
+    top5: list[np.ndarray] = []
+    for feed in reader:
+        a = ref.run([name], feed)[0].reshape(len(next(iter(feed.values()))), -1).astype(np.float64)
+        b = cand.run([name], feed)[0].reshape(a.shape).astype(np.float64)
+        dot, norm_a, norm_b = (
+            dot + float((a * b).sum()),
+            norm_a + float((a * a).sum()),
+            norm_b + float((b * b).sum()),
+        )
+        denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        cosines.append(np.divide((a * b).sum(axis=1), denom, out=np.ones(len(a)), where=denom > 0))
+        top1.append(a.argmax(axis=1) == b.argmax(axis=1))
+        k = min(5, a.shape[1])
+        ta = np.argsort(-a, axis=1)[:, :k]
+        tb = np.argsort(-b, axis=1)[:, :k]
+        top5.append(np.array([len(set(x) & set(y)) / k for x, y in zip(ta, tb)]))
+    cos = np.concatenate(cosines)
+    return {
+        "images": int(cos.size),
+        "cosine": float(dot / np.sqrt(norm_a * norm_b)) if norm_a * norm_b > 0 else 1.0,
+        "cosine_mean": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "top1_agreement": float(np.concatenate(top1).mean()),
+        "top5_overlap": float(np.concatenate(top5).mean()),
+    }
+
+
+def _compare_holdout(
+    fp32_path: Path,
+    int8_path: Path,
+    split: ImageSplit,
+    pre: Preprocessing,
+    input_name: str,
+    options: CalibrationOptions,
+) -> dict[str, Any]:
+    tolerance = int8_tolerance(options.target)
+    if not split.holdout:
+        return {
+            "images": 0,
+            "skipped": f"no images left for a held-out check ({split.available} found, "
+            f"{len(split.calibration)} used for calibration); add images or lower --samples",
+            "tolerance": tolerance,
+        }
+    reader = ImageBatchReader(split.holdout, pre, input_name, options.batch_size)
+    figures = compare_on_images(fp32_path, int8_path, reader)
+    passed = figures["cosine"] >= tolerance.get("cosine", 0.0) and figures[
+        "top1_agreement"
+    ] >= tolerance.get("top1", 0.0)
+    log.info(
+        "held-out int8 vs fp32 on %d images: cosine %.4f (worst image %.4f), top-1 agreement "
+        "%.3f, top-5 overlap %.3f",
+        figures["images"],
+        figures["cosine"],
+        figures["cosine_min"],
+        figures["top1_agreement"],
+        figures["top5_overlap"],
+    )
+    return {
+        **figures,
+        "reference": "fp32 model.onnx, onnxruntime CPU",
+        "tolerance": tolerance,
+        "passed": bool(passed),
+    }
+
+
+def options_dict(options: CalibrationOptions) -> dict[str, Any]:
+    data = asdict(options)
+    data["cache"] = str(data["cache"]) if data["cache"] else None
+    return data

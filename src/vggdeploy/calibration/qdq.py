@@ -1,0 +1,375 @@
+"""Write a calibrated model in ONNX Q/DQ form, and check it against its target's rules.
+
+Placement follows NVIDIA's recommendation for explicit quantization: Q/DQ on the inputs of the
+weighted ops (Conv, Gemm, MatMul) only; weights stored as int8 initializers behind a
+per-channel DequantizeLinear (symmetric, range [-127, 127], axis = output channels); biases stay
+fp32 (TensorRT and ONNX Runtime fold them into the int32 accumulator). Outputs of weighted ops
+are not quantized: TensorRT moves the next Q backwards over ReLU/MaxPool and fuses it into the
+convolution, and ONNX Runtime propagates it the same way (for uint8 with zero point 0 it also
+drops the now redundant ReLU), so Conv+ReLU+MaxPool run in int8 on both.
+
+Two targets:
+
+- `tensorrt` -> `model.int8.onnx` (artifact `onnx.int8`): int8 activations, symmetric, zero
+  point 0, per-tensor; the only activation form TensorRT's explicit quantization accepts.
+- `onnxruntime` -> `model.int8-u8.onnx` (artifact `onnx.int8-u8`): uint8 activations with a
+  zero point (asymmetric where the data is), int8 symmetric weights (ORT's fast U8S8 kernels).
+
+Both files can live in one bundle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vggdeploy.calibration.calibrators import QUANTIZABLE_OPS, TensorRange
+from vggdeploy.errors import InputError
+
+MIN_OPSET = 13  # per-channel (axis) Q/DQ
+WEIGHT_QMAX = 127  # TensorRT wants int8 weights in [-127, 127]
+
+
+@dataclass(frozen=True)
+class QdqTarget:
+    """Where a Q/DQ model is meant to run, the file it is written to and its artifact key."""
+
+    name: str
+    artifact_key: str
+    filename: str
+    activation_dtype: str  # "int8" or "uint8"
+    description: str
+
+
+TARGETS: dict[str, QdqTarget] = {
+    "tensorrt": QdqTarget(
+        "tensorrt",
+        "onnx.int8",
+        "model.int8.onnx",
+        "int8",
+        "int8 symmetric activations (zero point 0), for TensorRT explicit quantization",
+    ),
+    "onnxruntime": QdqTarget(
+        "onnxruntime",
+        "onnx.int8-u8",
+        "model.int8-u8.onnx",
+        "uint8",
+        "uint8 activations with zero points, for ONNX Runtime CPU",
+    ),
+}
+
+
+def get_target(name: str) -> QdqTarget:
+    if name not in TARGETS:
+        raise InputError(f"unknown --target {name!r}: use one of {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+# -- quantization parameters -------------------------------------------------------------------
+
+
+def activation_qparams(rng: TensorRange, target: str) -> tuple[np.float32, int]:
+    """(scale, zero point) for one activation range on `target`."""
+    if get_target(target).activation_dtype == "int8":
+        amax = max(abs(rng.low), abs(rng.high))
+        scale = amax / 127.0 if amax > 0 else 1.0
+        return np.float32(scale), 0
+    low, high = min(rng.low, 0.0), max(rng.high, 0.0)  # zero must be exactly representable
+    if high - low <= 0:
+        return np.float32(1.0), 0
+    scale = (high - low) / 255.0
+    zero_point = int(np.clip(round(-low / scale), 0, 255))
+    return np.float32(scale), zero_point
+
+
+def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel symmetric int8: (int8 values in [-127, 127], float32 scale per channel)."""
+    w = np.asarray(weight, dtype=np.float32)
+    reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
+    amax = np.max(np.abs(w), axis=reduce_axes) if reduce_axes else np.abs(w)
+    scale = np.where(amax > 0, amax / WEIGHT_QMAX, 1.0).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = np.clip(np.round(w / scale.reshape(shape)), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+    return q, scale
+
+
+def weight_axis(node: Any, weight_rank: int) -> int:
+    """The output-channel axis of a weighted op's weight (input 1)."""
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    if node.op_type == "MatMul":
+        return weight_rank - 1
+    raise ValueError(f"no weight axis for {node.op_type}")
+
+
+def _opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def quantize_model(
+    model: Any,
+    ranges: Mapping[str, TensorRange],
+    target: str,
+    metadata: Mapping[str, str] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """A Q/DQ copy of the fp32 `model`; returns it and a summary of what was quantized.
+
+    Every Conv/Gemm/MatMul whose activation input has a range and whose weight is an
+    initializer gets a Q/DQ pair on the activation and an int8 per-channel weight.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    spec = get_target(target)
+    if _opset(model) < MIN_OPSET:
+        raise InputError(
+            f"the model uses opset {_opset(model)}; per-channel Q/DQ needs opset {MIN_OPSET} or "
+            "later: re-export with `vggdeploy export --opset 18`"
+        )
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {init.name: init for init in graph.initializer}
+    act_type = TensorProto.INT8 if spec.activation_dtype == "int8" else TensorProto.UINT8
+    act_np = np.int8 if spec.activation_dtype == "int8" else np.uint8
+
+    new_inits: list[Any] = []
+    quantized_acts: dict[str, str] = {}  # tensor -> its dequantized name
+    quantized_weights: dict[str, str] = {}
+    nodes: list[Any] = []
+    summary: dict[str, Any] = {"activations": {}, "weights": {}}
+
+    def add_activation(name: str) -> str:
+        if name in quantized_acts:
+            return quantized_acts[name]
+        scale, zero_point = activation_qparams(ranges[name], target)
+        base = _safe(name)
+        new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), f"{base}_scale"))
+        new_inits.append(
+            numpy_helper.from_array(np.array(zero_point, act_np), f"{base}_zero_point")
+        )
+        inputs = [name, f"{base}_scale", f"{base}_zero_point"]
+        nodes.append(helper.make_node("QuantizeLinear", inputs, [f"{base}_quantized"], f"{base}_Q"))
+        nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{base}_quantized", *inputs[1:]],
+                [f"{base}_dequantized"],
+                f"{base}_DQ",
+            )
+        )
+        quantized_acts[name] = f"{base}_dequantized"
+        summary["activations"][name] = {
+            "scale": float(scale),
+            "zero_point": zero_point,
+            "low": ranges[name].low,
+            "high": ranges[name].high,
+        }
+        return quantized_acts[name]
+
+    def add_weight(name: str, node: Any) -> str:
+        if name in quantized_weights:
+            return quantized_weights[name]
+        weight = numpy_helper.to_array(inits[name])
+        axis = weight_axis(node, weight.ndim)
+        q, scale = quantize_weight(weight, axis)
+        base = _safe(name)
+        new_inits.append(numpy_helper.from_array(q, f"{base}_quantized"))
+        new_inits.append(numpy_helper.from_array(scale, f"{base}_scale"))
+        new_inits.append(
+            numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{base}_zero_point")
+        )
+        nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+                [f"{base}_dequantized"],
+                f"{base}_DQ",
+                axis=axis,
+            )
+        )
+        quantized_weights[name] = f"{base}_dequantized"
+        summary["weights"][name] = {"axis": axis, "channels": int(scale.size)}
+        return quantized_weights[name]
+
+    for node in graph.node:
+        if (
+            node.op_type in QUANTIZABLE_OPS
+            and len(node.input) >= 2
+            and node.input[0] in ranges
+            and node.input[1] in inits
+            and inits[node.input[1]].data_type == TensorProto.FLOAT
+        ):
+            node.input[0] = add_activation(node.input[0])
+            node.input[1] = add_weight(node.input[1], node)
+        nodes.append(node)
+
+    # Float weights that nothing reads any more are dropped (the int8 copies replace them).
+    used = {name for node in nodes for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept + new_inits)
+    del act_type
+    for key, value in (metadata or {}).items():
+        entry = next((p for p in out.metadata_props if p.key == key), None)
+        if entry is None:
+            out.metadata_props.add(key=key, value=value)
+        else:
+            entry.value = value
+    summary["quantized_ops"] = len(summary["weights"])
+    return out, summary
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+# -- checking ---------------------------------------------------------------------------------
+
+
+def verify_qdq(model: Any, target: str) -> list[str]:
+    """Every way `model` breaks `target`'s Q/DQ rules, as one readable line each (empty: OK).
+
+    Both targets: opset >= 13; scales are constant, float32, finite and positive; zero points
+    present and constant; weights are int8 initializers in [-127, 127] behind a per-channel
+    DequantizeLinear on the output-channel axis with zero point 0; activations per-tensor;
+    every Conv/Gemm/MatMul reads dequantized inputs. TensorRT additionally: activation zero
+    points int8 and 0, every Q feeds only DQs with the same scale. ONNX Runtime target:
+    activation zero points uint8.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    spec = get_target(target)
+    problems: list[str] = []
+    opset = _opset(model)
+    if opset < MIN_OPSET:
+        problems.append(f"opset {opset} < {MIN_OPSET}: per-channel Q/DQ needs opset 13+")
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if not qdq:
+        return [*problems, "no QuantizeLinear/DequantizeLinear nodes: the model is not quantized"]
+
+    def const(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    for node in qdq:
+        label = f"{node.op_type} {node.name or node.output[0]!r}"
+        is_weight = node.op_type == "DequantizeLinear" and node.input[0] in inits
+        scale = const(node.input[1]) if len(node.input) > 1 else None
+        if scale is None:
+            problems.append(f"{label}: scale is not a constant initializer")
+            continue
+        if inits[node.input[1]].data_type != TensorProto.FLOAT:
+            problems.append(f"{label}: scale is not float32")
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            problems.append(f"{label}: scale must be finite and positive")
+        zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if zp_name is None or zp_name not in inits:
+            problems.append(f"{label}: zero point missing or not a constant initializer")
+            continue
+        zp_type = inits[zp_name].data_type
+        zero_point = const(zp_name)
+        if is_weight or spec.activation_dtype == "int8":
+            if zp_type != TensorProto.INT8:
+                problems.append(f"{label}: zero point must be int8 (got {_type_name(zp_type)})")
+            if np.any(zero_point != 0):
+                problems.append(
+                    f"{label}: zero point must be 0 (symmetric), got {zero_point.ravel()[:4].tolist()}"
+                )
+        elif zp_type != TensorProto.UINT8:
+            problems.append(
+                f"{label}: activation zero point must be uint8 for the {target} target "
+                f"(got {_type_name(zp_type)})"
+            )
+        if zero_point.shape != scale.shape:
+            problems.append(f"{label}: scale and zero point shapes differ")
+        if not is_weight:
+            if scale.size != 1:
+                problems.append(f"{label}: activations must be quantized per tensor (scalar scale)")
+            if node.op_type == "QuantizeLinear" and spec.name == "tensorrt":
+                for user in consumers.get(node.output[0], []):
+                    if user.op_type != "DequantizeLinear":
+                        problems.append(f"{label}: feeds {user.op_type}, not a DequantizeLinear")
+                    elif not _same_params(inits, node, user):
+                        problems.append(
+                            f"{label}: its DequantizeLinear uses other scale/zero point"
+                        )
+            if node.op_type == "DequantizeLinear":
+                source = producers.get(node.input[0])
+                if source is None or source.op_type != "QuantizeLinear":
+                    problems.append(
+                        f"{label}: activation input does not come from a QuantizeLinear"
+                    )
+            continue
+        # A weight: int8 values in [-127, 127], per-channel scale on the output-channel axis.
+        weight = inits[node.input[0]]
+        if weight.data_type != TensorProto.INT8:
+            problems.append(
+                f"{label}: weight initializer must be int8 (got {_type_name(weight.data_type)})"
+            )
+            continue
+        values = numpy_helper.to_array(weight)
+        if values.size and values.min() < -WEIGHT_QMAX:
+            problems.append(f"{label}: int8 weights must lie in [-127, 127] (found -128)")
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        users = [u for u in consumers.get(node.output[0], []) if u.op_type in QUANTIZABLE_OPS]
+        for user in users:
+            want = weight_axis(user, values.ndim)
+            if axis % values.ndim != want:
+                problems.append(
+                    f"{label}: per-channel axis {axis} but {user.op_type} {user.name!r} needs axis {want}"
+                )
+        if scale.ndim != 1 or scale.size != values.shape[axis % values.ndim]:
+            problems.append(
+                f"{label}: weight scale must be 1-D with one value per output channel "
+                f"({values.shape[axis % values.ndim]}), got shape {list(scale.shape)}"
+            )
+
+    for node in graph.node:
+        if node.op_type not in QUANTIZABLE_OPS:
+            continue
+        for index, what in ((0, "activation"), (1, "weight")):
+            source = producers.get(node.input[index]) if len(node.input) > index else None
+            if source is None or source.op_type != "DequantizeLinear":
+                problems.append(
+                    f"{node.op_type} {node.name!r}: {what} input is not dequantized (not quantized)"
+                )
+    return problems
+
+
+def _same_params(inits: Mapping[str, Any], q: Any, dq: Any) -> bool:
+    from onnx import numpy_helper
+
+    for index in (1, 2):
+        a, b = q.input[index], dq.input[index] if len(dq.input) > index else ""
+        if a == b:
+            continue
+        if a not in inits or b not in inits:
+            return False
+        if not np.array_equal(numpy_helper.to_array(inits[a]), numpy_helper.to_array(inits[b])):
+            return False
+    return True
+
+
+def _type_name(data_type: int) -> str:
+    from onnx import TensorProto
+
+    return TensorProto.DataType.Name(data_type).lower()
