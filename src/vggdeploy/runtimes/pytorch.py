@@ -1,0 +1,213 @@
+"""Eager PyTorch, rebuilt from a bundle's model spec and weights record.
+
+This is the reference every other runtime is compared with: the same `ModelSpec` and the same
+weights the ONNX was exported from (seeded random weights are regenerated from their seed; a
+weights file or torchvision's ImageNet checkpoint is read again and its sha256 checked against
+the manifest, so a changed file is refused instead of silently compared).
+
+Inputs and outputs are the bundle's (`manifest["io"]`, float32 both); with `precision="fp16"`
+the model computes in half precision on the GPU and its logits are returned as float32.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vggdeploy.bundle import Bundle
+from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError, WeightsError
+from vggdeploy.runtimes.base import Runtime, TensorSpec
+
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "fp16")
+
+
+class TorchRuntime(Runtime):
+    """PyTorch eager inference of a bundle's model.
+
+    Args:
+        bundle: a `Bundle` or the path of a bundle directory.
+        device: "cpu" or "cuda" (a missing GPU is a `RuntimeUnavailableError`, never a switch).
+        precision: "fp32", or "fp16" (CUDA only: half precision on a CPU is refused as
+            unsupported and slow rather than quietly run in fp32).
+        channels_last: run convolutions in NHWC memory layout (often faster on CPU and on
+            tensor cores); inputs and outputs keep the bundle's NCHW layout.
+        threads: `torch.set_num_threads` for CPU inference. It is process-wide in PyTorch, so
+            it also affects other torch work in this process; None leaves it alone.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        bundle: Bundle | str | os.PathLike[str],
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        channels_last: bool = False,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        if device not in DEVICES:
+            raise InputError(f"torch device {device!r} is not supported: use cpu or cuda")
+        if precision not in PRECISIONS:
+            raise InputError(
+                f"torch precision {precision!r} is not supported: use fp32 or fp16 "
+                "(INT8 runs in onnxruntime or tensorrt)"
+            )
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads {threads!r} must be a positive integer")
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        self.device = device
+        self.precision = precision
+        self.channels_last = channels_last
+        self.threads = threads
+        self._model: Any = None
+        self._weights: dict[str, Any] = {}
+
+    @property
+    def label(self) -> str:
+        return f"torch[{self.device}] {self.precision}" + (
+            " channels-last" if self.channels_last else ""
+        )
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "runtime": self.name,
+            "label": self.label,
+            "device": self.device,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "model": self.bundle.model.get("name"),
+            "dense": bool(self.bundle.model.get("dense", False)),
+        }
+        if self.is_loaded:
+            import torch
+
+            info["torch"] = torch.__version__
+            info["threads"] = torch.get_num_threads()
+            info["device_name"] = (
+                torch.cuda.get_device_name() if self.device == "cuda" else _cpu_name()
+            )
+            info["weights"] = {k: v for k, v in self._weights.items() if k != "path"}
+        return info
+
+    # -- backend --------------------------------------------------------------------------------
+
+    def _load(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        import torch
+
+        from vggdeploy.models import ModelSpec
+        from vggdeploy.weights import load_model
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            build = torch.version.cuda
+            raise RuntimeUnavailableError(
+                "torch cannot use CUDA here: "
+                + (
+                    f"this torch {torch.__version__} is a CPU-only build (install a CUDA wheel)"
+                    if build is None
+                    else f"torch {torch.__version__} (CUDA {build}) finds no usable GPU or driver"
+                )
+                + "; use --runtime torch (cpu)"
+            )
+        if self.precision == "fp16" and self.device == "cpu":
+            raise RuntimeUnavailableError(
+                "torch fp16 on CPU is not supported here (many CPU kernels lack half precision "
+                "and the rest are slow): use fp16 with torch:cuda, or fp32 on CPU"
+            )
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+
+        manifest = self.bundle.manifest
+        try:
+            spec = ModelSpec.from_dict(manifest["model"])
+            record = manifest["weights"]
+            io = manifest["io"]
+        except KeyError as exc:
+            raise BundleError(
+                f"{self.bundle.root}/manifest.json lacks {exc}: re-export the bundle"
+            ) from None
+        source = weights_source(record)
+        model, loaded = load_model(spec, source, dense=bool(manifest["model"].get("dense")))
+        check_weights_sha(
+            record, loaded.get("sha256"), loaded.get("path") or loaded.get("file") or source.kind
+        )
+        self._weights = loaded
+        dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        model = model.to(device=self.device, dtype=dtype)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model.eval()
+        self._dtype = dtype
+        inputs = [TensorSpec.from_dict(d) for d in io["inputs"]]
+        outputs = [TensorSpec.from_dict(d) for d in io["outputs"]]
+        return inputs, outputs
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(feed[self._inputs[0].name]))
+        x = x.to(device=self.device, dtype=self._dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            y = self._model(x)
+        return {self._outputs[0].name: y.float().cpu().numpy()}
+
+    def _close(self) -> None:
+        self._model = None
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def weights_source(record: dict[str, Any]) -> Any:
+    """The `WeightsSource` that reproduces a manifest weights record.
+
+    Random weights come back from their seed. A weights file must still hash to the sha256
+    recorded at export, otherwise the reference would silently be a different model: the
+    caller checks the sha256 that `load_model` reports with `check_weights_sha`.
+    """
+    from vggdeploy.weights import WeightsSource
+
+    kind = record.get("source")
+    if kind == "random":
+        return WeightsSource("random", seed=int(record.get("seed", 0)))
+    if kind == "file":
+        path = Path(record.get("path", ""))
+        if not path.is_file():
+            raise WeightsError(
+                f"the bundle's weights file {path} is missing: the torch runtime rebuilds the "
+                "model from it - restore the file or re-export the bundle"
+            )
+        return WeightsSource("file", path=str(path))
+    if kind == "imagenet":
+        return WeightsSource("imagenet")
+    raise BundleError(f"unknown weights source {kind!r} in the manifest: re-export the bundle")
+
+
+def check_weights_sha(record: dict[str, Any], got: str | None, where: str) -> None:
+    """Refuse weights whose sha256 differs from the one the manifest recorded at export."""
+    want = record.get("sha256")
+    if want and got and got != want:
+        raise WeightsError(
+            f"weights {where} changed since the bundle was exported (sha256 differs from the "
+            "manifest): restore the original file or re-export the bundle"
+        )
+
+
+def _cpu_name() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
