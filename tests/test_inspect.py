@@ -19,11 +19,24 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return int(exc.value.code or 0), out, err
 
 
+def engine_record(
+    cc: str = "8.7", trt: str = "10.16.1.11", hw: str = "none", vc: bool = False
+) -> dict[str, object]:
+    """The facts `vggdeploy build` records for an engine (see vggdeploy.exporter.engine)."""
+    return {
+        "kind": "tensorrt-engine",
+        "precision": "fp16",
+        "tensorrt_version": trt,
+        "gpu": {"name": f"GPU sm{cc}", "compute_capability": cc, "jetson": False},
+        "flags": {"strongly_typed": True, "hardware_compat": hw, "version_compatible": vc},
+    }
+
+
 def add_fake_engine(root: Path, key: str = "engine.fp16", **facts: object) -> None:
     bundle = Bundle.load(root)
     name = f"model.{key.split('.', 1)[1]}.engine"
     (root / name).write_bytes(b"not a real engine, but bytes with a sha256")
-    bundle.add_artifact(key, name, kind="engine", precision="fp16", **facts)
+    bundle.add_artifact(key, name, **{**engine_record(), **facts})
     bundle.save()
 
 
@@ -106,13 +119,7 @@ def test_qdq_nodes_are_counted(tmp_path: Path) -> None:
 
 
 def test_engine_needs_tensorrt_and_matching_gpu(tiny_bundle: Path) -> None:
-    add_fake_engine(
-        tiny_bundle,
-        tensorrt_version="10.16.1.11",
-        compute_capability="8.7",
-        hardware_compatibility="NONE",
-        version_compatible=False,
-    )
+    add_fake_engine(tiny_bundle)
     info = inspect_bundle(tiny_bundle)
     assert info["ok"]  # integrity is fine; running it here is a separate question
     engine = next(a for a in info["artifacts"] if a["key"] == "engine.fp16")
@@ -131,13 +138,7 @@ def host(trt: str | None, *ccs: str) -> dict[str, object]:
     }
 
 
-RECORD = {
-    "kind": "engine",
-    "tensorrt_version": "10.16.1.11",
-    "compute_capability": "8.7",
-    "hardware_compatibility": "NONE",
-    "version_compatible": False,
-}
+RECORD = engine_record(cc="8.7", trt="10.16.1.11")
 
 
 def test_engine_host_rules() -> None:
@@ -146,14 +147,14 @@ def test_engine_host_rules() -> None:
     other_gpu = check_engine_host(RECORD, host("10.16.1.11", "8.9"))
     assert not other_gpu["runnable"] and "compute capability 8.7" in other_gpu["reasons"][0]
     # hardware-compatible engines run on any Ampere or newer GPU, not on Turing
-    ampere = {**RECORD, "hardware_compatibility": "AMPERE_PLUS"}
+    ampere = engine_record(hw="ampere+")
     assert check_engine_host(ampere, host("10.16.1.11", "8.9"))["runnable"]
     assert not check_engine_host(ampere, host("10.16.1.11", "7.5"))["runnable"]
     # other TensorRT version
     other_trt = check_engine_host(RECORD, host("10.3.0", "8.7"))
     assert not other_trt["runnable"] and "built with TensorRT 10.16.1.11" in other_trt["reasons"][0]
     # version-compatible engines run on later releases of the same major version only
-    vc = {**RECORD, "version_compatible": True}
+    vc = engine_record(vc=True)
     assert check_engine_host(vc, host("10.17.0", "8.7"))["runnable"]
     assert not check_engine_host(vc, host("10.3.0", "8.7"))["runnable"]
     assert not check_engine_host(vc, host("11.4.0", "8.7"))["runnable"]
@@ -165,7 +166,7 @@ def test_engine_host_rules() -> None:
 def test_bare_engine_without_tensorrt(
     tiny_bundle: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add_fake_engine(tiny_bundle, tensorrt_version="10.16.1.11", compute_capability="8.7")
+    add_fake_engine(tiny_bundle)
     info = inspect_path(tiny_bundle / "model.fp16.engine")
     assert info["kind"] == "engine" and info["size"] > 0 and len(info["sha256"]) == 64
     assert info["manifest_record"]["key"] == "engine.fp16"

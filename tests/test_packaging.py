@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 def add_engine(root: Path, key: str, cc: str, max_batch: int = 16) -> None:
+    """A fake engine recorded the way `vggdeploy build` records a real one."""
     bundle = Bundle.load(root)
     name = f"model.{key.replace('engine.', '')}.engine"
     (root / name).write_bytes(f"fake plan for sm{cc}".encode())
@@ -36,13 +38,12 @@ def add_engine(root: Path, key: str, cc: str, max_batch: int = 16) -> None:
     bundle.add_artifact(
         key,
         name,
-        kind="engine",
+        kind="tensorrt-engine",
         precision="fp16",
         tensorrt_version="10.16.1.11",
-        compute_capability=cc,
-        hardware_compatibility="NONE",
-        version_compatible=False,
-        profile={"input": {"min": shape(1), "opt": shape(8), "max": shape(max_batch)}},
+        gpu={"name": f"GPU sm{cc}", "compute_capability": cc, "jetson": False},
+        flags={"strongly_typed": True, "hardware_compat": "none", "version_compatible": False},
+        profiles=[{"input": {"min": shape(1), "opt": shape(8), "max": shape(max_batch)}}],
     )
     bundle.save()
 
@@ -208,10 +209,16 @@ def test_triton_onnx_config_parses(tiny_bundle: Path, tmp_path: Path, capsys) ->
 
 
 def test_triton_engines_per_compute_capability(tiny_bundle: Path, tmp_path: Path) -> None:
+    # The documented flow: unpack the same bundle on two devices, build on each, package both.
+    orin = tmp_path / "built-on-orin"
+    shutil.copytree(tiny_bundle, orin)
     add_engine(tiny_bundle, "engine.fp16", "8.6", max_batch=16)
-    add_engine(tiny_bundle, "engine.fp16-sm87", "8.7", max_batch=16)
+    add_engine(orin, "engine.fp16", "8.7", max_batch=16)
     result = package_triton(
-        tiny_bundle, tmp_path / "repo", TritonOptions(name="tiny", dynamic_batching=True)
+        tiny_bundle,
+        tmp_path / "repo",
+        TritonOptions(name="tiny", dynamic_batching=True),
+        engines_from=[orin],
     )
     assert result.schema_checked
     names = {m["name"] for m in result.models}
@@ -262,3 +269,22 @@ def test_triton_refuses_to_overwrite(tiny_bundle: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--force"):
         package_triton(tiny_bundle, tmp_path / "repo")
     package_triton(tiny_bundle, tmp_path / "repo", TritonOptions(force=True))
+
+
+def test_triton_engines_from_another_export_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bundle, other)
+    bundle = Bundle.load(other)
+    bundle.artifacts["onnx.fp32"]["sha256"] = "0" * 64  # as if exported from other weights
+    bundle.save()
+    with pytest.raises(InputError, match="not made from the same export"):
+        package_triton(tiny_bundle, tmp_path / "repo", engines_from=[other])
+
+
+def test_triton_same_compute_capability_twice_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bundle, other)
+    add_engine(tiny_bundle, "engine.fp16", "8.6")
+    add_engine(other, "engine.fp16", "8.6")
+    with pytest.raises(InputError, match="not one per compute capability"):
+        package_triton(tiny_bundle, tmp_path / "repo", engines_from=[other])

@@ -75,7 +75,7 @@ def inspect_bundle(root: str | os.PathLike[str]) -> dict[str, Any]:
         entry = check_artifact(bundle, key, record)
         if entry["status"] != "ok":
             problems.append(f"{key}: {entry['detail']}")
-        if _is_engine(record):
+        if is_engine(record):
             if host is None:
                 host = probe_host()
             entry["host"] = check_engine_host(record, host)
@@ -152,8 +152,11 @@ def _is_inside(rel: str) -> bool:
     return not p.is_absolute() and ".." not in p.parts and not (len(rel) > 1 and rel[1] == ":")
 
 
-def _is_engine(record: dict[str, Any]) -> bool:
-    return record.get("kind") == "engine" or str(record.get("path", "")).endswith(ENGINE_SUFFIXES)
+def is_engine(record: dict[str, Any]) -> bool:
+    """Whether a manifest record is a TensorRT engine (`vggdeploy build` writes `tensorrt-engine`)."""
+    return record.get("kind") in ("tensorrt-engine", "engine") or str(
+        record.get("path", "")
+    ).endswith(ENGINE_SUFFIXES)
 
 
 # -- can this host run an engine --------------------------------------------------------------
@@ -224,24 +227,33 @@ def _cc_tuple(text: str) -> tuple[int, int]:
     return int(major), int(minor or 0)
 
 
+_HW_NAMES = {
+    "none": HW_NONE,
+    "ampere+": HW_AMPERE_PLUS,
+    "ampere_plus": HW_AMPERE_PLUS,
+    "same-cc": HW_SAME_CC,
+    "same_compute_capability": HW_SAME_CC,
+}
+
+
 def engine_facts(record: dict[str, Any]) -> dict[str, Any]:
-    """The build facts of an engine record, under one spelling whatever the builder wrote."""
-    trt_info = record.get("tensorrt") if isinstance(record.get("tensorrt"), dict) else {}
-    version = record.get("tensorrt_version") or trt_info.get("version") or record.get("tensorrt")
-    cc = record.get("compute_capability") or trt_info.get("compute_capability")
-    hw = (
-        record.get("hardware_compatibility")
-        or record.get("hardware_compatibility_level")
-        or trt_info.get("hardware_compatibility")
-        or HW_NONE
-    )
-    vc = record.get("version_compatible", trt_info.get("version_compatible", False))
+    """The build facts of an engine's manifest record (as `vggdeploy build` writes them)."""
+    gpu = record.get("gpu") if isinstance(record.get("gpu"), dict) else {}
+    flags = record.get("flags") if isinstance(record.get("flags"), dict) else {}
+    version = record.get("tensorrt_version")
+    cc = gpu.get("compute_capability") or record.get("compute_capability")
+    hw = flags.get("hardware_compat") or record.get("hardware_compatibility") or "none"
+    hw = str(hw).split(".")[-1]
     return {
-        "tensorrt_version": str(version) if version and not isinstance(version, dict) else None,
+        "tensorrt_version": str(version) if version else None,
         "compute_capability": str(cc) if cc else None,
-        "hardware_compatibility": str(hw).upper().replace("HARDWARECOMPATIBILITYLEVEL.", ""),
-        "version_compatible": bool(vc),
-        "device": record.get("device") or record.get("gpu"),
+        "gpu": gpu.get("name"),
+        "jetson": bool(gpu.get("jetson", False)),
+        "hardware_compatibility": _HW_NAMES.get(hw.lower(), hw.upper()),
+        "version_compatible": bool(
+            flags.get("version_compatible", record.get("version_compatible"))
+        ),
+        "exclude_lean_runtime": bool(flags.get("exclude_lean_runtime", False)),
     }
 
 
@@ -259,11 +271,16 @@ def check_engine_host(record: dict[str, Any], host: dict[str, Any]) -> dict[str,
         reasons.append(host.get("tensorrt_error") or "TensorRT is not installed")
     elif facts["tensorrt_version"]:
         built, here = _version_tuple(facts["tensorrt_version"]), _version_tuple(host["tensorrt"])
-        if facts["version_compatible"]:
+        if facts["version_compatible"] and here[:3] != built[:3]:
             if here[:1] != built[:1] or here < built:
                 reasons.append(
                     f"built version-compatible with TensorRT {facts['tensorrt_version']}: needs "
                     f"TensorRT {built[0]}.x at least that version, this host has {host['tensorrt']}"
+                )
+            elif facts["exclude_lean_runtime"]:
+                reasons.append(
+                    f"built version-compatible with TensorRT {facts['tensorrt_version']} but "
+                    f"without its lean runtime, so TensorRT {host['tensorrt']} cannot run it"
                 )
         elif here[:3] != built[:3]:
             reasons.append(

@@ -27,12 +27,14 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vggdeploy.bundle import MANIFEST_NAME, Bundle, atomic_path, atomic_write_text, sha256_file
 from vggdeploy.errors import BundleError, InputError
+from vggdeploy.inspect_bundle import engine_facts, is_engine
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def pack_bundle(
         raise InputError(f"{out} is a folder: give a file name such as {out / 'bundle.tar.gz'}")
 
     excluded = sorted(
-        k for k, r in bundle.artifacts.items() if not include_engines and r.get("kind") == "engine"
+        k for k, r in bundle.artifacts.items() if not include_engines and is_engine(r)
     )
     files: dict[str, Path] = {}
     bad: list[str] = []
@@ -357,7 +359,7 @@ class TritonModel:
     name: str
     platform: str
     precision: str
-    artifacts: list[tuple[str, dict[str, Any]]]  # (key, record): several for several GPUs
+    artifacts: list[tuple[str, dict[str, Any], Path]]  # (key, record, file): one per GPU kind
     max_batch: int
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
@@ -422,8 +424,22 @@ def _onnx_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return info["inputs"], info["outputs"]
 
 
-def plan_triton(bundle: Bundle, options: TritonOptions) -> list[TritonModel]:
-    """Decide the models of the repository; raises `InputError` for impossible requests."""
+def plan_triton(
+    bundle: Bundle, options: TritonOptions, engines_from: Sequence[Bundle] = ()
+) -> list[TritonModel]:
+    """Decide the models of the repository; raises `InputError` for impossible requests.
+
+    `engines_from`: more bundles unpacked from the same export and built on other GPUs; their
+    engines join this bundle's, one plan per compute capability.
+    """
+    source_sha = bundle.artifact("onnx.fp32").get("sha256")
+    for other in engines_from:
+        other_sha = other.artifacts.get("onnx.fp32", {}).get("sha256")
+        if other_sha != source_sha:
+            raise InputError(
+                f"{other.root} was not made from the same export as {bundle.root} (its "
+                "model.onnx differs): engines of different models cannot share a Triton model"
+            )
     base = options.name or bundle.model["name"].replace(".", "_")
     wanted = set(options.precisions)
     models: list[TritonModel] = []
@@ -458,7 +474,7 @@ def plan_triton(bundle: Bundle, options: TritonOptions) -> list[TritonModel]:
                     name=f"{base}_onnx_{precision}",
                     platform="onnxruntime_onnx",
                     precision=precision,
-                    artifacts=[(key, record)],
+                    artifacts=[(key, record, bundle.root / record["path"])],
                     max_batch=max_batch if batched else 0,
                     inputs=inputs,
                     outputs=outputs,
@@ -468,23 +484,27 @@ def plan_triton(bundle: Bundle, options: TritonOptions) -> list[TritonModel]:
             )
 
     if "trt" in options.backends:
-        engines: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        for key, record in sorted(bundle.artifacts.items()):
-            if record.get("kind") != "engine":
-                continue
-            precision = str(record.get("precision") or key.split(".")[1])
-            if wanted and precision not in wanted:
-                continue
-            engines.setdefault(precision, []).append((key, record))
+        engines: dict[str, list[tuple[str, dict[str, Any], Path]]] = {}
+        for source in (bundle, *engines_from):
+            for key, record in sorted(source.artifacts.items()):
+                if not is_engine(record):
+                    continue
+                precision = str(record.get("precision") or key.split(".")[1])
+                if wanted and precision not in wanted:
+                    continue
+                label = key if source is bundle else f"{key} ({source.root})"
+                engines.setdefault(precision, []).append(
+                    (label, record, source.root / record["path"])
+                )
         for precision, group in sorted(engines.items()):
-            ccs = [str(r.get("compute_capability") or "") for _, r in group]
+            ccs = [str(engine_facts(r)["compute_capability"] or "") for _, r, _ in group]
             if len(group) > 1 and (not all(ccs) or len(set(ccs)) != len(ccs)):
                 raise InputError(
                     f"the bundle has {len(group)} {precision} engines but not one per compute "
                     f"capability ({', '.join(c or '?' for c in ccs)}): Triton picks a plan by "
                     "compute capability only; remove the duplicates"
                 )
-            limits = [m for m in (_engine_profile_max(r) for _, r in group) if m is not None]
+            limits = [m for m in (_engine_profile_max(r) for _, r, _ in group) if m is not None]
             limit = min(limits) if limits else None
             if options.max_batch is not None:
                 max_batch = options.max_batch
@@ -502,7 +522,7 @@ def plan_triton(bundle: Bundle, options: TritonOptions) -> list[TritonModel]:
                     "the engine's optimization profile is not in the manifest: make sure it "
                     f"accepts batch {max_batch}"
                 )
-            opts = sorted({o for o in (_engine_profile_opt(r) for _, r in group) if o})
+            opts = sorted({o for o in (_engine_profile_opt(r) for _, r, _ in group) if o})
             preferred = options.preferred_batch or tuple(o for o in opts if o <= max_batch)
             models.append(
                 TritonModel(
@@ -544,8 +564,10 @@ def config_pbtxt(model: TritonModel, options: TritonOptions, labels: bool) -> st
         if len(model.artifacts) > 1:
             lines.append("cc_model_filenames [")
             entries = [
-                f'  {{ key: "{r["compute_capability"]}" value: "{_plan_filename(str(r["compute_capability"]))}" }}'
-                for _, r in model.artifacts
+                f'  {{ key: "{cc}" value: "{_plan_filename(cc)}" }}'
+                for cc in (
+                    str(engine_facts(r)["compute_capability"]) for _, r, _ in model.artifacts
+                )
             ]
             lines.append(",\n".join(entries))
             lines.append("]")
@@ -650,13 +672,19 @@ class TritonResult:
 
 
 def package_triton(
-    root: str | os.PathLike[str], repo: str | os.PathLike[str], options: TritonOptions | None = None
+    root: str | os.PathLike[str],
+    repo: str | os.PathLike[str],
+    options: TritonOptions | None = None,
+    engines_from: Sequence[str | os.PathLike[str]] = (),
 ) -> TritonResult:
-    """Write a Triton model repository for the bundle at `root` under `repo`."""
+    """Write a Triton model repository for the bundle at `root` under `repo`.
+
+    `engines_from`: other copies of this bundle built on other GPUs (see `plan_triton`).
+    """
     options = options or TritonOptions()
     bundle = Bundle.load(root)
     repo = Path(repo)
-    models = plan_triton(bundle, options)
+    models = plan_triton(bundle, options, [Bundle.load(r) for r in engines_from])
     labels = bundle.labels()
     existing = [m.name for m in models if (repo / m.name).exists()]
     if existing and not options.force:
@@ -664,9 +692,14 @@ def package_triton(
             f"{repo} already has model(s) {', '.join(existing)}: choose another --out or add --force"
         )
     # Verify every source before writing anything.
-    sources = {
-        key: bundle.artifact_path(key, verify=True) for m in models for key, _ in m.artifacts
-    }
+    bad = [
+        f"{key}: {path} is missing or does not match its sha256"
+        for m in models
+        for key, record, path in m.artifacts
+        if not path.is_file() or sha256_file(path) != record.get("sha256")
+    ]
+    if bad:
+        raise BundleError(f"not packaging: {'; '.join(bad)} - re-create these artifacts")
     schema_checked = False
     written = []
     for model in models:
@@ -678,14 +711,14 @@ def package_triton(
             version = staging / "1"
             version.mkdir()
             files = []
-            for key, record in model.artifacts:
+            for _key, record, source in model.artifacts:
                 if model.platform == "onnxruntime_onnx":
                     fname = "model.onnx"
                 elif len(model.artifacts) > 1:
-                    fname = _plan_filename(str(record["compute_capability"]))
+                    fname = _plan_filename(str(engine_facts(record)["compute_capability"]))
                 else:
                     fname = "model.plan"
-                _copy(sources[key], version / fname)
+                _copy(source, version / fname)
                 files.append(f"1/{fname}")
             atomic_write_text(staging / "config.pbtxt", text)
             if labels is not None:
@@ -703,7 +736,7 @@ def package_triton(
                 "platform": model.platform,
                 "precision": model.precision,
                 "max_batch_size": model.max_batch,
-                "artifacts": [k for k, _ in model.artifacts],
+                "artifacts": [k for k, _, _ in model.artifacts],
                 "files": ["config.pbtxt", *files, *(["labels.txt"] if labels else [])],
                 "notes": model.notes,
             }
