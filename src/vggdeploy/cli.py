@@ -294,6 +294,256 @@ def export(
 
 # -- benchmark: bench (issue 6) ---------------------------------------------------------------
 
+
+def _split_multi(values: tuple[str, ...]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("bundle", required=False, type=click.Path(file_okay=False))
+@click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    help="Runtime to time, repeatable or comma-separated: torch, torch:channels-last, "
+    "torch:cuda, onnxruntime, onnxruntime:cuda, onnxruntime:tensorrt, tensorrt, "
+    "tensorrt:cuda-graphs. Default: every one this host can run.",
+)
+@click.option(
+    "--precision",
+    "precisions",
+    multiple=True,
+    help="fp32, fp16, int8, int8-u8 (repeatable or comma-separated). Default: every artifact.",
+)
+@click.option("--batch", "batch", default="1,8,32", show_default=True, help="Batch sizes.")
+@click.option(
+    "--warmup",
+    default="0.5s",
+    show_default=True,
+    help="Warm-up per case: iterations (10) or time (2s, 500ms).",
+)
+@click.option("--iterations", type=int, help="Timed calls per case (with --duration: at least).")
+@click.option(
+    "--duration",
+    type=float,
+    help="Seconds per case (default 3 s and at least 10 calls, as trtexec, when neither is given).",
+)
+@click.option("--threads", type=int, help="Intra-op threads for torch and onnxruntime.")
+@click.option("--image-size", type=int, help="Input size for a dense bundle (default: its own).")
+@click.option("--cuda-graphs", is_flag=True, help="TensorRT: launch the engine as a CUDA graph.")
+@click.option(
+    "--reference-bare-ort",
+    is_flag=True,
+    help="Also time a bare onnxruntime session.run loop for every onnxruntime case, alternating "
+    "with the harness, and report the ratio.",
+)
+@click.option(
+    "--cv-threshold",
+    default="10%",
+    show_default=True,
+    help="Warn when a case's latency std/mean exceeds this.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), help="Write every figure as JSON."
+)
+@click.option(
+    "--csv", "csv_out", type=click.Path(dir_okay=False), help="Write every figure as CSV."
+)
+@click.option(
+    "--markdown", is_flag=True, help="Print Markdown tables instead of the terminal table."
+)
+@click.option(
+    "--plot",
+    "plot_out",
+    type=click.Path(dir_okay=False),
+    help="Write latency and throughput vs batch size as an image (PNG, SVG, PDF).",
+)
+@click.option("--samples", is_flag=True, help="Keep every latency sample in the --json file.")
+@click.option(
+    "--compare",
+    nargs=2,
+    type=click.Path(dir_okay=False),
+    metavar="OLD.json NEW.json",
+    help="Compare two --json results instead of running; exit 2 if any case regressed.",
+)
+@click.option(
+    "--threshold",
+    default="5%",
+    show_default=True,
+    help="With --compare: a median latency this much higher is a regression.",
+)
+def bench(
+    bundle: str | None,
+    runtimes: tuple[str, ...],
+    precisions: tuple[str, ...],
+    batch: str,
+    warmup: str,
+    iterations: int | None,
+    duration: float | None,
+    threads: int | None,
+    image_size: int | None,
+    cuda_graphs: bool,
+    reference_bare_ort: bool,
+    cv_threshold: str,
+    seed: int,
+    json_out: str | None,
+    csv_out: str | None,
+    markdown: bool,
+    plot_out: str | None,
+    samples: bool,
+    compare: tuple[str, str] | None,
+    threshold: str,
+) -> None:
+    """Time BUNDLE across runtimes x precisions x batch sizes.
+
+    Each case is warmed up, then timed call by call: latency min/mean/median/p90/p95/p99/max/std,
+    images/s, GFLOP/s and peak RSS. GPU runtimes that expose it report trtexec's
+    H2D / compute / D2H split (CUDA events); CPU runtimes report end to end. Cases that cannot
+    run here are listed with the reason.
+
+    \b
+    Exit codes: 0 done; 1 bad input or nothing could run;
+    with --compare, 2 when any case's median latency regressed beyond --threshold.
+    """
+    from vggdeploy import benchmark as bm
+
+    if compare:
+        if bundle:
+            raise InputError("--compare takes two result files and no BUNDLE: drop one of them")
+        _bench_compare(compare, bm.parse_threshold(threshold), json_out, markdown)
+        return
+    if not bundle:
+        raise InputError("give a BUNDLE to benchmark (or --compare OLD.json NEW.json)")
+    from vggdeploy.bundle import Bundle
+
+    kind, amount = bm.parse_amount(warmup, "--warmup")
+    options = bm.BenchOptions(
+        iterations=iterations,
+        seconds=duration if (duration is not None or iterations is not None) else 3.0,
+        min_iterations=10 if (duration is None and iterations is None) else 1,
+        warmup_iterations=int(amount) if kind == "iterations" else None,
+        warmup_seconds=amount if kind == "seconds" else None,
+        cv_threshold=bm.parse_threshold(cv_threshold),
+        seed=seed,
+        image_size=image_size,
+        threads=threads,
+        cuda_graphs=cuda_graphs,
+        reference_bare_ort=reference_bare_ort,
+        keep_samples=samples,
+    )
+    choices = [bm.parse_runtime(r) for r in _split_multi(runtimes)] or None
+    wanted = _split_multi(precisions) or None
+    for p in wanted or ():
+        if p not in bm.PRECISIONS:
+            raise InputError(f"--precision {p!r}: choose from {', '.join(bm.PRECISIONS)}")
+    if cuda_graphs and choices and not any(c.name == "tensorrt" for c in choices):
+        raise InputError("--cuda-graphs applies to the tensorrt runtime: add --runtime tensorrt")
+    loaded = Bundle.load(bundle)
+    plans, skipped = bm.plan_cases(loaded, choices, wanted, bm.parse_batches(batch))
+    for s in skipped:
+        log.warning("skipping %s", s)
+    if not plans:
+        raise InputError(
+            "nothing to benchmark on this host: every case was skipped (reasons above)"
+        )
+
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    show_progress = err.is_terminal and logging.getLogger().getEffectiveLevel() <= logging.INFO
+    reporter = _RichReporter(err) if show_progress else None
+    result = bm.run_benchmark(
+        loaded, plans, options, skipped=skipped, reporter=reporter, argv=sys.argv[1:]
+    )
+    if not result["cases"]:
+        for line in bm.iter_skipped_lines(result):
+            click.echo(f"skipped {line}", err=True)
+        raise InputError("no case could run on this host (reasons above)")
+    if json_out:
+        bm.write_json(result, json_out)
+    if csv_out:
+        bm.write_csv(result, csv_out)
+    if plot_out:
+        bm.write_plot(result, plot_out)
+    if markdown:
+        click.echo(bm.render_markdown(result), nl=False)
+    else:
+        out = Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+        bm.print_rich(result, out)
+    for path in (json_out, csv_out, plot_out):
+        if path:
+            log.info("wrote %s", path)
+
+
+class _RichReporter:
+    """Progress over cases on stderr. Refreshed only between phases (auto_refresh off), so no
+    display thread competes with the timed loop."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,
+            transient=True,
+        )
+        self._task: Any = None
+
+    def start(self, total_cases: int) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task("bench", total=total_cases)
+        self._progress.refresh()
+
+    def case(self, label: str, phase: str) -> None:
+        self._progress.update(self._task, description=f"{phase} {label}")
+        self._progress.refresh()
+
+    def advance(self) -> None:
+        self._progress.advance(self._task)
+        self._progress.refresh()
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
+def _bench_compare(
+    files: tuple[str, str], threshold: float, json_out: str | None, markdown: bool
+) -> None:
+    from vggdeploy import benchmark as bm
+
+    old, new = bm.load_result(files[0]), bm.load_result(files[1])
+    cmp = bm.compare_results(old, new, threshold)
+    if not cmp["rows"]:
+        raise InputError(f"{files[0]} and {files[1]} have no case in common to compare")
+    headers, rows, notes = bm.render_comparison(cmp)
+    if json_out:
+        bm.write_json({"schema": "vggdeploy.bench-compare/1", **cmp}, json_out)
+    if markdown:
+        click.echo("| " + " | ".join(headers) + " |")
+        click.echo("|" + "|".join("---" if i < 3 else "---:" for i in range(len(headers))) + "|")
+        for r in rows:
+            click.echo("| " + " | ".join(r) + " |")
+        click.echo("")
+        for n in notes:
+            click.echo(f"- {n}")
+    else:
+        click.echo(format_table(headers, rows, align="lllrrrrrl"))
+        for n in notes:
+            click.echo(n)
+    bm.check_regressions(cmp)
+
+
 # -- shipping: pipeline, inspect, pack, unpack, package (issue 7) -----------------------------
 
 
