@@ -323,7 +323,8 @@ def percentile_threshold_bins(hist: np.ndarray, percentile: float) -> int:
     if total == 0:
         return hist.size
     cdf = np.cumsum(hist) / total
-    index = int(np.searchsorted(cdf, percentile / 100.0, side="left"))
+    # A hair of slack so 999/1000 counts as reaching 99.9 % despite float rounding.
+    index = int(np.searchsorted(cdf, percentile / 100.0 - 1e-12, side="left"))
     return min(index + 1, hist.size)
 
 
@@ -373,7 +374,9 @@ def compute_range(
         low, high = -threshold, threshold
     else:
         # uint8 with a zero point: clip the observed range to the threshold on each side.
-        low, high = max(stats.min, -threshold), min(stats.max, threshold)
+        # Unsigned data starts at exactly 0, so the zero point is 0 and ReLU folds away.
+        low = max(stats.min, -threshold) if stats.signed else 0.0
+        high = min(stats.max, threshold)
     return TensorRange(low=low, high=high, amax_observed=amax, signed=stats.signed)
 
 
