@@ -288,6 +288,194 @@ def export(
 
 # -- runtimes: validate, predict (issue 3) ----------------------------------------------------
 
+_RUNTIME_HELP = (
+    "NAME[:WHERE][@PRECISION]: torch, torch:cuda, onnxruntime:cpu, onnxruntime:cuda, "
+    "onnxruntime:tensorrt, tensorrt@fp16 ..."
+)
+_PRECISIONS = ["fp32", "fp16", "int8", "int8-u8"]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    help=f"A target to compare with the reference (repeatable). {_RUNTIME_HELP} "
+    "Default: onnxruntime:cpu on every ONNX in the bundle, plus its TensorRT engines if this host can run them.",
+)
+@click.option(
+    "--reference",
+    default="torch",
+    show_default=True,
+    help="What every target is compared with (same syntax as --runtime).",
+)
+@click.option(
+    "--precision",
+    "precisions",
+    multiple=True,
+    type=click.Choice(_PRECISIONS),
+    help="Only these precisions (repeatable) for targets without @PRECISION.",
+)
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False),
+    help="Folder of real images (bundle preprocessing) instead of random inputs.",
+)
+@click.option(
+    "--samples",
+    type=int,
+    help="Inputs to compare (default 16 random; all images with --images).",
+)
+@click.option("--batch", default=8, show_default=True, help="Batch size.")
+@click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
+@click.option(
+    "--tol",
+    "tols",
+    multiple=True,
+    metavar="PRECISION.METRIC=VALUE",
+    help="Override a tolerance, e.g. fp16.cosine=0.9995 or int8.top1=0.95 (repeatable).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the report as JSON to FILE ('-': stdout instead of the table).",
+)
+@click.option(
+    "--allow-fallback",
+    is_flag=True,
+    help="Accept an ONNX Runtime session that fell back to another provider (warns).",
+)
+@click.option("--threads", type=int, help="Intra-op threads for onnxruntime and torch.")
+def validate(
+    bundle: str,
+    runtimes: tuple[str, ...],
+    reference: str,
+    precisions: tuple[str, ...],
+    images: str | None,
+    samples: int | None,
+    batch: int,
+    seed: int,
+    tols: tuple[str, ...],
+    json_path: str | None,
+    allow_fallback: bool,
+    threads: int | None,
+) -> None:
+    """Compare BUNDLE's runtimes and precisions with the PyTorch reference on the same inputs.
+
+    Reports max/p99 absolute error, error relative to the output's largest magnitude and range,
+    cosine similarity, top-1 agreement and top-5 overlap; each precision is judged by its own
+    tolerances. Exit 0 when every check passes, 2 when any fails.
+    """
+    from vggdeploy.bundle import Bundle, atomic_write_json
+    from vggdeploy.errors import CheckFailedError
+    from vggdeploy.validate import (
+        DEFAULT_SAMPLES,
+        InputSet,
+        expand_targets,
+        parse_target,
+        parse_tolerances,
+        validate_bundle,
+    )
+
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads {threads} must be a positive integer")
+    overrides = parse_tolerances(tols)
+    b = Bundle.load(bundle)
+    options = {"threads": threads, "allow_fallback": allow_fallback}
+    targets = expand_targets(b, runtimes, precisions, **options)
+    ref = parse_target(reference, threads=threads)
+    if images:
+        inputs = InputSet.images(b, images, samples=samples, batch=batch)
+    else:
+        inputs = InputSet.random(b, samples=samples or DEFAULT_SAMPLES, batch=batch, seed=seed)
+    if targets is None:
+        from vggdeploy.validate import default_targets
+
+        targets_arg, skip = default_targets(b, **options), True
+    else:
+        targets_arg, skip = targets, False
+    report = validate_bundle(
+        b, targets_arg, inputs, overrides, reference=ref, skip_unavailable=skip
+    )
+    if json_path == "-":
+        _print_json(report.to_dict())
+    else:
+        click.echo(report.render())
+        if json_path:
+            atomic_write_json(json_path, report.to_dict())
+            click.echo(f"report written to {json_path}")
+    if not report.passed:
+        raise CheckFailedError(f"validation {report.summary()} (listed above)")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.argument("images", nargs=-1, required=True)
+@click.option(
+    "--runtime", default="onnxruntime", show_default=True, help=f"Runtime to use. {_RUNTIME_HELP}"
+)
+@click.option(
+    "--precision",
+    type=click.Choice(_PRECISIONS),
+    help="Model precision (default fp32; tensorrt: its runtime's default).",
+)
+@click.option("--top", default=5, show_default=True, help="Classes to show per image.")
+@click.option("--batch", default=8, show_default=True, help="Images per inference call.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--threads", type=int, help="Intra-op threads for onnxruntime and torch.")
+@click.option(
+    "--allow-fallback",
+    is_flag=True,
+    help="Accept an ONNX Runtime session that fell back to another provider (warns).",
+)
+def predict(
+    bundle: str,
+    images: tuple[str, ...],
+    runtime: str,
+    precision: str | None,
+    top: int,
+    batch: int,
+    as_json: bool,
+    threads: int | None,
+    allow_fallback: bool,
+) -> None:
+    """Classify IMAGE files (or folders of images) with BUNDLE: top-k classes and probabilities.
+
+    A file that cannot be read gets its own error line; the others still run, and the exit
+    code is non-zero if any failed.
+    """
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.predict import predict_images, render_predictions
+    from vggdeploy.validate import open_runtime, parse_target
+
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads {threads} must be a positive integer")
+    b = Bundle.load(bundle)
+    target = parse_target(runtime, precision, threads=threads, allow_fallback=allow_fallback)
+    with open_runtime(b, target) as rt:
+        results = predict_images(rt, b, images, top=top, batch=batch)
+        info = rt.describe()
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        _print_json(
+            {
+                "bundle": str(b.root),
+                "runtime": info,
+                "top": top,
+                "results": [r.to_dict() for r in results],
+                "failed": len(failed),
+            }
+        )
+    else:
+        click.echo(render_predictions(results))
+    if failed:
+        raise InputError(
+            f"{len(failed)} of {len(results)} files could not be classified (see above)"
+        )
+
+
 # -- calibration and conversion: calibrate, convert, evaluate (issue 4) -----------------------
 
 # -- TensorRT engines: build (issue 5) --------------------------------------------------------
