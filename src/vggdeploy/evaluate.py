@@ -1,0 +1,421 @@
+"""Top-1 / top-5 accuracy of a bundle on a labelled image folder, per runtime and precision.
+
+The folder has one sub-folder per class (torchvision's ImageFolder layout). Folder names are
+matched to the bundle's class names (exactly, ignoring case, and with `_` and spaces treated as
+the same); a bundle without labels maps the folders, sorted alphabetically, to output indices
+0..N-1 as ImageFolder does, and the result says so. Images are decoded once, in batches, and
+every chosen runtime/precision runs on each batch, so the comparison is on identical tensors and
+memory stays at one batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vggdeploy.bundle import Bundle
+from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
+from vggdeploy.preprocess import IMAGE_EXTENSIONS, Preprocessing, iter_batches
+from vggdeploy.runtimes.base import Runtime
+from vggdeploy.validate import Target, default_targets, expand_targets, infer_first, open_runtime
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-u8")
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class ClassMapping:
+    """Image files with their class index, and how the folders were mapped."""
+
+    samples: list[tuple[Path, int]]
+    folders: dict[str, int]  # folder name -> output index
+    method: str  # "labels" or "alphabetical"
+    note: str
+
+
+# -- class folders --------------------------------------------------------------------------------
+
+
+def normalize_name(name: str) -> str:
+    """Folder/label comparison key: case-insensitive, `_` and runs of spaces are one space."""
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+def map_class_folders(
+    root: str | os.PathLike[str], labels: Sequence[str] | None, num_classes: int
+) -> ClassMapping:
+    """The images under `root/<class>/...` and the output index of each class folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"image folder {root} does not exist or is not a directory")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    if not folders:
+        raise InputError(
+            f"{root} has no class sub-folders{f' ({len(loose)} loose images)' if loose else ''}: "
+            "evaluate needs one sub-folder per class (ImageFolder layout), e.g. "
+            f"{root}/cat/1.jpg, {root}/dog/2.jpg"
+        )
+    if labels is None:
+        if len(folders) > num_classes:
+            raise InputError(
+                f"{root} has {len(folders)} class folders but the model has {num_classes} "
+                "outputs: remove the extra folders, or export the bundle with --labels to match "
+                "folders by name"
+            )
+        index = {p.name: i for i, p in enumerate(folders)}
+        method = "alphabetical"
+        note = (
+            "the bundle has no labels: class folders sorted alphabetically map to output "
+            f"indices 0..{len(folders) - 1}, as torchvision's ImageFolder does"
+        )
+    else:
+        by_key: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            by_key.setdefault(normalize_name(label), []).append(i)
+        index, unmatched, ambiguous = {}, [], []
+        for folder in folders:
+            hits = by_key.get(normalize_name(folder.name), [])
+            if len(hits) == 1:
+                index[folder.name] = hits[0]
+            elif hits:
+                ambiguous.append(f"{folder.name!r} (classes {', '.join(map(str, hits))})")
+            else:
+                unmatched.append(folder.name)
+        if unmatched:
+            shown = ", ".join(repr(n) for n in unmatched[:10])
+            more = f" (+{len(unmatched) - 10} more)" if len(unmatched) > 10 else ""
+            examples = ", ".join(repr(n) for n in list(labels)[:3])
+            raise InputError(
+                f"{len(unmatched)} of {len(folders)} class folders under {root} match no class "
+                f"name of the bundle: {shown}{more}. Folder names must equal the bundle's labels "
+                f"(case-insensitive, '_' = ' '), e.g. {examples}: rename the folders, or export "
+                "the bundle with --labels FILE listing your class names in output order"
+            )
+        if ambiguous:
+            raise InputError(
+                f"class folder(s) {', '.join(ambiguous)} match several bundle labels with the "
+                "same name: give the bundle unique labels (--labels FILE) to evaluate on them"
+            )
+        method = "labels"
+        note = "class folders matched to the bundle's labels by name"
+    samples: list[tuple[Path, int]] = []
+    for folder in folders:
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )
+        samples += [(p, index[folder.name]) for p in files]
+    if not samples:
+        raise InputError(
+            f"no images found in the class folders under {root} "
+            f"(looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    if loose:
+        note += f"; {len(loose)} images directly under {root} (in no class folder) were ignored"
+    return ClassMapping(samples, index, method, note)
+
+
+# -- runtimes -------------------------------------------------------------------------------------
+
+
+def choose_targets(
+    bundle: Bundle,
+    runtimes: Sequence[str] = (),
+    precisions: Sequence[str] = (),
+    **options: Any,
+) -> tuple[list[Target], bool]:
+    """Targets as `vggdeploy validate` reads them (`NAME[:WHERE][@PRECISION]`, `--precision`).
+
+    Returns the targets and whether they are the defaults (ONNX Runtime CPU on every ONNX in
+    the bundle, then every TensorRT engine): defaults this host cannot run are skipped with a
+    note, while a target the user named must run.
+    """
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        raise InputError(
+            f"unknown precision(s) {', '.join(bad)}: choose from {', '.join(PRECISIONS)}"
+        )
+    targets = expand_targets(bundle, runtimes, precisions, **options)
+    if targets is None:
+        return default_targets(bundle, **options), True
+    unique: list[Target] = []
+    for target in targets:
+        if target not in unique:
+            unique.append(target)
+    return unique, False
+
+
+# -- scoring --------------------------------------------------------------------------------------
+
+
+def topk_hits(logits: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """Per row: is the target among the `k` largest logits? (ties broken by the lower index)"""
+    k = min(k, logits.shape[1])
+    # A stable sort on -logits keeps the lower index first among equal scores, like argmax.
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return np.any(order == targets[:, None], axis=1)
+
+
+@dataclass
+class _Score:
+    target: Target
+    runtime: Runtime
+    top1: int = 0
+    topk: int = 0
+    agree: int = 0
+    per_class: dict[int, list[int]] = field(default_factory=dict)  # index -> [count, top1]
+
+
+def evaluate_bundle(
+    bundle: Bundle,
+    images: str | os.PathLike[str],
+    *,
+    runtimes: Sequence[str] = (),
+    precisions: Sequence[str] = (),
+    batch_size: int = 32,
+    limit: int | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = False,
+    runtime_factory: Callable[[Bundle, Target], Runtime] = open_runtime,
+) -> dict[str, Any]:
+    """Accuracy of every runtime x precision on the labelled folder `images`.
+
+    `runtimes` and `precisions` read as in `vggdeploy validate`; with neither, every ONNX in
+    the bundle runs on ONNX Runtime CPU (plus TensorRT engines where this host can run them).
+    `limit` evaluates a seeded random subset of that many images (from every class, not just
+    the first folders). Deltas are percentage points against fp32 on the same runtime (else the
+    first fp32 target); agreement is the share of images whose top-1 class equals the first
+    fp32 target's.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch size {batch_size} must be at least 1")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit} must be at least 1")
+    started = time.perf_counter()
+    labels = bundle.labels()
+    num_classes = int(bundle.model["num_classes"])
+    mapping = map_class_folders(images, labels, num_classes)
+    samples = mapping.samples
+    if limit is not None and limit < len(samples):
+        rng = np.random.default_rng(seed)
+        samples = [samples[i] for i in sorted(rng.choice(len(samples), limit, replace=False))]
+    options = {"threads": threads} if threads else {}
+    targets, defaults = choose_targets(bundle, runtimes, precisions, **options)
+    pre = Preprocessing.from_dict(bundle.preprocessing)
+    k = min(TOP_K, num_classes)
+    paths = [p for p, _ in samples]
+    truth_all = np.asarray([c for _, c in samples], dtype=np.int64)
+
+    skipped: list[dict[str, str]] = []
+    with contextlib.ExitStack() as stack:
+        scores: list[_Score] = []
+        for target in targets:
+            try:
+                runtime = runtime_factory(bundle, target)
+                stack.enter_context(runtime)
+            except RuntimeUnavailableError as exc:
+                if not defaults:
+                    raise
+                skipped.append({"target": target.describe(), "reason": str(exc)})
+                continue
+            scores.append(_Score(target, runtime))
+        if not scores:
+            raise RuntimeUnavailableError(
+                "no runtime of this bundle can run on this host: "
+                + "; ".join(f"{s['target']}: {s['reason']}" for s in skipped)
+            )
+        reference = _reference_index([s.target for s in scores])
+        bar = stack.enter_context(
+            progress_bar(f"evaluating {len(scores)} model(s)", len(paths), enabled=progress)
+        )
+        done = 0
+        for chunk, batch in iter_batches(paths, pre, batch_size):
+            n = len(chunk)
+            truth = truth_all[done : done + n]
+            preds: list[np.ndarray] = []
+            for score in scores:
+                logits = infer_first(score.runtime, batch)
+                if logits.shape != (n, num_classes):
+                    raise BundleError(
+                        f"{score.runtime.label} returned logits of shape {logits.shape}, "
+                        f"expected ({n}, {num_classes}): the artifact does not match the bundle"
+                    )
+                hit1 = topk_hits(logits, truth, 1)
+                score.top1 += int(hit1.sum())
+                score.topk += int(topk_hits(logits, truth, k).sum())
+                for cls, ok in zip(truth.tolist(), hit1.tolist()):
+                    counts = score.per_class.setdefault(cls, [0, 0])
+                    counts[0] += 1
+                    counts[1] += int(ok)
+                preds.append(np.argsort(-logits, axis=1, kind="stable")[:, 0])
+            if reference is not None:
+                for score, pred in zip(scores, preds):
+                    score.agree += int(np.sum(pred == preds[reference]))
+            done += n
+            bar.advance(n)
+        described = [s.runtime.describe() for s in scores]
+        labels_of = [s.runtime.label for s in scores]
+
+    total = len(paths)
+    names = labels or sorted(mapping.folders, key=mapping.folders.get)
+    results = []
+    for i, score in enumerate(scores):
+        top1, topk = score.top1 / total, score.topk / total
+        results.append(
+            {
+                "runtime": score.target.runtime,
+                "options": score.target.to_dict()["options"],
+                "precision": score.target.precision,
+                "label": labels_of[i],
+                "top1": top1,
+                "top5": topk,
+                "correct_top1": score.top1,
+                "correct_top5": score.topk,
+                "describe": described[i],
+                "per_class_top1": {
+                    _class_name(names, cls): counts[1] / counts[0]
+                    for cls, counts in sorted(score.per_class.items())
+                },
+            }
+        )
+    evaluated = [s.target for s in scores]
+    for i, row in enumerate(results):
+        ref = _reference_for(evaluated, i, reference)
+        if ref is None:
+            row.update(delta_top1=None, delta_top5=None, reference=None)
+            row.update(agreement_top1=None, agreement_with=None)
+            continue
+        row["reference"] = results[ref]["label"]
+        row["delta_top1"] = round(100 * (row["top1"] - results[ref]["top1"]), 4)
+        row["delta_top5"] = round(100 * (row["top5"] - results[ref]["top5"]), 4)
+        # Same top-1 prediction as the first fp32 target, image by image.
+        row["agreement_top1"] = scores[i].agree / total
+        row["agreement_with"] = results[reference]["label"]
+    return {
+        "bundle": str(bundle.root),
+        "model": bundle.model.get("name"),
+        "images": str(Path(images)),
+        "count": total,
+        "limit": {"limit": limit, "seed": seed} if limit is not None else None,
+        "classes": len(mapping.folders),
+        "top_k": k,
+        "class_mapping": {
+            "method": mapping.method,
+            "note": mapping.note,
+            "folders": mapping.folders,
+        },
+        "batch_size": batch_size,
+        "results": results,
+        "skipped": skipped,
+        "seconds": round(time.perf_counter() - started, 2),
+        "units": "top1/top5 are fractions; delta_top1/delta_top5 are percentage points vs fp32",
+    }
+
+
+def _reference_index(targets: Sequence[Target]) -> int | None:
+    for i, t in enumerate(targets):
+        if t.precision == "fp32":
+            return i
+    return None
+
+
+def _reference_for(targets: Sequence[Target], i: int, default: int | None) -> int | None:
+    """fp32 on the same runtime and options if evaluated, else the first fp32 target."""
+    for j, t in enumerate(targets):
+        if t.precision == "fp32" and _same_runtime(t, targets[i]):
+            return j
+    return default
+
+
+def _same_runtime(a: Target, b: Target) -> bool:
+    """The same runtime and options, whatever the precision."""
+
+    def where(t: Target) -> dict[str, Any]:
+        return {k: v for k, v in t.options.items() if k != "precision"}
+
+    return a.runtime == b.runtime and where(a) == where(b)
+
+
+def _class_name(names: Sequence[str], index: int) -> str:
+    return names[index] if index < len(names) else str(index)
+
+
+# -- presentation ---------------------------------------------------------------------------------
+
+
+class Progress:
+    """What `progress_bar` yields: `advance(n)` or `update(done, total)`; no-ops when disabled."""
+
+    def __init__(self, bar: Any = None, task: Any = None) -> None:
+        self._bar, self._task = bar, task
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None, *, enabled: bool) -> Iterator[Progress]:
+    """A rich progress bar on stderr (cleared when done); disabled, it does nothing."""
+    if not enabled:
+        yield Progress()
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as RichProgress
+
+    with RichProgress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        yield Progress(bar, bar.add_task(description, total=total))
+
+
+def format_results(report: dict[str, Any]) -> list[list[str]]:
+    """Table rows: runtime, precision, top-1, top-5, deltas in points, top-1 agreement."""
+    rows = []
+    for r in report["results"]:
+
+        def delta(value: float | None) -> str:
+            return "-" if value is None else f"{value:+.2f}"
+
+        rows.append(
+            [
+                r["label"],
+                r["precision"],
+                f"{100 * r['top1']:.2f}%",
+                f"{100 * r['top5']:.2f}%",
+                delta(r["delta_top1"]),
+                delta(r["delta_top5"]),
+                "-" if r["agreement_top1"] is None else f"{100 * r['agreement_top1']:.2f}%",
+            ]
+        )
+    return rows
+
+
+TABLE_HEADERS = ["runtime", "precision", "top-1", "top-5", "top-1 diff", "top-5 diff", "agrees"]

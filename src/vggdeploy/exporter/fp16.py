@@ -1,0 +1,592 @@
+"""FP32 ONNX -> FP16 ONNX with float32 inputs and outputs, keeping overflowing ops in fp32.
+
+The conversion is onnxconverter-common's `convert_float_to_float16` with `keep_io_types=True`
+(its output passes the ONNX checker; ONNX Runtime's bundled copy of the converter did not).
+Before converting, the fp32 model runs on calibration-like inputs (random pixels, or real images
+through the bundle's preprocessing) with every intermediate tensor exposed as an output, one
+batch at a time, and the largest |activation| of each tensor is compared with the fp16 range
+(65504). A tensor that overflows, or comes within the safety `headroom` of overflowing, keeps
+its producer and its consumers in fp32, so the value never passes through an fp16 tensor; a
+node whose weights do not fit in fp16 is kept too. Every kept node is reported with its reason.
+
+ONNX Runtime's CPU provider has no fp16 arithmetic for these ops: it inserts casts to float32
+around them and then removes the cast pairs between neighbouring ops, so the whole network runs
+in fp32 with fp16-rounded weights (measured: a model whose activations reach 7e5 still gives
+finite, fp32-close logits on the CPU after a naive conversion). The CPU parity recorded here
+therefore checks weight rounding only, not fp16 arithmetic or overflow; the activation
+measurement covers overflow, and real fp16 numerics need the GPU (TensorRT or CUDA).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vggdeploy.bundle import Bundle, atomic_path, library_versions
+from vggdeploy.errors import CheckFailedError, InputError
+from vggdeploy.exporter.onnx_export import METADATA_PREFIX, compare_arrays
+from vggdeploy.preprocess import Preprocessing, find_images, iter_batches
+
+log = logging.getLogger(__name__)
+
+FP16_MAX = 65504.0  # largest finite float16
+FP16_MIN_NORMAL = 6.103515625e-05  # smaller magnitudes are subnormal in fp16 (fewer bits)
+ARTIFACT_KEY = "onnx.fp16"
+FILE_NAME = "model.fp16.onnx"
+#: keep a tensor in fp32 when max|activation| * headroom reaches the fp16 maximum: the inputs we
+#: measure are a sample, and deployment data can be larger than anything in it
+DEFAULT_HEADROOM = 2.0
+DEFAULT_SAMPLES = 64
+DEFAULT_BATCH_SIZE = 8
+# fp16 vs fp32 on ONNX Runtime CPU (weight rounding only, see the module docstring).
+PARITY_MAX_REL = 1e-2
+PARITY_MIN_COSINE = 0.999
+CPU_CAVEAT = (
+    "ONNX Runtime's CPU provider does not compute in fp16: it casts fp16 ops up to fp32 and "
+    "drops the casts between them, so activations stay fp32 and this CPU parity only checks "
+    "weight rounding (an fp16 overflow would not show here: that is what the activation "
+    "measurement is for); check fp16 accuracy on the GPU (TensorRT or ONNX Runtime CUDA)"
+)
+
+
+def convert_fp16(
+    bundle: Bundle,
+    *,
+    keep_fp32_ops: Sequence[str] = (),
+    keep_fp32_nodes: Sequence[str] = (),
+    images: str | os.PathLike[str] | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = 0,
+    headroom: float = DEFAULT_HEADROOM,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write `model.fp16.onnx` into `bundle`, record it as `onnx.fp16`, and return the report.
+
+    Args:
+        keep_fp32_ops: op types (e.g. "Gemm") to keep in fp32 in addition to the automatic ones.
+        keep_fp32_nodes: node names to keep in fp32.
+        images: a folder of images to measure activations on (through the bundle's
+            preprocessing); None uses seeded random pixels.
+        samples: how many images (or random inputs) to run; images are drawn with `seed`.
+        headroom: keep a tensor in fp32 when max|activation| * headroom >= 65504.
+        progress: called with (done, total) after every measured batch.
+
+    Raises `CheckFailedError` (nothing written) when the converted model is not finite or
+    disagrees with fp32 beyond the fp16 tolerance on ONNX Runtime CPU.
+    """
+    import onnx
+
+    if samples < 1:
+        raise InputError(f"samples {samples} must be at least 1")
+    if batch_size < 1:
+        raise InputError(f"batch size {batch_size} must be at least 1")
+    if not headroom >= 1.0:
+        raise InputError(f"headroom {headroom} must be at least 1 (1 means no safety margin)")
+    started = time.perf_counter()
+    fp32_path = bundle.artifact_path("onnx.fp32", verify=True)
+    model = onnx.load(str(fp32_path))
+    _name_nodes(model)
+    _check_keep_lists(model, keep_fp32_ops, keep_fp32_nodes)
+
+    batch_size = _fixed_batch(bundle) or batch_size
+    data = _measurement_inputs(bundle, images, samples, batch_size, seed)
+    measured = measure_activations(
+        model,
+        data["batches"](),
+        bundle.input_name,
+        bundle.output_name,
+        total=data["count"],
+        progress=progress,
+    )
+    weights = weight_ranges(model)
+    blocked = choose_fp32_nodes(model, measured["max_abs"], weights, headroom)
+    for name in keep_fp32_nodes:
+        blocked.setdefault(name, []).append("asked (--keep-fp32)")
+    for node in model.graph.node:
+        if node.op_type in keep_fp32_ops:
+            blocked.setdefault(node.name, []).append(f"asked (--keep-fp32 {node.op_type})")
+
+    fp16_model = to_fp16(model, keep_fp32_ops=(), keep_fp32_nodes=sorted(blocked))
+    _set_precision_metadata(fp16_model)
+    dest = bundle.root / FILE_NAME
+    with atomic_path(dest) as tmp:
+        onnx.save(fp16_model, str(tmp))
+        del fp16_model
+        onnx.checker.check_model(str(tmp), full_check=True)
+        parity = _check_parity(bundle, tmp, data["batches"](), measured["reference"])
+        if not parity["passed"]:
+            raise CheckFailedError(
+                f"the fp16 model disagrees with fp32 on ONNX Runtime CPU (max rel diff "
+                f"{parity['max_rel']:.2e} > {PARITY_MAX_REL:g} or cosine {parity['cosine']:.6f} "
+                f"< {PARITY_MIN_COSINE}{', non-finite outputs' if not parity['finite'] else ''}); "
+                f"nothing was written: keep more ops in fp32 (--keep-fp32 OP) or measure on "
+                "real images (--images DIR)"
+            )
+
+    activations = _activation_table(model, measured["max_abs"], headroom)
+    report: dict[str, Any] = {
+        "precision": "fp16",
+        "converter": "onnxconverter_common.float16.convert_float_to_float16 (keep_io_types=True)",
+        "versions": library_versions("onnx", "onnxconverter-common", "onnxruntime"),
+        "measured_on": data["description"],
+        "fp16_max": FP16_MAX,
+        "headroom": headroom,
+        "max_abs_activation": max((a["max_abs"] for a in activations), default=0.0),
+        "activations": activations,
+        "weights": weights["summary"],
+        "kept_fp32": [
+            {"node": name, "op": _op_of(model, name), "reasons": reasons}
+            for name, reasons in sorted(blocked.items())
+        ],
+        "parity": parity,
+        "note": CPU_CAVEAT,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    bundle.add_artifact(
+        ARTIFACT_KEY,
+        FILE_NAME,
+        kind="onnx",
+        precision="fp16",
+        source="onnx.fp32",
+        io_dtype="float32",
+        kept_fp32=[k["node"] for k in report["kept_fp32"]],
+        measured_on=report["measured_on"],
+        max_abs_activation=report["max_abs_activation"],
+        parity=parity,
+        note=CPU_CAVEAT,
+    )
+    bundle.save()
+    return report
+
+
+# -- conversion -------------------------------------------------------------------------------
+
+
+def to_fp16(
+    model: Any, *, keep_fp32_ops: Sequence[str] = (), keep_fp32_nodes: Sequence[str] = ()
+) -> Any:
+    """onnxconverter-common's fp16 conversion with float32 I/O; returns a new ModelProto.
+
+    Weights are rounded to fp16 without the converter's default clamp at 1e4 (values up to
+    65504 are representable); a node whose weights exceed 65504 must be in `keep_fp32_nodes`.
+    """
+    import copy
+
+    from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = copy.deepcopy(model)
+    # The dynamo exporter lists initializers in value_info too. The converter then types them
+    # float16 before it handles blocked nodes, and a blocked node gets fp16-rounded (and
+    # clamped) weights behind a Cast instead of its original fp32 ones. Initializers carry
+    # their own type, so these entries are redundant: drop them.
+    weights = {init.name for init in model.graph.initializer}
+    kept = [v for v in model.graph.value_info if v.name not in weights]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    with warnings.catch_warnings():
+        # "the float32 number ... will be truncated": tiny weights become fp16 subnormals; we
+        # report those counts ourselves (weight_ranges) instead of one warning per tensor.
+        warnings.filterwarnings("ignore", message="the float32 number")
+        return convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            max_finite_val=FP16_MAX,
+            op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32_ops),
+            node_block_list=list(keep_fp32_nodes),
+        )
+
+
+def choose_fp32_nodes(
+    model: Any, max_abs: dict[str, float], weights: dict[str, Any], headroom: float
+) -> dict[str, list[str]]:
+    """Node name -> reasons, for every node that must stay in fp32.
+
+    A tensor whose max |activation| * headroom reaches the fp16 maximum (or that is not finite
+    already in fp32) keeps its producer and all its consumers in fp32: between them the tensor
+    then stays float32, which is what the converter's cast removal gives when both sides are
+    blocked. Graph inputs are cast to fp16 right away, so an overflowing input blocks its
+    consumers.
+    """
+    limit = FP16_MAX / headroom
+    blocked: dict[str, list[str]] = {}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for tensor, value in max_abs.items():
+        if np.isfinite(value) and value < limit:
+            continue
+        what = "not finite in fp32" if not np.isfinite(value) else f"{value:.4g}"
+        reason = (
+            f"activation {tensor} max |x| {what} >= {limit:.6g} (65504 / headroom {headroom:g})"
+        )
+        nodes = ([producers[tensor]] if tensor in producers else []) + consumers.get(tensor, [])
+        for node in nodes:
+            blocked.setdefault(node.name, []).append(reason)
+    for name, record in weights["tensors"].items():
+        if record["max_abs"] <= FP16_MAX:
+            continue
+        for node in consumers.get(name, []):
+            blocked.setdefault(node.name, []).append(
+                f"weight {name} max |w| {record['max_abs']:.4g} > 65504"
+            )
+    return blocked
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+def measure_activations(
+    model: Any,
+    batches: Iterable[np.ndarray],
+    input_name: str,
+    output_name: str,
+    *,
+    total: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Max |value| of the input and of every float tensor the model computes, over `batches`.
+
+    Every intermediate float tensor is exposed as a graph output of a copy of the model; each
+    batch's values are reduced to one number per tensor and dropped, so memory stays at one
+    batch of activations whatever the number of samples. Also returns the fp32 logits of every
+    batch (`reference`), for the parity check.
+    """
+    import copy
+
+    import onnx
+    import onnxruntime as ort
+
+    augmented = copy.deepcopy(model)
+    inferred = onnx.shape_inference.infer_shapes(augmented)
+    float_types = (onnx.TensorProto.FLOAT,)
+    existing = {o.name for o in augmented.graph.output}
+    known = {v.name: v for v in inferred.graph.value_info}
+    names = []
+    for node in augmented.graph.node:
+        for out in node.output:
+            info = known.get(out)
+            if out in existing or info is None:
+                continue
+            if info.type.tensor_type.elem_type in float_types:
+                augmented.graph.output.append(info)
+                names.append(out)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # Fusions would hide the tensors we ask for; measure the graph as written.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(
+        augmented.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    del augmented, inferred
+    fetch = [output_name, *names]
+    max_abs: dict[str, float] = {input_name: 0.0, output_name: 0.0, **dict.fromkeys(names, 0.0)}
+    reference = []
+    done = 0
+    for batch in batches:
+        results = session.run(fetch, {input_name: batch})
+        max_abs[input_name] = max(max_abs[input_name], _max_abs(batch))
+        for name, value in zip(fetch, results):
+            max_abs[name] = max(max_abs[name], _max_abs(value))
+        reference.append(results[0])
+        del results
+        done += 1
+        if progress:
+            progress(done, total)
+    return {"max_abs": max_abs, "reference": reference, "batches": done}
+
+
+def _max_abs(array: np.ndarray) -> float:
+    if array.size == 0:
+        return 0.0
+    if not np.all(np.isfinite(array)):
+        return float("inf")
+    return float(np.max(np.abs(array)))
+
+
+def weight_ranges(model: Any) -> dict[str, Any]:
+    """Per float initializer: max |w|; and how many weights fp16 clamps or stores as subnormals."""
+    from onnx import numpy_helper
+
+    tensors: dict[str, dict[str, float]] = {}
+    total = over = subnormal = 0
+    for init in model.graph.initializer:
+        if init.data_type != 1:  # FLOAT
+            continue
+        w = np.abs(numpy_helper.to_array(init))
+        tensors[init.name] = {"max_abs": float(w.max(initial=0.0))}
+        total += w.size
+        over += int(np.count_nonzero(w > FP16_MAX))
+        subnormal += int(np.count_nonzero((w > 0) & (w < FP16_MIN_NORMAL)))
+    return {
+        "tensors": tensors,
+        "summary": {
+            "count": total,
+            "max_abs": max((t["max_abs"] for t in tensors.values()), default=0.0),
+            "over_fp16_max": over,
+            "subnormal_in_fp16": subnormal,
+            "subnormal_fraction": subnormal / total if total else 0.0,
+        },
+    }
+
+
+def _measurement_inputs(
+    bundle: Bundle,
+    images: str | os.PathLike[str] | None,
+    samples: int,
+    batch_size: int,
+    seed: int,
+) -> dict[str, Any]:
+    """A re-iterable source of input batches and a description for the report."""
+    pre = Preprocessing.from_dict(bundle.preprocessing)
+    size = int(bundle.model["image_size"])
+    fixed = _fixed_batch(bundle)
+    if images is None:
+
+        def random_batches() -> Iterator[np.ndarray]:
+            rng = np.random.default_rng(seed)
+            mean = np.asarray(pre.mean, np.float32).reshape(1, 3, 1, 1)
+            std = np.asarray(pre.std, np.float32).reshape(1, 3, 1, 1)
+            for start in range(0, samples, batch_size):
+                n = min(batch_size, samples - start)
+                # Uniform pixels in [0, 1], normalised like real images: the same value range.
+                pixels = rng.random((n, 3, size, size), dtype=np.float32)
+                yield _pad(((pixels - mean) / std).astype(np.float32), fixed)
+
+        return {
+            "batches": random_batches,
+            "description": {"source": "random pixels", "samples": samples, "seed": seed},
+            "count": -(-samples // batch_size),
+        }
+
+    paths = find_images(images)
+    if len(paths) > samples:
+        rng = np.random.default_rng(seed)
+        paths = [paths[i] for i in sorted(rng.choice(len(paths), samples, replace=False))]
+
+    def image_batches() -> Iterator[np.ndarray]:
+        for _, batch in iter_batches(paths, pre, batch_size):
+            yield _pad(batch, fixed)
+
+    return {
+        "batches": image_batches,
+        "description": {
+            "source": "images",
+            "folder": str(Path(images)),
+            "samples": len(paths),
+            "seed": seed,
+        },
+        "count": -(-len(paths) // batch_size),
+    }
+
+
+def _pad(batch: np.ndarray, fixed: int | None) -> np.ndarray:
+    """A fixed-batch model needs full batches: repeat the last image (it does not change max)."""
+    if fixed is None or len(batch) == fixed:
+        return batch
+    reps = np.repeat(batch[-1:], fixed - len(batch), axis=0)
+    return np.concatenate([batch, reps])
+
+
+def _fixed_batch(bundle: Bundle) -> int | None:
+    dim = bundle.manifest["io"]["inputs"][0]["shape"][0]
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+# -- checking ---------------------------------------------------------------------------------
+
+
+def _check_parity(
+    bundle: Bundle, path: Path, batches: Iterable[np.ndarray], reference: list[np.ndarray]
+) -> dict[str, Any]:
+    """Run the fp16 file on ONNX Runtime CPU against the fp32 logits of the same batches."""
+    from vggdeploy.runtimes.onnxrt import OrtRuntime
+
+    got = []
+    with _as_onnx_file(path) as onnx_file, OrtRuntime(onnx_file, precision="fp16") as runtime:
+        providers = runtime.describe().get("providers")
+        for batch in batches:
+            got.append(runtime.infer({bundle.input_name: batch})[bundle.output_name])
+    ref = np.concatenate(reference)
+    out = np.concatenate(got)
+    finite = bool(np.all(np.isfinite(out)))
+    figures = (
+        compare_arrays(ref, out)
+        if finite
+        else {"max_abs": float("inf"), "max_rel": float("inf"), "cosine": 0.0}
+    )
+    agree = float(np.mean(ref.argmax(1) == out.argmax(1))) if finite else 0.0
+    passed = (
+        finite and figures["max_rel"] <= PARITY_MAX_REL and figures["cosine"] >= PARITY_MIN_COSINE
+    )
+    return {
+        "reference": "onnx.fp32 on ONNX Runtime CPU",
+        "runtime": f"onnxruntime CPU ({', '.join(providers or [])})",
+        "images": int(len(ref)),
+        **figures,
+        "top1_agreement": agree,
+        "finite": finite,
+        "thresholds": {"max_rel": PARITY_MAX_REL, "min_cosine": PARITY_MIN_COSINE},
+        "passed": bool(passed),
+        "note": CPU_CAVEAT,
+    }
+
+
+class _as_onnx_file:
+    """The temporary (`.partial`) file under an `.onnx` name, hard-linked (copied if that fails)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dir: str | None = None
+
+    def __enter__(self) -> Path:
+        self.dir = tempfile.mkdtemp(prefix=".fp16-check-", dir=self.path.parent)
+        target = Path(self.dir) / FILE_NAME
+        try:
+            os.link(self.path, target)
+        except OSError:
+            shutil.copyfile(self.path, target)
+        return target
+
+    def __exit__(self, *exc: object) -> None:
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _name_nodes(model: Any) -> None:
+    """Give every node a unique name: the block list and the report refer to nodes by name."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+
+
+def split_keep_fp32(bundle: Bundle, names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Sort `--keep-fp32` entries into op types and node names of the bundle's fp32 model.
+
+    An entry that is neither raises `InputError` listing the op types the model has.
+    """
+    if not names:
+        return [], []
+    import onnx
+
+    model = onnx.load(str(bundle.artifact_path("onnx.fp32")), load_external_data=False)
+    _name_nodes(model)
+    op_types = {n.op_type for n in model.graph.node}
+    ops = [n for n in names if n in op_types]
+    nodes = [n for n in names if n not in op_types]
+    _check_keep_lists(model, ops, nodes)
+    return ops, nodes
+
+
+def _check_keep_lists(model: Any, ops: Sequence[str], nodes: Sequence[str]) -> None:
+    op_types = sorted({n.op_type for n in model.graph.node})
+    names = {n.name for n in model.graph.node}
+    unknown_ops = [op for op in ops if op not in op_types]
+    if unknown_ops:
+        raise InputError(
+            f"--keep-fp32 {', '.join(unknown_ops)}: no such op type in this model "
+            f"(it has {', '.join(op_types)}; names are case-sensitive ONNX op types)"
+        )
+    unknown_nodes = [n for n in nodes if n not in names]
+    if unknown_nodes:
+        raise InputError(
+            f"--keep-fp32 {', '.join(unknown_nodes)}: neither an op type nor a node name of "
+            f"this model (its op types: {', '.join(op_types)}; names are case-sensitive)"
+        )
+
+
+def _op_of(model: Any, name: str) -> str:
+    for node in model.graph.node:
+        if node.name == name:
+            return node.op_type
+    return "?"
+
+
+def _activation_table(
+    model: Any, max_abs: dict[str, float], headroom: float
+) -> list[dict[str, Any]]:
+    """One row per measured tensor, in graph order: producer, max |x|, share of the fp16 range."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    order = [model.graph.input[0].name] + [o for n in model.graph.node for o in n.output]
+    rows = []
+    for name in order:
+        if name not in max_abs:
+            continue
+        value = max_abs[name]
+        node = producers.get(name)
+        rows.append(
+            {
+                "tensor": name,
+                "node": node.name if node is not None else "(graph input)",
+                "op": node.op_type if node is not None else "Input",
+                "max_abs": value if np.isfinite(value) else float("inf"),
+                "fraction_of_fp16_max": value / FP16_MAX if np.isfinite(value) else float("inf"),
+                "overflow_risk": not (np.isfinite(value) and value * headroom < FP16_MAX),
+            }
+        )
+    return rows
+
+
+def _set_precision_metadata(model: Any) -> None:
+    for prop in model.metadata_props:
+        if prop.key == METADATA_PREFIX + "precision":
+            prop.value = "fp16"
+            return
+    model.metadata_props.add(key=METADATA_PREFIX + "precision", value="fp16")
+
+
+def format_report(report: dict[str, Any], *, top: int = 5) -> str:
+    """The human-readable summary `vggdeploy convert` prints."""
+    lines = []
+    measured = report["measured_on"]
+    source = (
+        f"{measured['samples']} images from {measured['folder']}"
+        if measured["source"] == "images"
+        else f"{measured['samples']} random inputs (seed {measured['seed']}); "
+        "use --images DIR for real data"
+    )
+    lines.append(f"activations measured on {source}")
+    largest = sorted(report["activations"], key=lambda a: -a["max_abs"])[:top]
+    lines.append(
+        f"largest |activation| vs fp16 max {FP16_MAX:g} (kept in fp32 at >= 1/{report['headroom']:g} of it):"
+    )
+    for row in largest:
+        lines.append(
+            f"  {row['max_abs']:>12.4g}  {100 * row['fraction_of_fp16_max']:7.3f}%  "
+            f"{row['op']:<10} {row['tensor']}"
+            + ("  <- overflow risk" if row["overflow_risk"] else "")
+        )
+    w = report["weights"]
+    lines.append(
+        f"weights: max |w| {w['max_abs']:.4g}; {w['over_fp16_max']} above the fp16 max, "
+        f"{w['subnormal_in_fp16']} ({100 * w['subnormal_fraction']:.3f}%) become fp16 subnormals"
+    )
+    if report["kept_fp32"]:
+        lines.append(f"kept in fp32 ({len(report['kept_fp32'])} nodes):")
+        for k in report["kept_fp32"]:
+            lines.append(f"  {k['op']:<10} {k['node']}: {k['reasons'][0]}")
+    else:
+        lines.append("kept in fp32: none (every activation fits the fp16 range with headroom)")
+    p = report["parity"]
+    lines.append(
+        f"parity vs fp32 on ONNX Runtime CPU over {p['images']} inputs: max rel diff "
+        f"{p['max_rel']:.2e}, cosine {p['cosine']:.6f}, top-1 agreement {100 * p['top1_agreement']:.2f}%"
+    )
+    lines.append(f"note: {report['note']}")
+    return "\n".join(lines)
