@@ -418,6 +418,13 @@ def random_state_dict(spec: ModelSpec, seed: int = 0) -> dict[str, torch.Tensor]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(spec)
+        # Small non-zero biases: the exporter drops all-zero biases from Conv/Gemm, so zero ones
+        # would give random-weight bundles a different graph than trained weights give.
+        bias_gen = torch.Generator().manual_seed(seed + 2)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.Conv2d | torch.nn.Linear):
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=bias_gen) * 0.01)
         if spec.batch_norm:
             # Non-trivial running statistics, so BN folding is exercised by parity checks.
             gen = torch.Generator().manual_seed(seed + 1)
