@@ -735,5 +735,314 @@ def _bench_compare(
 # -- shipping: pipeline, inspect, pack, unpack, package (issue 7) -----------------------------
 
 
+@cli.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Run folder (bundle + report)."
+)
+@click.option(
+    "--weights",
+    default="random",
+    show_default=True,
+    help="'random' (seeded), 'imagenet', or a .pth/.pt/.safetensors file.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed for random weights and sampling.")
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False),
+    help="Images for calibration and validation (default: the photographs shipped with vggdeploy).",
+)
+@click.option(
+    "--precision", default="fp32,fp16,int8", show_default=True, help="Precisions to make."
+)
+@click.option("--image-size", default=224, show_default=True, help="Input height and width.")
+@click.option("--batch", default="1,8", show_default=True, help="Batch sizes to benchmark.")
+@click.option(
+    "--bench-iterations", default=10, show_default=True, help="Timed calls per benchmark case."
+)
+@click.option(
+    "--bench-runtime",
+    default="onnxruntime,tensorrt",
+    show_default=True,
+    help="Runtimes to benchmark (bench --runtime names; unavailable ones are listed as skipped).",
+)
+@click.option(
+    "--calib-samples",
+    type=int,
+    help="Calibration images (default: 3/4 of the images, at most 64; the rest are held out).",
+)
+@click.option(
+    "--calib-method",
+    type=click.Choice(["entropy", "minmax", "percentile"]),
+    default="entropy",
+    show_default=True,
+)
+@click.option(
+    "--validate-samples", default=16, show_default=True, help="Images compared in validation."
+)
+@click.option("--force", is_flag=True, help="Redo every stage, even those up to date.")
+@click.option("--num-classes", type=int, help="Classes (default 1000).")
+@click.option("--width-divisor", type=int, help="Divide every conv width by this (small models).")
+@click.option("--hidden", type=int, help="Width of the two hidden FC layers (default 4096).")
+def pipeline(
+    model: str,
+    out: str,
+    weights: str,
+    seed: int,
+    images: str | None,
+    precision: str,
+    image_size: int,
+    batch: str,
+    bench_iterations: int,
+    bench_runtime: str,
+    calib_samples: int | None,
+    calib_method: str,
+    validate_samples: int,
+    force: bool,
+    num_classes: int | None,
+    width_divisor: int | None,
+    hidden: int | None,
+) -> None:
+    """Export, validate, convert/calibrate, build, validate all, bench, and report, in OUT.
+
+    \b
+    The main job on any machine, e.g. a CPU laptop in a few minutes:
+      vggdeploy pipeline vgg16 --out runs/vgg16
+    OUT/bundle is the bundle; OUT/report.md and OUT/report.json say what was made and how it
+    agrees and runs. TensorRT engines are built only where TensorRT and a GPU are present
+    (otherwise the build stage says why it skipped). Running again only redoes stages whose
+    inputs changed (by sha256); --force redoes all. Exits with code 2 if a check failed.
+    """
+    from vggdeploy.pipeline import PipelineOptions, run_pipeline
+
+    def ints(text: str, name: str) -> tuple[int, ...]:
+        values = _parse_int_list(text, name)
+        if not values:
+            raise InputError(f"{name} {text!r} must list positive integers, e.g. 1,8")
+        return values
+
+    options = PipelineOptions(
+        weights=weights,
+        seed=seed,
+        image_size=image_size,
+        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
+        images=images,
+        calib_samples=calib_samples,
+        calib_method=calib_method,
+        batches=ints(batch, "--batch"),
+        bench_iterations=bench_iterations,
+        bench_runtimes=tuple(r.strip() for r in bench_runtime.split(",") if r.strip()),
+        validate_samples=validate_samples,
+        force=force,
+        num_classes=num_classes,
+        width_divisor=width_divisor,
+        hidden=hidden,
+    )
+    argv = sys.argv[1:] if sys.argv and Path(sys.argv[0]).name.startswith("vggdeploy") else None
+    run_pipeline(model, out, options, say=click.echo, argv=argv)
+
+
+@cli.command("inspect", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect_cmd(path: str, as_json: bool) -> None:
+    """Show what a bundle, an .onnx or an .engine file holds, and check it.
+
+    \b
+    A bundle: every artifact's size, precision and shapes, its sha256 checked against the
+    manifest (a missing or tampered file exits with code 2), and for engines whether this host
+    can run them (TensorRT version, GPU compute capability, compatibility flags) and why not.
+    An .onnx: inputs, outputs, opset, vggdeploy metadata, op histogram, Q/DQ nodes, dtypes.
+    An .engine: size, sha256, and its tensors where TensorRT and a GPU are available.
+    """
+    from vggdeploy.errors import CheckFailedError
+    from vggdeploy.inspect_bundle import format_report, inspect_path
+
+    info = inspect_path(path)
+    if as_json:
+        _print_json(info)
+    else:
+        click.echo(format_report(info))
+    if info.get("problems"):
+        raise CheckFailedError(
+            f"{len(info['problems'])} artifact problem(s) in {path}: {info['problems'][0]}"
+            + (" (and more, listed above)" if len(info["problems"]) > 1 else "")
+        )
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.tar.gz to write."
+)
+@click.option(
+    "--no-engines",
+    is_flag=True,
+    help="Leave TensorRT engines out (they only run on the GPU and TensorRT that built them).",
+)
+def pack(bundle: str, output: str, no_engines: bool) -> None:
+    """Pack BUNDLE into one checksummed archive to copy to another machine (e.g. a Jetson).
+
+    \b
+    Every artifact is checked against its sha256 first; the packed manifest has no absolute
+    paths of this machine; SHA256SUMS inside works with `sha256sum -c`. On the target:
+      vggdeploy unpack vgg16.tar.gz -o bundles/vgg16
+      vggdeploy build bundles/vgg16 --precision fp16     (engines are built per device)
+    """
+    from vggdeploy.packaging import pack_bundle
+
+    result = pack_bundle(bundle, output, include_engines=not no_engines)
+    click.echo(
+        f"packed {len(result.files)} files into {result.archive} ({result.size / 1e6:.1f} MB, "
+        f"sha256 {result.sha256})"
+    )
+    if result.excluded:
+        click.echo(f"left out: {', '.join(result.excluded)} (build engines on the target)")
+    if result.paths_made_relative:
+        click.echo(
+            f"absolute paths replaced by file names in the packed manifest: "
+            f"{', '.join(result.paths_made_relative)}"
+        )
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(file_okay=False), help="Bundle folder to create."
+)
+@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
+def unpack(archive: str, output: str, force: bool) -> None:
+    """Unpack an archive made by `vggdeploy pack` and verify every sha256.
+
+    Refuses absolute paths, '..' entries, links and device files before writing anything.
+    """
+    from vggdeploy.packaging import unpack_bundle
+
+    result = unpack_bundle(archive, output, force=force)
+    click.echo(
+        f"unpacked {result.manifest['model']['name']} to {result.root}: "
+        f"{len(result.artifacts)} artifact(s), every sha256 verified"
+    )
+    from vggdeploy.inspect_bundle import is_engine
+
+    if not any(is_engine(r) for r in result.artifacts.values()):
+        click.echo(f"next, on this device: vggdeploy build {result.root} --precision fp16")
+
+
+def _parse_int_list(value: str | None, name: str) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise InputError(f"{name} {value!r} must be comma-separated integers") from None
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--format", "fmt", type=click.Choice(["triton"]), default="triton", show_default=True
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Model repository.")
+@click.option("--name", help="Base model name (default: the bundle's model, e.g. vgg16).")
+@click.option(
+    "--max-batch",
+    type=int,
+    help="max_batch_size (default 32, or the engine profile's max if smaller).",
+)
+@click.option("--instances", default=1, show_default=True, help="Instances per model.")
+@click.option("--dynamic-batching", is_flag=True, help="Let Triton batch requests together.")
+@click.option("--preferred-batch", help="Preferred batch sizes for the dynamic batcher, e.g. 4,8.")
+@click.option(
+    "--max-queue-delay", default=100, show_default=True, help="Dynamic batcher delay (µs)."
+)
+@click.option("--precision", help="Only these precisions, e.g. fp16,int8 (default: all).")
+@click.option(
+    "--backend", default="onnx,trt", show_default=True, help="onnx, trt, or both."
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "gpu", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="Instance kind for the ONNX models (engines are always KIND_GPU).",
+)
+@click.option(
+    "--engines-from",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Another copy of BUNDLE built on another GPU; its engines join (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Replace models of the same name in --out.")
+def package(
+    bundle: str,
+    fmt: str,
+    out: str,
+    name: str | None,
+    max_batch: int | None,
+    instances: int,
+    dynamic_batching: bool,
+    preferred_batch: str | None,
+    max_queue_delay: int,
+    precision: str | None,
+    backend: str,
+    kind: str,
+    engines_from: tuple[str, ...],
+    force: bool,
+) -> None:
+    """Write a Triton Inference Server model repository for BUNDLE.
+
+    \b
+    One model per artifact: <name>_onnx_<precision> (platform onnxruntime_onnx) and
+    <name>_trt_<precision> (platform tensorrt_plan; one plan per compute capability via
+    cc_model_filenames when several engines are built). Serve it with:
+      docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 \\
+        -v $PWD/REPO:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
+        tritonserver --model-repository=/models
+    """
+    from vggdeploy.packaging import TritonOptions, package_triton
+
+    backends = tuple(b.strip() for b in backend.split(",") if b.strip())
+    if not backends or any(b not in ("onnx", "trt") for b in backends):
+        raise InputError(f"--backend {backend!r}: use onnx, trt or onnx,trt")
+    precisions = tuple(p.strip() for p in (precision or "").split(",") if p.strip())
+    bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+    if bad:
+        raise InputError(f"--precision {', '.join(bad)}: choose from fp32, fp16, int8")
+    options = TritonOptions(
+        name=name,
+        max_batch=max_batch,
+        instances=instances,
+        dynamic_batching=dynamic_batching,
+        preferred_batch=_parse_int_list(preferred_batch, "--preferred-batch"),
+        max_queue_delay_us=max_queue_delay,
+        precisions=precisions,
+        backends=backends,
+        onnx_kind=kind,
+        force=force,
+    )
+    result = package_triton(bundle, out, options, engines_from=engines_from)
+    rows = [
+        [m["name"], m["platform"], m["precision"], m["max_batch_size"], ", ".join(m["files"])]
+        for m in result.models
+    ]
+    click.echo(format_table(["model", "platform", "precision", "max batch", "files"], rows))
+    for m in result.models:
+        for note in m["notes"]:
+            click.echo(f"note: {m['name']}: {note}")
+    click.echo(
+        "config.pbtxt checked against Triton's ModelConfig schema"
+        if result.schema_checked
+        else "tritonclient is not installed: config.pbtxt not checked against Triton's schema "
+        "(pip install 'vggdeploy[triton]')"
+    )
+    click.echo(
+        f"serve: docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 "
+        f"-v {Path(out).resolve()}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 "
+        "tritonserver --model-repository=/models"
+    )
+
+
+
 if __name__ == "__main__":
     main()
