@@ -1,0 +1,587 @@
+"""TensorRT: run a serialized engine from a bundle, on TensorRT 10.x and 11.x.
+
+An engine runs only where it was built: the same TensorRT version (unless built
+version-compatible) and the same GPU compute capability (unless built hardware-compatible).
+TensorRT's own message for a mismatch is a cryptic serialization assertion, so before loading
+this runtime compares the engine's manifest entry with the host and, on a mismatch, says what
+differs and how to rebuild on this machine (`vggdeploy build BUNDLE --precision P`).
+
+Device memory, streams and copies go through `vggdeploy.runtimes._cuda` (PyTorch CUDA tensors),
+looked up at call time so the test double can stand in for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vggdeploy.bundle import Bundle
+from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
+from vggdeploy.runtimes.base import Runtime, TensorSpec, format_shape
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+#: Every `tensorrt` name this module touches (module attributes, enum members, methods and
+#: properties of TensorRT objects). tests/test_trt_api_names.py checks each against the names in
+#: the TensorRT 10.16 and 11.4 Python bindings, and that the code uses nothing outside this list.
+TENSORRT_API = (
+    "__version__",
+    "ILogger",
+    "Severity",
+    "INTERNAL_ERROR",
+    "ERROR",
+    "WARNING",
+    "INFO",
+    "VERBOSE",
+    "log",
+    "Runtime",
+    "engine_host_code_allowed",
+    "deserialize_cuda_engine",
+    "num_io_tensors",
+    "get_tensor_name",
+    "get_tensor_mode",
+    "get_tensor_dtype",
+    "get_tensor_shape",
+    "get_tensor_profile_shape",
+    "num_optimization_profiles",
+    "TensorIOMode",
+    "INPUT",
+    "DataType",
+    "FLOAT",
+    "HALF",
+    "INT8",
+    "INT32",
+    "INT64",
+    "BOOL",
+    "UINT8",
+    "create_execution_context",
+    "set_optimization_profile_async",
+    "set_input_shape",
+    "set_tensor_address",
+    "execute_async_v3",
+)
+
+INSTALL_HINT = (
+    "install it with `pip install tensorrt` (x86_64 or SBSA Linux/Windows with an NVIDIA driver; "
+    "`pip install tensorrt-cu12` or `tensorrt-cu13` to match your CUDA), or on a Jetson use the "
+    "TensorRT that ships with JetPack (`sudo apt install nvidia-jetpack`, which provides "
+    "python3-libnvinfer; pip wheels do not support Jetson)"
+)
+
+
+# -- importing TensorRT and the CUDA glue -------------------------------------------------------
+
+
+def import_tensorrt() -> Any:
+    """The `tensorrt` module, or a one-line error saying how to install it."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        reason = "" if exc.name == "tensorrt" else f" ({str(exc).splitlines()[0][:200]})"
+        raise RuntimeUnavailableError(
+            f"TensorRT is not installed or cannot load{reason}: {INSTALL_HINT}"
+        ) from None
+    except OSError as exc:  # a wheel whose libnvinfer cannot be found or loaded
+        raise RuntimeUnavailableError(
+            f"TensorRT's libraries cannot load ({exc}): {INSTALL_HINT}"
+        ) from None
+    return trt
+
+
+def cuda_glue() -> Any:
+    """`vggdeploy.runtimes._cuda`, resolved through sys.modules (the test double replaces it)."""
+    return importlib.import_module("vggdeploy.runtimes._cuda")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in str(version).split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def major_version(trt: Any) -> int:
+    return version_tuple(trt.__version__)[0]
+
+
+# -- logging ------------------------------------------------------------------------------------
+
+
+def trt_severity_for(verbosity: int) -> str:
+    """CLI verbosity (-v count) -> the lowest TensorRT severity that is logged."""
+    return "WARNING" if verbosity <= 0 else ("INFO" if verbosity == 1 else "VERBOSE")
+
+
+def make_logger(trt: Any, verbosity: int = 0, name: str = "vggdeploy.tensorrt") -> Any:
+    """A `trt.ILogger` that forwards TensorRT's messages to Python `logging`.
+
+    Messages below the severity chosen by `verbosity` are dropped (TensorRT's INFO and VERBOSE
+    output is long). Errors are also kept in `.errors` so a failure can be explained in one line.
+    """
+    severity = trt.ILogger.Severity
+    order = [
+        severity.INTERNAL_ERROR,
+        severity.ERROR,
+        severity.WARNING,
+        severity.INFO,
+        severity.VERBOSE,
+    ]
+    levels = {
+        severity.INTERNAL_ERROR: logging.CRITICAL,
+        severity.ERROR: logging.ERROR,
+        severity.WARNING: logging.WARNING,
+        severity.INFO: logging.INFO,
+        severity.VERBOSE: logging.DEBUG,
+    }
+    threshold = order.index(getattr(severity, trt_severity_for(verbosity)))
+    pylog = logging.getLogger(name)
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+            self.warnings: list[str] = []
+
+        def log(self, sev: Any, msg: str) -> None:
+            rank = order.index(sev) if sev in order else len(order)
+            if rank <= 1:
+                self.errors.append(msg)
+            elif rank == 2:
+                self.warnings.append(msg)
+            if rank <= threshold:
+                pylog.log(levels.get(sev, logging.DEBUG), "TensorRT: %s", msg)
+
+        def mark(self) -> int:
+            return len(self.errors)
+
+        def errors_since(self, mark: int) -> list[str]:
+            return self.errors[mark:]
+
+    return _Logger()
+
+
+def summarize_errors(errors: list[str], limit: int = 2) -> str:
+    """The last TensorRT errors, shortened for a one-line message."""
+    if not errors:
+        return "TensorRT logged no error"
+    lines = [" ".join(e.split())[:240] for e in errors[-limit:]]
+    return "; ".join(lines)
+
+
+# -- data types ---------------------------------------------------------------------------------
+
+
+def numpy_dtype(trt: Any, dtype: Any) -> np.dtype:
+    """TensorRT DataType -> NumPy dtype (TensorRT's own `nptype` helper is pure Python and
+    missing from some builds, so the table is here)."""
+    table = {
+        trt.DataType.FLOAT: np.float32,
+        trt.DataType.HALF: np.float16,
+        trt.DataType.INT8: np.int8,
+        trt.DataType.INT32: np.int32,
+        trt.DataType.INT64: np.int64,
+        trt.DataType.BOOL: np.bool_,
+        trt.DataType.UINT8: np.uint8,
+    }
+    if dtype not in table:
+        raise RuntimeUnavailableError(
+            f"engine tensor type {dtype} has no NumPy equivalent: export with float32 inputs"
+        )
+    return np.dtype(table[dtype])
+
+
+# -- compatibility --------------------------------------------------------------------------------
+
+
+def engine_artifact_key(precision: str) -> str:
+    return f"engine.{precision}"
+
+
+def engine_file_name(precision: str) -> str:
+    return f"model.{precision}.engine"
+
+
+def rebuild_hint(bundle_root: str | os.PathLike[str] | None, precision: str) -> str:
+    where = str(bundle_root) if bundle_root is not None else "BUNDLE"
+    return f"rebuild it on this machine with `vggdeploy build {where} --precision {precision}`"
+
+
+def check_compatibility(
+    record: dict[str, Any],
+    host_trt_version: str,
+    device: Any,
+    *,
+    bundle_root: str | os.PathLike[str] | None = None,
+    precision: str = "fp16",
+) -> None:
+    """Refuse an engine that cannot run here, saying what differs and where to rebuild.
+
+    `record` is the engine's manifest entry (see `vggdeploy.exporter.engine`); `device` is a
+    `_cuda.DeviceInfo` for the GPU it would run on.
+    """
+    built_version = str(record.get("tensorrt_version", ""))
+    gpu = record.get("gpu") or {}
+    built_cc = str(gpu.get("compute_capability", ""))
+    flags = record.get("flags") or {}
+    version_compatible = bool(flags.get("version_compatible"))
+    lean_excluded = bool(flags.get("exclude_lean_runtime"))
+    hardware = flags.get("hardware_compat", "none")
+    hint = rebuild_hint(bundle_root, precision)
+    name = record.get("path", engine_file_name(precision))
+
+    host_v, built_v = version_tuple(host_trt_version), version_tuple(built_version)
+    if built_version and host_v != built_v:
+        if not version_compatible:
+            raise RuntimeUnavailableError(
+                f"{name} was built with TensorRT {built_version} but this host has "
+                f"{host_trt_version}; engines run only on the TensorRT version that built them "
+                f"(unless built with --version-compatible): {hint}"
+            )
+        if host_v < built_v:
+            raise RuntimeUnavailableError(
+                f"{name} was built with TensorRT {built_version}, newer than this host's "
+                f"{host_trt_version}; version-compatible engines run on the same or later "
+                f"TensorRT only: upgrade TensorRT or {hint}"
+            )
+        if lean_excluded:
+            raise RuntimeUnavailableError(
+                f"{name} was built version-compatible with TensorRT {built_version} but without "
+                f"its lean runtime (--exclude-lean-runtime), so TensorRT {host_trt_version} "
+                f"cannot run it: {hint}, or rebuild without --exclude-lean-runtime"
+            )
+
+    host_cc = str(device.compute_capability)
+    if built_cc and hardware in ("none", "same-cc", None) and host_cc != built_cc:
+        raise RuntimeUnavailableError(
+            f"{name} was built for compute capability {built_cc} ({gpu.get('name', '?')}) but "
+            f"GPU {device.index} is {device.name} (compute capability {host_cc}); engines are "
+            f"not portable across GPU architectures: {hint}"
+        )
+    if hardware == "ampere+":
+        if version_tuple(host_cc) < (8, 0):
+            raise RuntimeUnavailableError(
+                f"{name} was built hardware-compatible for Ampere and later (compute capability "
+                f"8.0+), but GPU {device.index} is {device.name} (compute capability "
+                f"{host_cc}): {hint}"
+            )
+        if getattr(device, "jetson", False):
+            raise RuntimeUnavailableError(
+                f"{name} was built hardware-compatible (ampere+), which TensorRT does not support "
+                f"on Jetson/JetPack: {hint}"
+            )
+    if hardware == "none" and gpu.get("name") and gpu.get("name") != device.name:
+        log.warning(
+            "%s was built on %s and runs on %s (same compute capability %s): it loads, but its "
+            "kernels were tuned for the other GPU; rebuild here for best speed",
+            name,
+            gpu.get("name"),
+            device.name,
+            host_cc,
+        )
+
+
+# -- the runtime ----------------------------------------------------------------------------------
+
+
+class TrtRuntime(Runtime):
+    """A TensorRT engine of a bundle, run on one GPU.
+
+    Args:
+        source: a `Bundle`, a bundle directory, or an `.engine` file. From a bundle the engine
+            is `engine.<precision>` (`model.<precision>.engine`), its sha256 is verified, and
+            its manifest entry is checked against this host before TensorRT sees it. A bare
+            engine file is checked against the manifest beside it when there is one.
+        precision: "fp32", "fp16" or "int8": which engine of the bundle.
+        device_id: the CUDA device to run on.
+    """
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        source: Bundle | str | os.PathLike[str],
+        *,
+        precision: str = "fp16",
+        device_id: int = 0,
+        verbosity: int = 0,
+    ) -> None:
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise InputError(
+                f"TensorRT precision {precision!r} is not supported: use {', '.join(PRECISIONS)}"
+            )
+        if not isinstance(device_id, int) or device_id < 0:
+            raise InputError(f"device id {device_id!r} must be a non-negative integer")
+        self.precision = precision
+        self.device_id = device_id
+        self.verbosity = verbosity
+        self._source = source
+        self.bundle: Bundle | None = None
+        self.engine_path: Path | None = None
+        self.record: dict[str, Any] | None = None
+        self._trt: Any = None
+        self._cuda: Any = None
+        self._device: Any = None
+        self._logger: Any = None
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
+        self._profiles: list[dict[str, tuple[tuple[int, ...], ...]]] = []
+        self._active_profile = 0
+        self._buffers: dict[str, Any] = {}
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    def _resolve(self) -> None:
+        source = self._source
+        if isinstance(source, Bundle):
+            self.bundle = source
+        else:
+            path = Path(source)
+            if path.is_dir():
+                self.bundle = Bundle.load(path)
+            elif path.is_file():
+                self.engine_path = path
+                self.record = _record_beside(path)
+                return
+            else:
+                raise BundleError(
+                    f"{path} does not exist: give a bundle directory or an .engine file"
+                )
+        key = engine_artifact_key(self.precision)
+        if key not in self.bundle.artifacts:
+            raise BundleError(
+                f"bundle {self.bundle.root} has no {self.precision} TensorRT engine: build it on "
+                f"this machine with `vggdeploy build {self.bundle.root} --precision "
+                f"{self.precision}`"
+            )
+        self.record = self.bundle.artifact(key)
+        self.engine_path = self.bundle.artifact_path(key, verify=True)
+
+    def _load(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        self._resolve()
+        trt = import_tensorrt()
+        cuda = cuda_glue()
+        device = cuda.device_info(self.device_id)
+        root = self.bundle.root if self.bundle else None
+        if self.record is not None:
+            check_compatibility(
+                self.record, trt.__version__, device, bundle_root=root, precision=self.precision
+            )
+        else:
+            log.warning(
+                "%s has no manifest entry: its TensorRT version and GPU cannot be checked "
+                "before loading",
+                self.engine_path,
+            )
+        cuda.use_device(self.device_id)
+        logger = make_logger(trt, self.verbosity)
+        runtime = trt.Runtime(logger)
+        flags = (self.record or {}).get("flags") or {}
+        if flags.get("version_compatible") and not flags.get("exclude_lean_runtime"):
+            # A version-compatible engine carries its own lean runtime, which is host code.
+            runtime.engine_host_code_allowed = True
+        data = self.engine_path.read_bytes()
+        engine = runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            raise RuntimeUnavailableError(
+                f"TensorRT {trt.__version__} could not load {self.engine_path} "
+                f"({summarize_errors(logger.errors)}): {rebuild_hint(root, self.precision)}"
+            )
+        context = engine.create_execution_context()
+        if context is None:
+            raise RuntimeUnavailableError(
+                f"TensorRT could not create an execution context for {self.engine_path} "
+                f"({summarize_errors(logger.errors)}): free GPU memory or build with a smaller "
+                "--max-batch"
+            )
+        self._trt, self._cuda, self._device, self._logger = trt, cuda, device, logger
+        self._runtime, self._engine, self._context = runtime, engine, context
+        self._stream = cuda.Stream(self.device_id)
+        self._active_profile = 0
+        return self._describe_io()
+
+    def _describe_io(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        trt, engine = self._trt, self._engine
+        io = (self.bundle.manifest.get("io") if self.bundle else None) or {}
+        axis_names = {
+            t["name"]: t.get("shape", []) for t in io.get("inputs", []) + io.get("outputs", [])
+        }
+        inputs, outputs = [], []
+        for index in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(index)
+            dtype = numpy_dtype(trt, engine.get_tensor_dtype(name))
+            dims = tuple(int(d) for d in engine.get_tensor_shape(name))
+            known = axis_names.get(name, [])
+            shape = tuple(
+                d
+                if d >= 0
+                else (
+                    known[axis]
+                    if axis < len(known) and isinstance(known[axis], str)
+                    else f"dim{axis}"
+                )
+                for axis, d in enumerate(dims)
+            )
+            spec = TensorSpec(name, shape, dtype.name)
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                inputs.append(spec)
+            else:
+                outputs.append(spec)
+        self._profiles = []
+        for profile in range(engine.num_optimization_profiles):
+            self._profiles.append(
+                {
+                    spec.name: tuple(
+                        tuple(int(d) for d in shape)
+                        for shape in engine.get_tensor_profile_shape(spec.name, profile)
+                    )
+                    for spec in inputs
+                    if any(isinstance(d, str) for d in spec.shape)
+                }
+            )
+        return inputs, outputs
+
+    def _close(self) -> None:
+        if self._stream is not None:
+            self._stream.synchronize()
+        self._buffers.clear()
+        self._context = self._engine = self._runtime = self._stream = None
+
+    # -- description ------------------------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        return f"tensorrt {self.precision}"
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "runtime": self.name,
+            "precision": self.precision,
+            "engine": str(self.engine_path) if self.engine_path else None,
+            "device_id": self.device_id,
+        }
+        if self._trt is not None:
+            info["tensorrt_version"] = self._trt.__version__
+        if self._device is not None:
+            info["gpu"] = self._device.name
+            info["compute_capability"] = self._device.compute_capability
+        if self._profiles:
+            info["profiles"] = [
+                {name: {"min": s[0], "opt": s[1], "max": s[2]} for name, s in p.items()}
+                for p in self._profiles
+            ]
+        if self.record is not None:
+            info["built_with"] = {
+                "tensorrt_version": self.record.get("tensorrt_version"),
+                "gpu": (self.record.get("gpu") or {}).get("name"),
+                "flags": self.record.get("flags"),
+            }
+        return info
+
+    # -- inference --------------------------------------------------------------------------------
+
+    def _choose_profile(self, feed: dict[str, np.ndarray]) -> int:
+        if not self._profiles or not any(self._profiles):
+            return 0
+        for index, ranges in enumerate(self._profiles):
+            if all(_within(feed[name].shape, shapes) for name, shapes in ranges.items()):
+                return index
+        raise InputError(self._range_message(feed))
+
+    def _range_message(self, feed: dict[str, np.ndarray]) -> str:
+        spec = {s.name: s for s in self._inputs}
+        parts = []
+        for index, ranges in enumerate(self._profiles):
+            for name, (lo, _opt, hi) in ranges.items():
+                axes = [
+                    f"{_axis_name(spec[name].shape, axis)} {lo[axis]}..{hi[axis]}"
+                    for axis in range(len(lo))
+                    if lo[axis] != hi[axis] or feed[name].shape[axis] != lo[axis]
+                ]
+                parts.append(f"profile {index}: {', '.join(axes) or format_shape(lo)}")
+        name = next(iter(self._profiles[0]))
+        what = ", ".join(
+            f"{_axis_name(spec[name].shape, axis)} {feed[name].shape[axis]}"
+            for axis in range(feed[name].ndim)
+            if isinstance(spec[name].shape[axis], str)
+        )
+        root = self.bundle.root if self.bundle else "BUNDLE"
+        return (
+            f"input {name!r} shape {tuple(feed[name].shape)} ({what}) is outside the engine's "
+            f"optimization profiles ({'; '.join(parts)}): use a size in range, or rebuild with "
+            f"`vggdeploy build {root} --precision {self.precision} --max-batch N` "
+            "(and --min-size/--max-size for a dense bundle)"
+        )
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        context, stream = self._context, self._stream
+        profile = self._choose_profile(feed)
+        if profile != self._active_profile:
+            context.set_optimization_profile_async(profile, stream.handle)
+            self._active_profile = profile
+        for spec in self._inputs:
+            array = np.ascontiguousarray(feed[spec.name])
+            if not context.set_input_shape(spec.name, tuple(array.shape)):
+                raise InputError(
+                    f"TensorRT rejected shape {tuple(array.shape)} for input {spec.name!r} "
+                    f"({summarize_errors(self._logger.errors)})"
+                )
+            buffer = self._buffer(spec.name, tuple(array.shape), array.dtype)
+            buffer.copy_from_host(array, stream)
+            context.set_tensor_address(spec.name, buffer.ptr)
+        out_buffers = {}
+        for spec in self._outputs:
+            shape = tuple(int(d) for d in context.get_tensor_shape(spec.name))
+            if any(d < 0 for d in shape):
+                raise RuntimeUnavailableError(
+                    f"TensorRT could not infer the shape of output {spec.name!r} ({shape})"
+                )
+            buffer = self._buffer(spec.name, shape, np.dtype(spec.dtype))
+            context.set_tensor_address(spec.name, buffer.ptr)
+            out_buffers[spec.name] = buffer
+        mark = self._logger.mark()
+        if not context.execute_async_v3(stream.handle):
+            raise RuntimeUnavailableError(
+                f"TensorRT failed to run {self.engine_path} "
+                f"({summarize_errors(self._logger.errors_since(mark))})"
+            )
+        return {name: buffer.copy_to_host(stream) for name, buffer in out_buffers.items()}
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != shape or buffer.dtype != np.dtype(dtype):
+            buffer = self._cuda.allocate(shape, np.dtype(dtype), self.device_id)
+            self._buffers[name] = buffer
+        return buffer
+
+
+def _within(shape: tuple[int, ...], shapes: tuple[tuple[int, ...], ...]) -> bool:
+    lo, _opt, hi = shapes
+    return len(shape) == len(lo) and all(a <= d <= b for d, a, b in zip(shape, lo, hi))
+
+
+def _axis_name(shape: tuple[int | str, ...], axis: int) -> str:
+    dim = shape[axis]
+    return dim if isinstance(dim, str) else f"axis {axis}"
+
+
+def _record_beside(engine_path: Path) -> dict[str, Any] | None:
+    """The manifest entry of an engine file inside a bundle directory, if any."""
+    try:
+        bundle = Bundle.load(engine_path.parent)
+    except BundleError:
+        return None
+    for record in bundle.artifacts.values():
+        if record.get("kind") == "tensorrt-engine" and record.get("path") == engine_path.name:
+            return record
+    return None
