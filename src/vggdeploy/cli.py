@@ -480,6 +480,118 @@ def predict(
 
 # -- TensorRT engines: build (issue 5) --------------------------------------------------------
 
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("bundle_dir", metavar="BUNDLE", type=click.Path(file_okay=False))
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default="fp16",
+    show_default=True,
+    help="Which ONNX to build: model.onnx, model.fp16.onnx (convert) or model.int8.onnx (calibrate).",
+)
+@click.option("--min-batch", type=int, help="Smallest batch the engine accepts (default 1).")
+@click.option("--opt-batch", type=int, help="Batch TensorRT tunes for (default 8).")
+@click.option("--max-batch", type=int, help="Largest batch the engine accepts (default 32).")
+@click.option("--min-size", help="Dense bundles: smallest HxW (or one number), e.g. 224.")
+@click.option("--opt-size", help="Dense bundles: the HxW TensorRT tunes for.")
+@click.option("--max-size", help="Dense bundles: largest HxW, e.g. 512x512.")
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    help="An optimization profile b=MIN:OPT:MAX[,h=..,w=..]; repeat for several "
+    "(instead of --min/--opt/--max-*).",
+)
+@click.option("--workspace", help="Builder workspace limit, e.g. 4GiB or 512MiB (default: TensorRT's).")
+@click.option(
+    "--opt-level", type=int, help="Builder optimization level 0-5 (TensorRT's default 3)."
+)
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False),
+    help="Timing cache file: loaded if it exists, saved after the build.",
+)
+@click.option(
+    "--hardware-compat",
+    type=click.Choice(["none", "ampere+", "same-cc"]),
+    default="none",
+    show_default=True,
+    help="Let the engine run on other GPUs: Ampere and later, or any GPU of the same compute capability.",
+)
+@click.option(
+    "--version-compatible",
+    is_flag=True,
+    help="Let the engine run on later TensorRT versions (embeds the lean runtime).",
+)
+@click.option(
+    "--exclude-lean-runtime",
+    is_flag=True,
+    help="With --version-compatible: do not embed the lean runtime (smaller; the host supplies it).",
+)
+@click.option("--device", "device_id", default=0, show_default=True, help="CUDA device index.")
+@click.pass_context
+def build(
+    ctx: click.Context,
+    bundle_dir: str,
+    precision: str,
+    min_batch: int | None,
+    opt_batch: int | None,
+    max_batch: int | None,
+    min_size: str | None,
+    opt_size: str | None,
+    max_size: str | None,
+    profiles: tuple[str, ...],
+    workspace: str | None,
+    opt_level: int | None,
+    timing_cache: str | None,
+    hardware_compat: str,
+    version_compatible: bool,
+    exclude_lean_runtime: bool,
+    device_id: int,
+) -> None:
+    """Build a TensorRT engine (model.<precision>.engine) for this GPU from a bundle.
+
+    Run it on the machine that will serve the engine (a Jetson included): engines are not
+    portable across GPU architectures or TensorRT versions. The network is strongly typed, so
+    the precision is the ONNX's; afterwards the engine inspector confirms the convolutions
+    really run in that precision (exit 2 if not, and no engine is written).
+    """
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.exporter.engine import BuildOptions, build_engine, build_profiles, parse_size
+
+    bundle = Bundle.load(bundle_dir)
+    options = BuildOptions(
+        precision=precision,
+        profiles=build_profiles(
+            profiles,
+            batch=(min_batch, opt_batch, max_batch),
+            size=(min_size, opt_size, max_size),
+        ),
+        workspace=parse_size(workspace) if workspace is not None else None,
+        opt_level=opt_level,
+        timing_cache=Path(timing_cache) if timing_cache else None,
+        hardware_compat=hardware_compat,
+        version_compatible=version_compatible,
+        exclude_lean_runtime=exclude_lean_runtime,
+        device_id=device_id,
+        verbosity=ctx.obj.get("verbose", 0) if ctx.obj else 0,
+    )
+    record = build_engine(bundle, options)
+    check = record["precision_check"]
+    gpu = record["gpu"]
+    profiles_text = "; ".join(
+        ", ".join(f"{k} {v['min']}..{v['max']}" for k, v in p.items()) for p in record["profiles"]
+    )
+    click.echo(
+        f"built {bundle.root / record['path']} ({record['size'] / 1e6:.1f} MB) in "
+        f"{record['build_seconds']:.1f} s with TensorRT {record['tensorrt_version']} on "
+        f"{gpu['name']} (compute capability {gpu['compute_capability']}); profiles: "
+        f"{profiles_text}; precision check: {check['by_precision'].get(precision, 0)}/"
+        f"{check['convolutions']} convolutions run in {precision} - passed"
+    )
+
+
 # -- benchmark: bench (issue 6) ---------------------------------------------------------------
 
 
@@ -768,118 +880,6 @@ def _bench_compare(
 )
 @click.option(
     "--calib-samples",
-
-@cli.command(context_settings=CONTEXT)
-@click.argument("bundle_dir", metavar="BUNDLE", type=click.Path(file_okay=False))
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "fp16", "int8"]),
-    default="fp16",
-    show_default=True,
-    help="Which ONNX to build: model.onnx, model.fp16.onnx (convert) or model.int8.onnx (calibrate).",
-)
-@click.option("--min-batch", type=int, help="Smallest batch the engine accepts (default 1).")
-@click.option("--opt-batch", type=int, help="Batch TensorRT tunes for (default 8).")
-@click.option("--max-batch", type=int, help="Largest batch the engine accepts (default 32).")
-@click.option("--min-size", help="Dense bundles: smallest HxW (or one number), e.g. 224.")
-@click.option("--opt-size", help="Dense bundles: the HxW TensorRT tunes for.")
-@click.option("--max-size", help="Dense bundles: largest HxW, e.g. 512x512.")
-@click.option(
-    "--profile",
-    "profiles",
-    multiple=True,
-    help="An optimization profile b=MIN:OPT:MAX[,h=..,w=..]; repeat for several "
-    "(instead of --min/--opt/--max-*).",
-)
-@click.option("--workspace", help="Builder workspace limit, e.g. 4GiB or 512MiB (default: TensorRT's).")
-@click.option(
-    "--opt-level", type=int, help="Builder optimization level 0-5 (TensorRT's default 3)."
-)
-@click.option(
-    "--timing-cache",
-    type=click.Path(dir_okay=False),
-    help="Timing cache file: loaded if it exists, saved after the build.",
-)
-@click.option(
-    "--hardware-compat",
-    type=click.Choice(["none", "ampere+", "same-cc"]),
-    default="none",
-    show_default=True,
-    help="Let the engine run on other GPUs: Ampere and later, or any GPU of the same compute capability.",
-)
-@click.option(
-    "--version-compatible",
-    is_flag=True,
-    help="Let the engine run on later TensorRT versions (embeds the lean runtime).",
-)
-@click.option(
-    "--exclude-lean-runtime",
-    is_flag=True,
-    help="With --version-compatible: do not embed the lean runtime (smaller; the host supplies it).",
-)
-@click.option("--device", "device_id", default=0, show_default=True, help="CUDA device index.")
-@click.pass_context
-def build(
-    ctx: click.Context,
-    bundle_dir: str,
-    precision: str,
-    min_batch: int | None,
-    opt_batch: int | None,
-    max_batch: int | None,
-    min_size: str | None,
-    opt_size: str | None,
-    max_size: str | None,
-    profiles: tuple[str, ...],
-    workspace: str | None,
-    opt_level: int | None,
-    timing_cache: str | None,
-    hardware_compat: str,
-    version_compatible: bool,
-    exclude_lean_runtime: bool,
-    device_id: int,
-) -> None:
-    """Build a TensorRT engine (model.<precision>.engine) for this GPU from a bundle.
-
-    Run it on the machine that will serve the engine (a Jetson included): engines are not
-    portable across GPU architectures or TensorRT versions. The network is strongly typed, so
-    the precision is the ONNX's; afterwards the engine inspector confirms the convolutions
-    really run in that precision (exit 2 if not, and no engine is written).
-    """
-    from vggdeploy.bundle import Bundle
-    from vggdeploy.exporter.engine import BuildOptions, build_engine, build_profiles, parse_size
-
-    bundle = Bundle.load(bundle_dir)
-    options = BuildOptions(
-        precision=precision,
-        profiles=build_profiles(
-            profiles,
-            batch=(min_batch, opt_batch, max_batch),
-            size=(min_size, opt_size, max_size),
-        ),
-        workspace=parse_size(workspace) if workspace is not None else None,
-        opt_level=opt_level,
-        timing_cache=Path(timing_cache) if timing_cache else None,
-        hardware_compat=hardware_compat,
-        version_compatible=version_compatible,
-        exclude_lean_runtime=exclude_lean_runtime,
-        device_id=device_id,
-        verbosity=ctx.obj.get("verbose", 0) if ctx.obj else 0,
-    )
-    record = build_engine(bundle, options)
-    check = record["precision_check"]
-    gpu = record["gpu"]
-    profiles_text = "; ".join(
-        ", ".join(f"{k} {v['min']}..{v['max']}" for k, v in p.items()) for p in record["profiles"]
-    )
-    click.echo(
-        f"built {bundle.root / record['path']} ({record['size'] / 1e6:.1f} MB) in "
-        f"{record['build_seconds']:.1f} s with TensorRT {record['tensorrt_version']} on "
-        f"{gpu['name']} (compute capability {gpu['compute_capability']}); profiles: "
-        f"{profiles_text}; precision check: {check['by_precision'].get(precision, 0)}/"
-        f"{check['convolutions']} convolutions run in {precision} - passed"
-    )
-
-
     type=int,
     help="Calibration images (default: 3/4 of the images, at most 64; the rest are held out).",
 )
