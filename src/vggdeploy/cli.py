@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> None:
             hint = f" (see `{exc.ctx.command_path} --help`)"
         click.echo(f"error: {exc.format_message()}{hint}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            # click turns Ctrl-C into Abort, so the KeyboardInterrupt branch below never sees it.
+            click.echo("interrupted (no partial files were left behind)", err=True)
+            sys.exit(130)
         click.echo("aborted", err=True)
         sys.exit(1)
     except VggDeployError as exc:
