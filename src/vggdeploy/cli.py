@@ -482,6 +482,183 @@ def predict(
 
 # -- calibration and conversion: calibrate, convert, evaluate (issue 4) -----------------------
 
+
+def _comma_list(values: tuple[str, ...]) -> list[str]:
+    """Repeatable options that also take comma-separated values: ("a,b", "c") -> [a, b, c]."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option(
+    "--precision",
+    required=True,
+    type=click.Choice(["fp16"]),
+    help="Target precision (INT8 is `vggdeploy calibrate`).",
+)
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False),
+    help="Measure activations on these images (bundle preprocessing). Default: random pixels.",
+)
+@click.option("--samples", default=64, show_default=True, help="Inputs to measure on.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the inputs / image draw.")
+@click.option("--batch-size", default=8, show_default=True, help="Inputs per measured batch.")
+@click.option(
+    "--keep-fp32",
+    "keep",
+    multiple=True,
+    metavar="OP|NODE[,...]",
+    help="ONNX op types (Conv, Gemm...) or node names to keep in fp32, besides the ones whose "
+    "activations overflow (repeatable or comma-separated).",
+)
+@click.option(
+    "--headroom",
+    default=2.0,
+    show_default=True,
+    help="Keep a tensor in fp32 when max|activation| x headroom reaches the fp16 max 65504.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def convert(
+    bundle: str,
+    precision: str,
+    images: str | None,
+    samples: int,
+    seed: int,
+    batch_size: int,
+    keep: tuple[str, ...],
+    headroom: float,
+    as_json: bool,
+) -> None:
+    """Convert BUNDLE's ONNX to fp16: model.fp16.onnx, float32 inputs and outputs.
+
+    The fp32 model first runs on --images (or random pixels) with every intermediate tensor
+    exposed; ops whose activations overflow the fp16 range (or come within --headroom of it)
+    stay in fp32 and are reported. The result passes the ONNX checker and is compared with
+    fp32 on ONNX Runtime CPU - which computes fp16 ops in fp32, so that parity checks weight
+    rounding only; judge fp16 numerics on the GPU.
+    """
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.evaluate import progress_bar
+    from vggdeploy.exporter.fp16 import convert_fp16, format_report, split_keep_fp32
+
+    b = Bundle.load(bundle)
+    ops, nodes = split_keep_fp32(b, _comma_list(keep))
+    show = log.isEnabledFor(logging.INFO) and not as_json
+    with progress_bar("measuring activations (batches)", None, enabled=show) as bar:
+        report = convert_fp16(
+            b,
+            keep_fp32_ops=ops,
+            keep_fp32_nodes=nodes,
+            images=images,
+            samples=samples,
+            batch_size=batch_size,
+            seed=seed,
+            headroom=headroom,
+            progress=bar.update,
+        )
+    if as_json:
+        _print_json(report)
+        return
+    click.echo(f"wrote {b.root / 'model.fp16.onnx'} (onnx.fp16, float32 inputs and outputs)")
+    click.echo(format_report(report))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option(
+    "--images",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Labelled folder: one sub-folder per class, named like the bundle's labels.",
+)
+@click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    help="NAME[:WHERE][@PRECISION] as in validate: onnxruntime, onnxruntime:cuda, torch, "
+    "tensorrt@int8 ... (repeatable or comma-separated). Default: onnxruntime:cpu on every "
+    "ONNX in the bundle, plus its engines where this host can run them.",
+)
+@click.option(
+    "--precision",
+    "precisions",
+    multiple=True,
+    help="fp32, fp16, int8, int8-u8 (repeatable or comma-separated) for runtimes without @.",
+)
+@click.option("--batch-size", default=32, show_default=True, help="Images per batch.")
+@click.option("--limit", type=int, help="Evaluate a seeded random subset of N images.")
+@click.option("--seed", default=0, show_default=True, help="Seed for --limit.")
+@click.option("--threads", type=int, help="Intra-op threads for onnxruntime and torch.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the results as JSON to FILE ('-': stdout instead of the table).",
+)
+def evaluate(
+    bundle: str,
+    images: str,
+    runtimes: tuple[str, ...],
+    precisions: tuple[str, ...],
+    batch_size: int,
+    limit: int | None,
+    seed: int,
+    threads: int | None,
+    json_path: str | None,
+) -> None:
+    """Top-1 and top-5 accuracy of BUNDLE on a labelled image folder, side by side.
+
+    Every runtime and precision runs on the same decoded batches; the table shows accuracy,
+    the change against fp32 in percentage points, and how often the top-1 class agrees with
+    fp32. Without labels in the bundle, class folders map to outputs in alphabetical order.
+    """
+    from vggdeploy.bundle import Bundle, atomic_write_json
+    from vggdeploy.evaluate import TABLE_HEADERS, evaluate_bundle, format_results
+
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads {threads} must be a positive integer")
+    b = Bundle.load(bundle)
+    report = evaluate_bundle(
+        b,
+        images,
+        runtimes=_comma_list(runtimes),
+        precisions=_comma_list(precisions),
+        batch_size=batch_size,
+        limit=limit,
+        seed=seed,
+        threads=threads,
+        progress=log.isEnabledFor(logging.INFO) and json_path != "-",
+    )
+    if json_path == "-":
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    if json_path:
+        atomic_write_json(json_path, json.loads(json.dumps(report, default=str)))
+    sample = f" (random {report['count']}, seed {seed})" if report["limit"] else ""
+    click.echo(
+        f"{report['count']} images{sample}, {report['classes']} classes from {images}: "
+        f"{report['class_mapping']['note']}"
+    )
+    click.echo(format_table(TABLE_HEADERS, format_results(report), align="llrrrrr"))
+    ref = next((r["agreement_with"] for r in report["results"] if r["agreement_with"]), None)
+    if ref:
+        click.echo(
+            f"diff: percentage points vs fp32 on the same runtime; agrees: same top-1 as {ref}"
+        )
+    if any(r["precision"] == "fp16" and r["runtime"] == "onnxruntime" for r in report["results"]):
+        cpu = [r for r in report["results"] if r["precision"] == "fp16"]
+        if any(r["options"].get("provider", "cpu") == "cpu" for r in cpu):
+            click.echo(
+                "note: ONNX Runtime CPU runs fp16 models in fp32 with fp16-rounded weights; "
+                "fp16 arithmetic is only exercised on a GPU"
+            )
+    for s in report["skipped"]:
+        click.echo(f"skipped {s['target']}: {s['reason']}")
+    if json_path:
+        click.echo(f"wrote {json_path}")
+
+
 # -- TensorRT engines: build (issue 5) --------------------------------------------------------
 
 
