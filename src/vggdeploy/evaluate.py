@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -370,8 +371,9 @@ class Progress:
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None, *, enabled: bool) -> Iterator[Progress]:
-    """A rich progress bar on stderr (cleared when done); disabled, it does nothing."""
-    if not enabled:
+    """A rich progress bar on stderr (cleared when done); disabled, or when stderr is not a
+    terminal (logs, pipes, CI), it does nothing."""
+    if not enabled or not sys.stderr.isatty():
         yield Progress()
         return
     from rich.console import Console

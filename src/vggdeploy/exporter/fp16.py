@@ -35,6 +35,7 @@ from vggdeploy.bundle import Bundle, atomic_path, library_versions
 from vggdeploy.errors import CheckFailedError, InputError
 from vggdeploy.exporter.onnx_export import METADATA_PREFIX, compare_arrays
 from vggdeploy.preprocess import Preprocessing, find_images, iter_batches
+from vggdeploy.validate import TOLERANCES
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,10 @@ FILE_NAME = "model.fp16.onnx"
 DEFAULT_HEADROOM = 2.0
 DEFAULT_SAMPLES = 64
 DEFAULT_BATCH_SIZE = 8
-# fp16 vs fp32 on ONNX Runtime CPU (weight rounding only, see the module docstring).
-PARITY_MAX_REL = 1e-2
-PARITY_MIN_COSINE = 0.999
+# fp16 vs fp32 on ONNX Runtime CPU (weight rounding only, see the module docstring): the same
+# fp16 tolerances `vggdeploy validate` judges by.
+PARITY_MAX_REL = TOLERANCES["fp16"]["max_rel"]
+PARITY_MIN_COSINE = TOLERANCES["fp16"]["cosine"]
 CPU_CAVEAT = (
     "ONNX Runtime's CPU provider does not compute in fp16: it casts fp16 ops up to fp32 and "
     "drops the casts between them, so activations stay fp32 and this CPU parity only checks "
