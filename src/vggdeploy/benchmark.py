@@ -422,29 +422,36 @@ def time_calls(
     min_iterations: int = 1,
     clock: Clock = time.perf_counter_ns,
 ) -> list[int]:
-    """Call `step(feed)` and return each call's duration in clock units (ns).
+    """Call `step(feed)` back to back and return each call's duration in clock units (ns).
 
     With `iterations` only: exactly that many calls. With `seconds`: until that much time has
     passed and at least `min_iterations` (and `iterations`, if given) calls were made, as
-    trtexec's `--duration` with `--iterations`. Only the call sits between the two clock reads.
+    trtexec's `--duration` with `--iterations`. One clock read per call: a call's duration is
+    the time from its start to the next call's start, so the durations add up to the loop's
+    wall time exactly and the loop costs one clock read and one list append per call.
     """
-    times: list[int] = []
-    append = times.append
+    stamps: list[int] = []
+    stamp = stamps.append
     if seconds is None:
-        for _ in range(int(iterations or 0)):
-            t0 = clock()
+        count = int(iterations or 0)
+        if count <= 0:
+            return []
+        stamp(clock())
+        for _ in range(count):
             step(feed)
-            append(clock() - t0)
-        return times
-    least = max(int(iterations or 0), int(min_iterations))
-    end = clock() + int(seconds * 1e9)
-    t1 = 0
-    while t1 < end or len(times) < least:
-        t0 = clock()
-        step(feed)
-        t1 = clock()
-        append(t1 - t0)
-    return times
+            stamp(clock())
+    else:
+        least = max(int(iterations or 0), int(min_iterations), 1)
+        now = clock()
+        end = now + int(seconds * 1e9)
+        stamp(now)
+        while True:
+            step(feed)
+            now = clock()
+            stamp(now)
+            if now >= end and len(stamps) > least:
+                break
+    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 def time_staged(
