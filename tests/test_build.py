@@ -493,8 +493,18 @@ def test_tensorrt_log_follows_verbosity(trt, caplog) -> None:
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     from vggdeploy.cli import main
 
-    with pytest.raises(SystemExit) as info:
-        main(args)
+    # main() configures logging (root handler, torch's level at -vv); put it back afterwards so
+    # nothing logs into pytest's closed capture stream at exit.
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    levels = {n: logging.getLogger(n).level for n in ("", "torch", "onnxscript", "onnx_ir")}
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(args)
+    finally:
+        root.handlers[:] = handlers
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     out, err = capsys.readouterr()
     return info.value.code, out, err
 
