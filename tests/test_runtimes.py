@@ -248,7 +248,7 @@ def test_ort_rejects_bad_options_at_construction(tiny_bundle_ro, kwargs, message
 
 def test_ort_tensorrt_provider_options_follow_the_ort_names(tiny_bundle_ro, tmp_path):
     runtime = OrtRuntime(
-        tiny_bundle_ro,
+        Path(tiny_bundle_ro) / "model.onnx",  # a bare file: no onnx.int8 artifact needed
         provider="tensorrt",
         precision="int8",
         fp16=True,

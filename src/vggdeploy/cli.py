@@ -377,6 +377,7 @@ def validate(
     from vggdeploy.validate import (
         DEFAULT_SAMPLES,
         InputSet,
+        default_targets,
         expand_targets,
         parse_target,
         parse_tolerances,
@@ -394,15 +395,11 @@ def validate(
         inputs = InputSet.images(b, images, samples=samples, batch=batch)
     else:
         inputs = InputSet.random(b, samples=samples or DEFAULT_SAMPLES, batch=batch, seed=seed)
+    # Defaults skip what this host cannot run (engines without TensorRT); named targets must run.
+    skip = targets is None
     if targets is None:
-        from vggdeploy.validate import default_targets
-
-        targets_arg, skip = default_targets(b, **options), True
-    else:
-        targets_arg, skip = targets, False
-    report = validate_bundle(
-        b, targets_arg, inputs, overrides, reference=ref, skip_unavailable=skip
-    )
+        targets = default_targets(b, **options)
+    report = validate_bundle(b, targets, inputs, overrides, reference=ref, skip_unavailable=skip)
     if json_path == "-":
         _print_json(report.to_dict())
     else:

@@ -606,6 +606,9 @@ def validate_bundle(
     inputs = inputs or InputSet.random(bundle)
     limits = merge_tolerances(tolerances)
 
+    # Construct every runtime first (cheap): a bad option or a missing artifact fails now,
+    # not after the reference has run.
+    prepared = [_prepare(bundle, target, skip_unavailable) for target in targets]
     ref_runtime = open_runtime(bundle, reference)
     with ref_runtime:
         log.info("reference %s: %s", ref_runtime.label, inputs.describe())
@@ -620,8 +623,11 @@ def validate_bundle(
         inputs_text=inputs.describe(),
         tolerances={t.precision: limits.get(t.precision, {}) for t in targets},
     )
-    for target in targets:
-        report.results.append(_run_one(bundle, target, inputs, ref_out, limits, skip_unavailable))
+    for target, runtime, reason in prepared:
+        if runtime is None:
+            report.results.append(TargetResult(target, target.describe(), "skipped", reason=reason))
+            continue
+        report.results.append(_run_one(target, runtime, inputs, ref_out, limits, skip_unavailable))
     if inputs.kind == "random" and any(t.precision.startswith("int8") for t in targets):
         report.notes.append(RANDOM_INT8_NOTE)
     for result in report.results:
@@ -635,18 +641,33 @@ def validate_bundle(
     return report
 
 
+def _prepare(
+    bundle: Bundle, target: Target, skip_unavailable: bool
+) -> tuple[Target, Any, str | None]:
+    """(target, constructed runtime or None, why it is skipped)."""
+    try:
+        return target, open_runtime(bundle, target), None
+    except ImportError as exc:
+        reason = f"cannot import its runtime ({exc})"
+    except RuntimeUnavailableError as exc:
+        if not skip_unavailable:
+            raise
+        reason = str(exc)
+    if not skip_unavailable:
+        raise RuntimeUnavailableError(f"{target.describe()}: {reason}")
+    return target, None, reason
+
+
 def _run_one(
-    bundle: Bundle,
     target: Target,
+    runtime: Any,
     inputs: InputSet,
     ref_out: np.ndarray,
     limits: Mapping[str, Mapping[str, float]],
     skip_unavailable: bool,
 ) -> TargetResult:
-    label = target.describe()
+    label = runtime.label
     try:
-        runtime = open_runtime(bundle, target)
-        label = runtime.label
         with runtime:
             log.info("running %s", runtime.label)
             got = run_target(runtime, inputs)
@@ -655,10 +676,8 @@ def _run_one(
         if not skip_unavailable:
             if isinstance(exc, VggDeployError):
                 raise
-            raise RuntimeUnavailableError(f"{label}: cannot import its runtime ({exc})") from None
-        reason = (
-            str(exc) if isinstance(exc, VggDeployError) else f"cannot import its runtime ({exc})"
-        )
+            raise RuntimeUnavailableError(f"{label}: cannot import what it needs ({exc})") from None
+        reason = str(exc) if isinstance(exc, VggDeployError) else f"cannot import ({exc})"
         log.info("skipping %s: %s", label, reason)
         return TargetResult(target, label, "skipped", reason=reason)
     if got.shape != ref_out.shape:

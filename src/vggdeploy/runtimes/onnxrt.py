@@ -131,6 +131,8 @@ class OrtRuntime(Runtime):
         else:
             self.bundle = Bundle.load(path)
         self.precision = precision
+        if self.bundle is not None:
+            _require_artifact(self.bundle, precision)  # a dict lookup: fail before heavy work
         self.provider = provider
         self.threads = threads
         self.allow_fallback = allow_fallback
@@ -194,17 +196,6 @@ class OrtRuntime(Runtime):
         self._ort_version = ort.__version__
         if self.bundle is not None:
             key = artifact_key(self.precision)
-            if key not in self.bundle.artifacts:
-                have = sorted(k for k in self.bundle.artifacts if k.startswith("onnx."))
-                hint = {
-                    "fp16": "vggdeploy convert --precision fp16",
-                    "int8": "vggdeploy calibrate",
-                    "int8-u8": "vggdeploy calibrate",
-                }.get(self.precision, "vggdeploy export")
-                raise BundleError(
-                    f"bundle {self.bundle.root} has no {self.precision} ONNX ({key}); it has "
-                    f"{', '.join(have) or 'none'}: create it with `{hint}`"
-                )
             self._path = self.bundle.artifact_path(key, verify=True)
             self._sha256 = self.bundle.artifact(key)["sha256"]
         else:
@@ -293,6 +284,21 @@ class OrtRuntime(Runtime):
 
     def _active_short(self) -> list[str]:
         return [p.replace("ExecutionProvider", "") for p in self._active]
+
+
+def _require_artifact(bundle: Bundle, precision: str) -> None:
+    key = artifact_key(precision)
+    if key not in bundle.artifacts:
+        have = sorted(k for k in bundle.artifacts if k.startswith("onnx."))
+        hint = {
+            "fp16": "vggdeploy convert --precision fp16",
+            "int8": "vggdeploy calibrate --target tensorrt",
+            "int8-u8": "vggdeploy calibrate --target onnxruntime",
+        }.get(precision, "vggdeploy export")
+        raise BundleError(
+            f"bundle {bundle.root} has no {precision} ONNX ({key}); it has "
+            f"{', '.join(have) or 'none'}: create it with `{hint}`"
+        )
 
 
 def _provider_name(entry: Any) -> str:
