@@ -205,6 +205,7 @@ def calibrate_bundle(
                 }
             )
         },
+        in_place=True,
     )
     del model
     problems = verify_qdq(qmodel, options.target)
@@ -320,45 +321,41 @@ def compare_on_images(
     reader: ImageBatchReader,
     output_name: str | None = None,
 ) -> dict[str, Any]:
-    """Run two ONNX models on the same batches (ORT CPU) and compare their logits.
+    """Run two ONNX models on the same batches (ORT CPU, one model loaded at a time).
 
-    Returns the cosine of the flattened logits, the mean and worst per-image cosine, top-1 agreement (fraction of images whose
-    arg-max matches) and top-5 overlap (mean |top5 ref ∩ top5 cand| / 5).
+    Returns the cosine of the flattened logits (as `validate` computes it), the mean and worst
+    per-image cosine, top-1 agreement (fraction of images whose arg-max matches) and top-5
+    overlap (mean |top5 ref & top5 cand| / 5).
     """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    ref = ort.InferenceSession(str(reference), opts, providers=["CPUExecutionProvider"])
-    cand = ort.InferenceSession(str(candidate), opts, providers=["CPUExecutionProvider"])
-    name = output_name or ref.get_outputs()[0].name
-    cosines: list[np.ndarray] = []
-    dot = norm_a = norm_b = 0.0
-    top1: list[np.ndarray] = []
-    top5: list[np.ndarray] = []
-    for feed in reader:
-        a = ref.run([name], feed)[0].reshape(len(next(iter(feed.values()))), -1).astype(np.float64)
-        b = cand.run([name], feed)[0].reshape(a.shape).astype(np.float64)
-        dot, norm_a, norm_b = (
-            dot + float((a * b).sum()),
-            norm_a + float((a * a).sum()),
-            norm_b + float((b * b).sum()),
-        )
-        denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-        cosines.append(np.divide((a * b).sum(axis=1), denom, out=np.ones(len(a)), where=denom > 0))
-        top1.append(a.argmax(axis=1) == b.argmax(axis=1))
-        k = min(5, a.shape[1])
-        ta = np.argsort(-a, axis=1)[:, :k]
-        tb = np.argsort(-b, axis=1)[:, :k]
-        top5.append(np.array([len(set(x) & set(y)) / k for x, y in zip(ta, tb)]))
-    cos = np.concatenate(cosines)
+    opts.enable_cpu_mem_arena = False
+
+    def run_all(path: str | Path) -> np.ndarray:
+        # One model in memory at a time; only the (small) logits are kept.
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = output_name or session.get_outputs()[0].name
+        logits = [session.run([name], feed)[0] for feed in reader]
+        del session
+        return np.concatenate(logits).reshape(sum(len(x) for x in logits), -1)
+
+    a = run_all(reference).astype(np.float64)
+    b = run_all(candidate).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    per_image = np.divide((a * b).sum(axis=1), norms, out=np.ones(len(a)), where=norms > 0)
+    flat = float(np.linalg.norm(a) * np.linalg.norm(b))
+    k = min(5, a.shape[1])
+    top_a, top_b = np.argsort(-a, axis=1)[:, :k], np.argsort(-b, axis=1)[:, :k]
+    overlap = [len(set(x) & set(y)) / k for x, y in zip(top_a, top_b)]
     return {
-        "images": int(cos.size),
-        "cosine": float(dot / np.sqrt(norm_a * norm_b)) if norm_a * norm_b > 0 else 1.0,
-        "cosine_mean": float(cos.mean()),
-        "cosine_min": float(cos.min()),
-        "top1_agreement": float(np.concatenate(top1).mean()),
-        "top5_overlap": float(np.concatenate(top5).mean()),
+        "images": len(a),
+        "cosine": float((a * b).sum() / flat) if flat > 0 else 1.0,
+        "cosine_mean": float(per_image.mean()),
+        "cosine_min": float(per_image.min()),
+        "top1_agreement": float(np.mean(a.argmax(axis=1) == b.argmax(axis=1))),
+        "top5_overlap": float(np.mean(overlap)),
     }
 
 

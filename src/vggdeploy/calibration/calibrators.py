@@ -233,14 +233,17 @@ def collect_statistics(
     import onnxruntime as ort
 
     augmented = augment_model(model, names)
+    serialized = augmented.SerializeToString()
+    del augmented  # keep one serialized copy, not a proto and its bytes, while ORT loads it
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # Without the arena, each batch's buffers go back to the allocator; with it, VGG-16 at
+    # batch 16 grew by ~0.8 GB a batch at first (measured), for no speed gain worth having here.
+    options.enable_cpu_mem_arena = False
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
-    session = ort.InferenceSession(
-        augmented.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    del augmented
+    session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    del serialized
     collector = HistogramCollector(names)
     for feed in batches:
         outputs = session.run(names, dict(feed))

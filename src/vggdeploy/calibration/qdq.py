@@ -121,11 +121,14 @@ def quantize_model(
     ranges: Mapping[str, TensorRange],
     target: str,
     metadata: Mapping[str, str] | None = None,
+    *,
+    in_place: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """A Q/DQ copy of the fp32 `model`; returns it and a summary of what was quantized.
 
     Every Conv/Gemm/MatMul whose activation input has a range and whose weight is an
-    initializer gets a Q/DQ pair on the activation and an int8 per-channel weight.
+    initializer gets a Q/DQ pair on the activation and an int8 per-channel weight. With
+    `in_place`, `model` itself is changed and returned.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -136,8 +139,11 @@ def quantize_model(
             f"the model uses opset {_opset(model)}; per-channel Q/DQ needs opset {MIN_OPSET} or "
             "later: re-export with `vggdeploy export --opset 18`"
         )
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    if in_place:
+        out = model  # the caller hands over its copy: no second 550 MB model in memory
+    else:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     graph = out.graph
     inits = {init.name: init for init in graph.initializer}
     act_type = TensorProto.INT8 if spec.activation_dtype == "int8" else TensorProto.UINT8
