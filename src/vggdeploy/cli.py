@@ -480,6 +480,113 @@ def predict(
 # -- calibration and conversion: calibrate, convert, evaluate (issue 4) -----------------------
 
 
+@cli.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option(
+    "--images",
+    required=True,
+    type=click.Path(),
+    help="Folder of calibration images (searched recursively; jpg, png, bmp, tiff, webp...).",
+)
+@click.option(
+    "--method",
+    default="entropy",
+    show_default=True,
+    help="Range method: entropy (KL search, TensorRT's), minmax, or percentile.",
+)
+@click.option(
+    "--percentile",
+    default=99.99,
+    show_default=True,
+    type=float,
+    help="Percentile of |x| kept by --method percentile.",
+)
+@click.option(
+    "--samples",
+    default=512,
+    show_default=True,
+    type=int,
+    help="Calibration images drawn from --images.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the image draw.")
+@click.option(
+    "--target",
+    default="tensorrt",
+    show_default=True,
+    help="tensorrt: int8 symmetric activations -> model.int8.onnx; onnxruntime: uint8 "
+    "activations -> model.int8-u8.onnx.",
+)
+@click.option("--batch-size", default=16, show_default=True, type=int, help="Images per batch.")
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False),
+    help="Calibration cache file (default: calibration.cache.json in the bundle).",
+)
+@click.option(
+    "--holdout",
+    type=int,
+    help="Held-out images for the int8 vs fp32 check (default: up to 64 not used to calibrate).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def calibrate(
+    bundle: str,
+    images: str,
+    method: str,
+    percentile: float,
+    samples: int,
+    seed: int,
+    target: str,
+    batch_size: int,
+    cache: str | None,
+    holdout: int | None,
+    as_json: bool,
+) -> None:
+    """Calibrate BUNDLE on --images and write an INT8 Q/DQ ONNX (per-channel int8 weights).
+
+    Ranges come from one streaming pass of the fp32 model (memory does not grow with
+    --samples), kept in a calibration cache so a re-run with other --method/--target skips
+    the data pass. The file is checked against its target's Q/DQ rules and compared with fp32
+    on held-out images; agreement below the int8 tolerance prints a warning.
+    """
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.calibration import CalibrationOptions, calibrate_bundle
+
+    options = CalibrationOptions(
+        method=method,
+        target=target,
+        samples=samples,
+        seed=seed,
+        percentile=percentile,
+        batch_size=batch_size,
+        cache=cache,
+        holdout=holdout,
+        progress=log.isEnabledFor(logging.INFO) and not as_json,
+    )
+    summary = calibrate_bundle(Bundle.load(bundle), images, options)
+    if as_json:
+        _print_json({k: v for k, v in summary.items() if k != "ranges"})
+        return
+    held = summary["holdout"]
+    if summary["cache_reused"]:
+        source = "reused the cache, no data pass"
+    else:
+        source = f"{summary['data_pass_seconds']:.1f} s data pass"
+    click.echo(
+        f"wrote {summary['path']} ({summary['target']}, {summary['method']}, "
+        f"{summary['samples']} images, {summary['quantized_ops']} quantized ops; {source}; "
+        f"cache {summary['cache']})"
+    )
+    if held.get("images"):
+        click.echo(
+            f"held-out int8 vs fp32 on {held['images']} images: cosine {held['cosine']:.4f} "
+            f"(worst image {held['cosine_min']:.4f}), top-1 agreement {held['top1_agreement']:.3f}, "
+            f"top-5 overlap {held['top5_overlap']:.3f} - "
+            + ("within tolerance" if held["passed"] else "BELOW TOLERANCE")
+        )
+    for line in summary["warnings"]:
+        click.secho(f"WARNING: {line}", fg="yellow", bold=True)
+
+
 def _comma_list(values: tuple[str, ...]) -> list[str]:
     """Repeatable options that also take comma-separated values: ("a,b", "c") -> [a, b, c]."""
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
