@@ -359,15 +359,31 @@ def _check_range(triple: tuple[int, int, int], what: str, where: str, minimum: i
         raise InputError(f"{where}: {what} must satisfy min <= opt <= max, got {lo}:{opt}:{hi}")
 
 
-def onnx_conv_facts(path: Path) -> dict[str, int]:
-    """How many Conv nodes the ONNX has, and how many take a DequantizeLinear input (Q/DQ)."""
+def onnx_conv_facts(path: Path) -> dict[str, Any]:
+    """The precision each Conv node of the ONNX asks for: int8 when its input comes from a
+    DequantizeLinear (Q/DQ), else the type of its weights (fp16 / fp32)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    producers = {out: node.op_type for node in model.graph.node for out in node.output}
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    quantized = [n for n in convs if producers.get(n.input[0]) == "DequantizeLinear"]
-    return {"convolutions": len(convs), "quantized_convolutions": len(quantized)}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    weights = {init.name: init.data_type for init in model.graph.initializer}
+    float_names = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16"}
+    float_names[onnx.TensorProto.BFLOAT16] = "bf16"
+    by_precision: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        source = producers.get(node.input[0])
+        if source is not None and source.op_type == "DequantizeLinear":
+            kind = "int8"
+        elif node.input[1] in weights:
+            kind = float_names.get(weights[node.input[1]], "unknown")
+        else:
+            cast = producers.get(node.input[1])
+            to = [a.i for a in cast.attribute if a.name == "to"] if cast is not None else []
+            kind = float_names.get(to[0], "unknown") if to else "unknown"
+        by_precision[kind] = by_precision.get(kind, 0) + 1
+    return {"convolutions": sum(by_precision.values()), "by_precision": by_precision}
 
 
 # -- the precision check --------------------------------------------------------------------------
@@ -393,13 +409,14 @@ def layer_precision(datatype: str) -> str:
 
 
 def check_precision(
-    layer_json: str, precision: str, onnx_facts: dict[str, int] | None = None
+    layer_json: str, precision: str, onnx_facts: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Check from the engine inspector's JSON that convolutions run in `precision`.
 
+    `onnx_facts` (from `onnx_conv_facts`) says how many Conv nodes the graph types as each
+    precision: at least that many engine convolutions must run in `precision` (layers the
+    graph keeps in fp32 on purpose may stay there). Without it, every convolution must.
     Raises `CheckFailedError` naming the offending layers; returns a summary for the manifest.
-    For int8, convolutions the ONNX leaves unquantized (no DequantizeLinear input) may stay
-    in floating point; every quantized one must run in Int8.
     """
     try:
         info = json.loads(layer_json)
@@ -429,19 +446,20 @@ def check_precision(
         found.setdefault(kind, []).append(str(layer.get("Name", "?")))
     counts = {k: len(v) for k, v in sorted(found.items())}
     summary = {"expected": precision, "convolutions": len(convs), "by_precision": counts}
-    facts = onnx_facts or {}
-    if precision == "int8":
-        # Layers TensorRT lowers to convolutions can include the classifier's FC layers, which
-        # a calibration may leave in float: compare with the Q/DQ convolutions of the ONNX.
-        need = facts.get("quantized_convolutions", len(convs))
-        if need == 0:
-            raise CheckFailedError(
-                f"{ONNX_FILES['int8']} has no Q/DQ convolutions, so TensorRT built a float engine: "
-                "recreate it with `vggdeploy calibrate`"
-            )
-        ok = counts.get("int8", 0) >= need
-    else:
-        ok = counts.get(precision, 0) == len(convs)
+    # TensorRT may lower the classifier's FC layers to convolutions too, and a conversion may
+    # keep some layers in fp32 on purpose (fp16 overflow, unquantized layers): so every Conv the
+    # ONNX types as `precision` must run in it; other conv-like layers may differ.
+    facts_by = (onnx_facts or {}).get("by_precision")
+    need = facts_by.get(precision, 0) if facts_by is not None else len(convs)
+    if need == 0:
+        fix = MISSING_ONNX_HINT[precision].format(root="BUNDLE")
+        raise CheckFailedError(
+            f"{ONNX_FILES[precision]} has no {precision} convolutions "
+            f"({_counts_text(facts_by or {})}), so TensorRT cannot build a {precision} engine "
+            f"from it: {fix}"
+        )
+    summary["onnx_convolutions"] = facts_by
+    ok = counts.get(precision, 0) >= need
     summary["passed"] = ok
     if not ok:
         wrong = {k: v for k, v in found.items() if k != precision}
@@ -449,9 +467,9 @@ def check_precision(
         raise CheckFailedError(
             f"precision check failed: the {precision} engine runs "
             f"{sum(len(v) for v in wrong.values())} of {len(convs)} convolutions in "
-            f"{'/'.join(sorted(wrong))} ({examples}); the {ONNX_FILES[precision]} graph is not "
-            f"typed {precision} where it should be, so no engine was written - recreate that ONNX "
-            "and build again"
+            f"{'/'.join(sorted(wrong))} ({examples}) although {ONNX_FILES[precision]} types "
+            f"{need} as {precision}; TensorRT did not build what the graph says, so no engine "
+            "was written"
         )
     return summary
 
@@ -619,6 +637,10 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> dict[str, Any]:
     )
     bundle.save()
     return record
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no Conv nodes"
 
 
 def _check_hardware_option(level: str, device: Any) -> None:
