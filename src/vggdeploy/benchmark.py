@@ -1049,9 +1049,11 @@ def _with_bare_reference(
 
     _warm_up(bare, feed, options, clock)
     rounds = max(1, options.reference_rounds)
-    per_iter = (
-        None if options.iterations is None else max(1, math.ceil(options.iterations / rounds))
-    )
+    if options.iterations is not None:
+        rounds = min(rounds, options.iterations)
+        # exactly `iterations` calls each, spread over the rounds (10 in 4: 3, 3, 2, 2)
+        base, extra = divmod(options.iterations, rounds)
+        per_round = [base + (r < extra) for r in range(rounds)]
     per_s = None if options.seconds is None else options.seconds / rounds
     per_min = max(1, math.ceil(options.min_iterations / rounds))
     harness_ns: list[int] = []
@@ -1064,7 +1066,7 @@ def _with_bare_reference(
             into += time_calls(
                 fn,
                 feed,
-                iterations=per_iter,
+                iterations=per_round[r] if options.iterations is not None else None,
                 seconds=per_s,
                 min_iterations=per_min if per_s is not None else 1,
                 clock=clock,
