@@ -1054,7 +1054,9 @@ def bench(
     if markdown:
         click.echo(bm.render_markdown(result), nl=False)
     else:
-        out = Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+        # Never narrower than the table: a wrapped line beats a truncated number.
+        out = Console(highlight=False)
+        out = Console(width=max(out.width, 150) if out.is_terminal else 200, highlight=False)
         bm.print_rich(result, out)
     for path in (json_out, csv_out, plot_out):
         if path:
