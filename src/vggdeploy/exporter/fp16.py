@@ -118,7 +118,13 @@ def convert_fp16(
         if node.op_type in keep_fp32_ops:
             blocked.setdefault(node.name, []).append(f"asked (--keep-fp32 {node.op_type})")
 
-    fp16_model = to_fp16(model, keep_fp32_ops=(), keep_fp32_nodes=sorted(blocked))
+    activations = _activation_table(model, measured["max_abs"], headroom)
+    kept = [
+        {"node": name, "op": _op_of(model, name), "reasons": reasons}
+        for name, reasons in sorted(blocked.items())
+    ]
+    fp16_model = to_fp16(model, keep_fp32_nodes=sorted(blocked), inplace=True)
+    del model
     _set_precision_metadata(fp16_model)
     dest = bundle.root / FILE_NAME
     with atomic_path(dest) as tmp:
@@ -135,7 +141,6 @@ def convert_fp16(
                 "real images (--images DIR)"
             )
 
-    activations = _activation_table(model, measured["max_abs"], headroom)
     report: dict[str, Any] = {
         "precision": "fp16",
         "converter": "onnxconverter_common.float16.convert_float_to_float16 (keep_io_types=True)",
@@ -146,10 +151,7 @@ def convert_fp16(
         "max_abs_activation": max((a["max_abs"] for a in activations), default=0.0),
         "activations": activations,
         "weights": weights["summary"],
-        "kept_fp32": [
-            {"node": name, "op": _op_of(model, name), "reasons": reasons}
-            for name, reasons in sorted(blocked.items())
-        ],
+        "kept_fp32": kept,
         "parity": parity,
         "note": CPU_CAVEAT,
         "seconds": round(time.perf_counter() - started, 2),
@@ -175,18 +177,24 @@ def convert_fp16(
 
 
 def to_fp16(
-    model: Any, *, keep_fp32_ops: Sequence[str] = (), keep_fp32_nodes: Sequence[str] = ()
+    model: Any,
+    *,
+    keep_fp32_ops: Sequence[str] = (),
+    keep_fp32_nodes: Sequence[str] = (),
+    inplace: bool = False,
 ) -> Any:
-    """onnxconverter-common's fp16 conversion with float32 I/O; returns a new ModelProto.
+    """onnxconverter-common's fp16 conversion with float32 I/O; returns the fp16 ModelProto.
 
     Weights are rounded to fp16 without the converter's default clamp at 1e4 (values up to
     65504 are representable); a node whose weights exceed 65504 must be in `keep_fp32_nodes`.
+    `inplace` converts `model` itself instead of a copy (saves the model's size in memory).
     """
     import copy
 
     from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    model = copy.deepcopy(model)
+    if not inplace:
+        model = copy.deepcopy(model)
     # The dynamo exporter lists initializers in value_info too. The converter then types them
     # float16 before it handles blocked nodes, and a blocked node gets fp16-rounded (and
     # clamped) weights behind a Cast instead of its original fp32 ones. Initializers carry
@@ -199,8 +207,11 @@ def to_fp16(
         # "the float32 number ... will be truncated": tiny weights become fp16 subnormals; we
         # report those counts ourselves (weight_ranges) instead of one warning per tensor.
         warnings.filterwarnings("ignore", message="the float32 number")
+        types = _value_types(model)  # inferred only when value_info is incomplete
+        complete = all(out in types for node in model.graph.node for out in node.output if out)
         return convert_float_to_float16(
             model,
+            disable_shape_infer=complete,
             keep_io_types=True,
             max_finite_val=FP16_MAX,
             op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32_ops),
@@ -260,38 +271,36 @@ def measure_activations(
 ) -> dict[str, Any]:
     """Max |value| of the input and of every float tensor the model computes, over `batches`.
 
-    Every intermediate float tensor is exposed as a graph output of a copy of the model; each
+    Every intermediate float tensor is exposed as a graph output (of the serialized model); each
     batch's values are reduced to one number per tensor and dropped, so memory stays at one
     batch of activations whatever the number of samples. Also returns the fp32 logits of every
     batch (`reference`), for the parity check.
     """
-    import copy
-
     import onnx
     import onnxruntime as ort
 
-    augmented = copy.deepcopy(model)
-    inferred = onnx.shape_inference.infer_shapes(augmented)
-    float_types = (onnx.TensorProto.FLOAT,)
-    existing = {o.name for o in augmented.graph.output}
-    known = {v.name: v for v in inferred.graph.value_info}
-    names = []
-    for node in augmented.graph.node:
+    known = _value_types(model)
+    existing = {o.name for o in model.graph.output}
+    extra = []
+    for node in model.graph.node:
         for out in node.output:
-            info = known.get(out)
-            if out in existing or info is None:
-                continue
-            if info.type.tensor_type.elem_type in float_types:
-                augmented.graph.output.append(info)
-                names.append(out)
+            if out not in existing and known.get(out) == onnx.TensorProto.FLOAT:
+                extra.append(onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None))
+    names = [v.name for v in extra]
     options = ort.SessionOptions()
     options.log_severity_level = 3
     # Fusions would hide the tensors we ask for; measure the graph as written.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(
-        augmented.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    del augmented, inferred
+    # Expose the tensors on the caller's model only while serializing it: a copy of a VGG-16
+    # graph is another 0.5 GB.
+    count = len(model.graph.output)
+    model.graph.output.extend(extra)
+    try:
+        serialized = model.SerializeToString()
+    finally:
+        del model.graph.output[count:]
+    session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    del serialized
     fetch = [output_name, *names]
     max_abs: dict[str, float] = {input_name: 0.0, output_name: 0.0, **dict.fromkeys(names, 0.0)}
     reference = []
@@ -307,6 +316,26 @@ def measure_activations(
         if progress:
             progress(done, total)
     return {"max_abs": max_abs, "reference": reference, "batches": done}
+
+
+def _value_types(model: Any) -> dict[str, int]:
+    """Element type of every tensor the graph names, running shape inference only if needed.
+
+    Exported bundles already carry value_info for every intermediate tensor (the export runs
+    shape inference), which saves inferring on a copy of a large model.
+    """
+    import onnx
+
+    def collect(graph: Any) -> dict[str, int]:
+        types = {v.name: v.type.tensor_type.elem_type for v in graph.value_info}
+        types.update({v.name: v.type.tensor_type.elem_type for v in graph.input})
+        types.update({v.name: v.type.tensor_type.elem_type for v in graph.output})
+        return types
+
+    types = collect(model.graph)
+    if all(out in types for node in model.graph.node for out in node.output if out):
+        return types
+    return collect(onnx.shape_inference.infer_shapes(model).graph)
 
 
 def _max_abs(array: np.ndarray) -> float:
