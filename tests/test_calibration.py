@@ -93,6 +93,23 @@ def test_entropy_search_on_a_known_histogram() -> None:
     assert 250 <= bins <= 400
 
 
+def test_exact_zeros_do_not_drive_the_entropy_threshold() -> None:
+    # A ReLU output: 70 % exact zeros, the rest half-normal. The zeros are exact in int8, so
+    # the threshold must be the one of the non-zero part alone, not a fraction of it.
+    rng = np.random.default_rng(6)
+    body = np.abs(rng.standard_normal(300_000))
+    with_zeros = _hist_of(np.concatenate([np.zeros(700_000), body]))
+    without = _hist_of(body)
+    assert with_zeros.zeros == 700_000 and without.zeros == 0
+    t_with = compute_range(with_zeros, "entropy", "tensorrt").high
+    t_without = compute_range(without, "entropy", "tensorrt").high
+    assert t_with == pytest.approx(t_without, rel=1e-6)
+    # Percentile counts the zeros: 99 % of all values is a lower |x| than 99 % of the body.
+    p_with = compute_range(with_zeros, "percentile", "tensorrt", percentile=99.0).high
+    p_without = compute_range(without, "percentile", "tensorrt", percentile=99.0).high
+    assert p_with < p_without
+
+
 def test_percentile_threshold() -> None:
     rng = np.random.default_rng(2)
     stats = _hist_of(rng.uniform(0, 1, 200_000))
@@ -138,7 +155,8 @@ def test_histogram_grows_by_rebinning_and_keeps_every_count() -> None:
     stats.update(np.full(10, 3.5 * first_max, np.float32))
     assert stats.hist_max == pytest.approx(4 * first_max)  # grown by a power of two
     assert stats.hist.size == NUM_BINS
-    assert stats.hist.sum() == stats.count == 2010
+    assert stats.hist.sum() + stats.zeros == stats.count == 2010
+    assert stats.zeros == 1  # linspace's 0.0, counted apart from the histogram
     # The 1000 values of 0.5 sat at the top edge of the first range (bin 2047); after two
     # regrowths (x2, then x4) they are in bin 255, one bin-width below 0.5 at most.
     assert stats.hist[255] >= 1000 and 255 * stats.bin_width <= 0.5 <= 257 * stats.bin_width

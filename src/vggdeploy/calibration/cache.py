@@ -21,7 +21,7 @@ from vggdeploy.errors import InputError
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "vggdeploy-calibration-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 DEFAULT_CACHE_NAME = "calibration.cache.json"
 
 
