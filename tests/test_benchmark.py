@@ -497,3 +497,23 @@ def test_real_runtimes_on_tiny_bundle(tiny_bundle_ro: Path, tmp_path: Path, caps
     assert (tmp_path / "r.png").stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "bare onnxruntime" in out and "torch:channels-last" in out
+
+
+def test_flops_follow_image_size_of_a_dense_bundle(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vggdeploy.models import build_dense_model, count_flops, resolve_spec
+
+    spec = resolve_spec("C", width_divisor=16, hidden=64, num_classes=10)
+    model = {**spec.to_dict(), "dense": True, "image_size": 224}
+    bundle = Bundle.create(tmp_path, {"model": {**model, "flops_per_image": count_flops(spec)}})
+    net = build_dense_model(spec).eval()
+    for size in (224, 256, 320):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            net(torch.zeros(1, 3, size, size))
+        assert bm.flops_per_image(bundle, size) == counter.get_total_flops()
+    # a fixed-size bundle refuses another size instead of timing a different model
+    fixed = Bundle.create(tmp_path, {"model": {**model, "dense": False}})
+    with pytest.raises(InputError, match="only a dense bundle"):
+        bm._image_size(fixed, bm.BenchOptions(image_size=256))
