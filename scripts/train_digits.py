@@ -106,8 +106,11 @@ def write_image_folder(
 
 
 def write_labels(path: str | os.PathLike[str]) -> Path:
+    """The class names "0".."9", one a line, for `vggdeploy export --labels`."""
+    from vggdeploy.bundle import atomic_write_text
+
     path = Path(path)
-    path.write_text("\n".join(LABELS) + "\n", "utf-8")
+    atomic_write_text(path, "\n".join(LABELS) + "\n")
     return path
 
 
@@ -217,11 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import save_file
 
+    from vggdeploy.bundle import atomic_path, atomic_write_text
+
     result = train(args.epochs, args.seed, args.batch_size, args.lr, args.threads)
     weights = args.out.with_suffix(".safetensors")
-    weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in result["model"].state_dict().items()}
-    save_file(state, str(weights))
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp))
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     record = {
         "script": "scripts/train_digits.py",
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": {"file": weights.name, "sha256": digest, "size": weights.stat().st_size},
         "python": platform.python_version(),
     }
-    weights.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    atomic_write_text(weights.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     print(
         f"wrote {weights} ({weights.stat().st_size / 1024:.0f} KiB), test top-1 "
         f"{result['test_top1']:.4f}, {result['seconds']:.0f} s"
