@@ -119,9 +119,11 @@ class DeviceBuffer:
 
     def copy_from_host(self, array: np.ndarray, stream: Stream) -> None:
         torch = _torch()
-        src = torch.from_numpy(np.ascontiguousarray(array)).pin_memory()
+        src = torch.from_numpy(np.ascontiguousarray(array))
+        # Issued on `stream`, so TensorRT's work on the same stream runs after it; from pageable
+        # memory the call returns once the host side is copied, so `array` may be reused.
         with torch.cuda.stream(stream._stream):
-            self._tensor.copy_(src, non_blocking=True)
+            self._tensor.copy_(src)
 
     def copy_to_host(self, stream: Stream) -> np.ndarray:
         """Copy back after the stream's work; waits for it."""
