@@ -209,6 +209,7 @@ def fixed_batch_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ExportOptions(
             image_size=64,
             batch=2,
+            opset=20,
             labels=str(labels),
             preprocessing=Preprocessing.for_size(64, channel_order="BGR"),
         ),
@@ -231,12 +232,33 @@ def test_fixed_batch_gives_a_static_batch(fixed_batch_bundle: Path) -> None:
         session.run(None, {INPUT_NAME: np.zeros((3, 3, 64, 64), np.float32)})
 
 
+def test_the_requested_opset_is_the_one_written(fixed_batch_bundle: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(fixed_batch_bundle / "model.onnx"))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [20]
+    bundle = Bundle.load(fixed_batch_bundle)
+    assert bundle.manifest["export"]["opset"] == 20 == bundle.artifact("onnx.fp32")["opset"]
+
+
 def test_labels_and_preprocessing_overrides_are_recorded(fixed_batch_bundle: Path) -> None:
     bundle = Bundle.load(fixed_batch_bundle)
     assert bundle.manifest["labels"] == "labels.txt"
     assert bundle.labels() == [f"class {i}" for i in range(10)]
     assert bundle.preprocessing["channel_order"] == "BGR"
     assert bundle.preprocessing["resize"] == 73 and bundle.preprocessing["crop"] == 64
+
+
+def test_a_lrn_exports_and_passes_parity(tmp_path: Path) -> None:
+    """LocalResponseNorm is what the deprecated TorchScript exporter could not handle."""
+    import onnx
+
+    bundle = export_bundle(
+        resolve_spec("A-LRN", **TINY), RANDOM, tmp_path / "b", ExportOptions(image_size=32)
+    )
+    assert bundle.manifest["parity"]["passed"] is True
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node}
+    assert "LRN" in ops or {"Pad", "Pow", "Div"} <= ops  # LRN itself, or its decomposition
 
 
 def test_non_empty_output_is_refused_without_force(tmp_path: Path) -> None:
@@ -314,6 +336,8 @@ def test_read_only_output_is_refused(tmp_path: Path) -> None:
         ({"image_size": 192, "dense": True}, "too small for the dense model"),
         ({"batch": 0}, "positive integer"),
         ({"opset": 12}, "opset 12 is not supported"),
+        ({"opset": 17}, "use 18 to 23"),
+        ({"opset": 24}, "use 18 to 23"),
     ],
 )
 def test_bad_options_are_refused_before_anything_is_written(kwargs: dict, match: str) -> None:

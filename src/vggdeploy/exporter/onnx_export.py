@@ -63,9 +63,11 @@ class ExportOptions:
         check_image_size(self.image_size, dense=self.dense)
         if self.batch is not None and (not isinstance(self.batch, int) or self.batch < 1):
             raise InputError(f"batch {self.batch!r} must be a positive integer or 'dynamic'")
-        if not 17 <= self.opset <= 23:
+        # Below 18 the dynamo exporter silently keeps 18 when its down-conversion fails (it does
+        # for VGG's Pad and ReduceMean), so 17 would be a request we cannot keep.
+        if not 18 <= self.opset <= 23:
             raise InputError(
-                f"opset {self.opset} is not supported: use 17 to 23 (18 is the default)"
+                f"opset {self.opset} is not supported: use 18 to 23 (18 is the default)"
             )
 
 
@@ -206,6 +208,11 @@ def finish_onnx(path: Path, spec: ModelSpec, options: ExportOptions) -> dict[str
     import onnx
 
     model = onnx.load(str(path))
+    written = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if written != options.opset:
+        raise InputError(
+            f"the exporter wrote opset {written}, not the requested {options.opset}: use --opset {written}"
+        )
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
         if options.batch is None:
