@@ -593,13 +593,19 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> dict[str, Any]:
     layer_json = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     check = check_precision(layer_json, precision, onnx_conv_facts(onnx_path))
 
+    if options.timing_cache is not None:
+        cache_blob = bytes(memoryview(config.get_timing_cache().serialize()))
+        try:
+            atomic_write_bytes(options.timing_cache, cache_blob)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write timing cache {options.timing_cache} ({exc.strerror}): choose a "
+                "writable --timing-cache path"
+            ) from None
+        cache_record["saved_size"] = len(cache_blob)
     engine_path = bundle.root / engine_file_name(precision)
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(plan)
-    if options.timing_cache is not None:
-        cache_blob = bytes(memoryview(config.get_timing_cache().serialize()))
-        atomic_write_bytes(options.timing_cache, cache_blob)
-        cache_record["saved_size"] = len(cache_blob)
 
     record = bundle.add_artifact(
         engine_artifact_key(precision),
