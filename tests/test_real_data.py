@@ -105,19 +105,7 @@ def test_fp16_within_0_2_points_of_fp32(digits: SimpleNamespace) -> None:
     assert digits.fp16["max_abs_activation"] < 65504 / 100
 
 
-ENTROPY_CLIPS = pytest.mark.xfail(
-    strict=True,
-    reason="entropy (KL) calibration clips the ReLU outputs of this model to 17-33% of their "
-    "max (-3.3 / -1.7 points top-1): 43-86% of each tensor is ReLU's zeros, in the histogram's "
-    "first bin, and that spike dominates the KL search (skipping zeros, like pytorch-"
-    "quantization's skip_zeros, gives thresholds near the max); remove this mark once the "
-    "calibrator handles it",
-)
-
-
-@pytest.mark.parametrize(
-    "method", ["percentile", "minmax", pytest.param("entropy", marks=ENTROPY_CLIPS)]
-)
+@pytest.mark.parametrize("method", ["entropy", "percentile", "minmax"])
 @pytest.mark.parametrize(
     ("target", "precision"), [("tensorrt", "int8"), ("onnxruntime", "int8-u8")]
 )
