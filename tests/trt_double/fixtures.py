@@ -50,7 +50,9 @@ def precision_bundle_ro(tiny_bundle_ro, tmp_path_factory):
     for i in range(8):
         pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(images / f"{i}.png")
-    options = CalibrationOptions(method="minmax", samples=8, batch_size=4, holdout=0, progress=False)
+    options = CalibrationOptions(
+        method="minmax", samples=8, batch_size=4, holdout=0, progress=False
+    )
     calibrate_bundle(Bundle.load(root), images, options)
     return root
 
