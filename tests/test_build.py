@@ -644,3 +644,16 @@ def test_cli_subprocess_with_the_double(precision_bundle, generation) -> None:
     assert proc.returncode == 0, proc.stderr
     record = Bundle.load(precision_bundle).artifacts["engine.fp16"]
     assert record["tensorrt_version"].startswith(generation)
+
+
+def test_build_failure_messages(trt10) -> None:
+    from vggdeploy.exporter.engine import _build_failure
+
+    options = BuildOptions(precision="fp32")
+    oom = _build_failure(
+        trt10, [], ["Requested amount of GPU memory (1 bytes) could not be allocated."], options
+    )
+    assert "ran out of memory" in str(oom) and "--workspace 1GiB" in str(oom)
+    other = _build_failure(trt10, ["10: Could not find any implementation for node X"], [], options)
+    assert "failed to build the engine (10: Could not find any implementation" in str(other)
+    assert "-vv" in str(other)

@@ -505,13 +505,14 @@ def build_module(version: str) -> types.ModuleType:
         workspace = config._pools.get(MemoryPoolType.WORKSPACE)
         if need > fake_cuda.GPU["total_memory"]:
             logger.log(
-                Severity.ERROR,
-                "1: [defaultAllocator.cpp::allocate] Error Code 1: Cuda Runtime (out of memory)",
-            )
-            logger.log(
                 Severity.WARNING,
                 f"Requested amount of GPU memory ({need} bytes) could not be allocated. There may "
                 "not be enough free memory for allocation to succeed.",
+            )
+            logger.log(
+                Severity.ERROR,
+                "2: [globWriter.cpp::makeResizableGpuMemory] Error Code 2: OutOfMemory "
+                "(no further information)",
             )
             return None
         weak_fp16 = major < 11 and BuilderFlag.FP16 in config._flags

@@ -123,7 +123,12 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 # How TensorRT and CUDA word an allocation failure during a build.
-_OOM_PATTERNS = ("out of memory", "could not be allocated", "cudaerrormemoryallocation", "oom")
+_OOM_PATTERNS = (
+    "out of memory",
+    "outofmemory",
+    "could not be allocated",
+    "cudaerrormemoryallocation",
+)
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -568,7 +573,7 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> dict[str, Any]:
     cache_record = _load_timing_cache(config, logger, options.timing_cache)
 
     started = time.perf_counter()
-    mark = logger.mark()
+    mark, warn_mark = logger.mark(), len(logger.warnings)
     try:
         serialized = builder.build_serialized_network(network, config)
     except MemoryError:
@@ -576,7 +581,8 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> dict[str, Any]:
         logger.errors.append("out of memory")
     seconds = time.perf_counter() - started
     if serialized is None:
-        raise _build_failure(trt, logger.errors_since(mark), options)
+        # TensorRT reports a failed allocation as a warning and the failed build as an error.
+        raise _build_failure(trt, logger.errors_since(mark), logger.warnings[warn_mark:], options)
     plan = bytes(memoryview(serialized))
     log.info("built in %.1f s (%.1f MB)", seconds, len(plan) / 1e6)
 
@@ -719,8 +725,10 @@ def _load_timing_cache(config: Any, logger: Any, path: Path | None) -> dict[str,
     return {"path": str(path), "loaded": bool(blob), "loaded_size": len(blob)}
 
 
-def _build_failure(trt: Any, errors: list[str], options: BuildOptions) -> Exception:
-    text = " ".join(errors).lower()
+def _build_failure(
+    trt: Any, errors: list[str], warnings: list[str], options: BuildOptions
+) -> Exception:
+    text = " ".join(errors + warnings).lower()
     if any(p in text for p in _OOM_PATTERNS):
         workspace = (
             f"a smaller --workspace than {options.workspace / 2**30:.1f}GiB"
