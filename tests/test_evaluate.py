@@ -248,3 +248,28 @@ def test_cli_evaluate_missing_precision_names_the_fix(tiny_bundle: Path, tmp_pat
     )
     assert result.exit_code != 0
     assert "vggdeploy convert --precision fp16" in str(result.exception)
+
+
+def test_defaults_skip_what_this_host_cannot_run_but_named_targets_must_run(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    from vggdeploy.errors import RuntimeUnavailableError
+
+    _colour_folder(tmp_path / "images")
+    (tiny_bundle / "model.fp16.engine").write_bytes(b"not a real engine")
+    bundle = Bundle.load(tiny_bundle)
+    bundle.add_artifact("engine.fp16", "model.fp16.engine", kind="engine", precision="fp16")
+    bundle.save()
+
+    def factory(bundle: Bundle, target: Target) -> Runtime:
+        if target.runtime == "tensorrt":
+            raise RuntimeUnavailableError("no GPU here")
+        return ColourRuntime(target.precision)
+
+    report = evaluate_bundle(bundle, tmp_path / "images", runtime_factory=factory)
+    assert [(r["runtime"], r["precision"]) for r in report["results"]] == [("onnxruntime", "fp32")]
+    assert report["skipped"] == [{"target": "tensorrt fp16", "reason": "no GPU here"}]
+    with pytest.raises(RuntimeUnavailableError, match="no GPU here"):
+        evaluate_bundle(
+            bundle, tmp_path / "images", runtimes=["tensorrt@fp16"], runtime_factory=factory
+        )
