@@ -431,7 +431,10 @@ def test_timing_cache_from_another_tensorrt_version_is_reported(
     install(monkeypatch, "10.16")
     build_engine(Bundle.load(precision_bundle), BuildOptions(precision="fp32", timing_cache=cache))
     install(monkeypatch, "11.4")
-    with pytest.raises(InputError, match="rejected by TensorRT .*does not match 11.4.0.106"):
+    with pytest.raises(
+        InputError,
+        match="rejected by TensorRT .*Version tag does not match.*timing cache will not be used",
+    ):
         build_engine(
             Bundle.load(precision_bundle), BuildOptions(precision="fp32", timing_cache=cache)
         )
@@ -657,3 +660,13 @@ def test_build_failure_messages(trt10) -> None:
     other = _build_failure(trt10, ["10: Could not find any implementation for node X"], [], options)
     assert "failed to build the engine (10: Could not find any implementation" in str(other)
     assert "-vv" in str(other)
+
+
+def test_corrupt_timing_cache_is_reported(trt, precision_bundle, tmp_path) -> None:
+    cache = tmp_path / "broken.cache"
+    cache.write_bytes(b"\x00garbage")
+    with pytest.raises(InputError, match="Magic tag does not match.*delete it or choose another"):
+        build_engine(
+            Bundle.load(precision_bundle), BuildOptions(precision="fp32", timing_cache=cache)
+        )
+    assert cache.read_bytes() == b"\x00garbage"

@@ -15,7 +15,9 @@ rejects where vggdeploy relies on it:
   dynamic input and no profile, or a profile that disagrees with the network's static dims,
   logs an error and returns None.
 - Timing caches carry the TensorRT version and GPU they were made on: `create_timing_cache`
-  logs an error for a blob from another version, `set_timing_cache(cache, False)` returns False
+  logs the real serialization errors ("Magic tag does not match" / "Version tag does not
+  match", then "The timing cache will not be used!", as reported in NVIDIA/TensorRT#3566) for
+  a corrupt blob or one from another version; `set_timing_cache(cache, False)` returns False
   for one from another GPU.
 - `build_serialized_network` returns None after logging "could not be allocated" when the
   profile's largest batch does not fit the fake GPU's memory.
@@ -397,16 +399,21 @@ def build_module(version: str) -> types.ModuleType:
             except Exception:
                 self._logger.log(
                     Severity.ERROR,
-                    "1: [timingCache.cpp::deserialize] Error Code 1: Serialization "
-                    "(Serialization assertion: invalid timing cache)",
+                    "1: [stdArchiveReader.cpp::StdArchiveReaderInitCommon] Error Code 1: "
+                    "Serialization (Serialization assertion magicTagRead == kMAGIC_TAG failed."
+                    "Magic tag does not match)",
                 )
+                self._logger.log(Severity.ERROR, "4: The timing cache will not be used!")
                 return ITimingCache(_device_header(), {})
             if header.get("tensorrt") != full:
                 self._logger.log(
                     Severity.ERROR,
-                    f"1: [timingCache.cpp::deserialize] Error Code 1: Serialization (timing cache "
-                    f"version {header.get('tensorrt')} does not match {full})",
+                    "1: [stdArchiveReader.cpp::StdArchiveReaderInitCommon] Error Code 1: "
+                    "Serialization (Serialization assertion stdVersionRead == "
+                    "kSERIALIZATION_VERSION failed.Version tag does not match. Note: Current "
+                    f"Version: {full}, Serialized Engine Version: {header.get('tensorrt')})",
                 )
+                self._logger.log(Severity.ERROR, "4: The timing cache will not be used!")
                 return ITimingCache(_device_header(), {})
             return ITimingCache(header, entries)
 
