@@ -131,6 +131,7 @@ def test_onnx_is_checked_self_contained_and_carries_metadata(tiny_bundle_ro: Pat
     assert meta["vggdeploy.version"]
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param == "batch"
+    assert len(model.graph.value_info) > 10  # shape inference's results are saved in the file
 
 
 def test_every_conv_and_gemm_keeps_its_bias(tiny_bundle_ro: Path) -> None:
