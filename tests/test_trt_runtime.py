@@ -333,3 +333,26 @@ def test_real_cuda_glue_without_a_gpu() -> None:
         RuntimeUnavailableError, match="TensorRT needs an NVIDIA GPU and none is usable"
     ):
         _cuda.device_info(0)
+
+
+def test_cuda_graphs_capture_once_per_shape_and_replay(built) -> None:
+    from trt_double import fake_cuda
+
+    onnx_path = built / "model.fp16.onnx"
+    with TrtRuntime(built, precision="fp16", cuda_graphs=True) as runtime:
+        assert runtime.describe()["cuda_graphs"] is True
+        for seed in range(3):  # first call: ordinary run + capture; then two replays
+            x = x_batch(4, seed=seed)
+            got = runtime.infer({"input": x})["logits"]
+            assert compare_arrays(ort_logits(onnx_path, x), got)["max_abs"] == 0.0
+        assert len(fake_cuda.GRAPHS) == 1 and fake_cuda.GRAPHS[0]._replays == 2
+        x = x_batch(2, seed=9)  # a new shape: a new capture
+        got = runtime.infer({"input": x})["logits"]
+        assert compare_arrays(ort_logits(onnx_path, x), got)["max_abs"] == 0.0
+        assert len(fake_cuda.GRAPHS) == 2
+
+
+def test_benchmark_can_ask_for_cuda_graphs() -> None:
+    import inspect
+
+    assert "cuda_graphs" in inspect.signature(TrtRuntime).parameters

@@ -134,6 +134,29 @@ class DeviceBuffer:
         return host.numpy()
 
 
+class Graph:
+    """A CUDA graph of the work `fn` issues on a stream (TensorRT's enqueue), replayed as one
+    launch. Capture after one ordinary run: TensorRT finishes its deferred setup there."""
+
+    def __init__(self, device_id: int) -> None:
+        torch = _torch()
+        self._graph = torch.cuda.CUDAGraph()
+
+    def capture(self, fn: Any, stream: Stream) -> Any:
+        """Record what `fn()` enqueues on `stream` (nothing runs yet); return what fn returned."""
+        torch = _torch()
+        with torch.cuda.graph(
+            self._graph, stream=stream._stream, capture_error_mode="thread_local"
+        ):
+            result = fn()
+        return result
+
+    def replay(self, stream: Stream) -> None:
+        torch = _torch()
+        with torch.cuda.stream(stream._stream):
+            self._graph.replay()
+
+
 def allocate(shape: tuple[int, ...], dtype: np.dtype, device_id: int = 0) -> DeviceBuffer:
     return DeviceBuffer(shape, dtype, device_id)
 
