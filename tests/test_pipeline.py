@@ -114,11 +114,12 @@ def test_changed_or_damaged_inputs_redo_only_their_stages(
     out = tmp_path / "copy"
     shutil.copytree(first_run[0], out)
     # a removed artifact: its stage runs again, the export does not
-    (out / "bundle" / "model.int8-u8.onnx").unlink()
+    (out / "bundle" / "model.fp16.onnx").unlink()
     status = statuses(run_pipeline("vgg11_bn", out, PipelineOptions(**FAST), say=lambda _: None))
     assert status["export"] == "up to date"
-    assert status["calibrate-int8"] == "done"
-    assert status["convert-fp16"] == "up to date"
+    assert status["convert-fp16"] == "done"
+    assert status["calibrate-int8"] == "up to date"
+    assert (out / "bundle" / "model.fp16.onnx").is_file()
     # a changed option: only the stages that depend on it
     options = PipelineOptions(**{**FAST, "calib_samples": 4})
     status = statuses(run_pipeline("vgg11_bn", out, options, say=lambda _: None))
@@ -186,3 +187,39 @@ def test_shipped_photographs_are_real_and_licensed() -> None:
     readme = (folder / "README.md").read_text()
     for path in images:
         assert f"| {path.name} |" in readme, f"{path.name} has no source/licence line"
+
+
+def test_int8_checks_are_informational_with_random_weights(
+    first_run: tuple[Path, dict, list[str]], tmp_path: Path, monkeypatch
+) -> None:
+    from vggdeploy import validate
+
+    out = tmp_path / "copy"
+    shutil.copytree(first_run[0], out)
+    monkeypatch.setitem(validate.TOLERANCES, "int8", {"cosine": 1.1})  # nothing can pass
+    options = PipelineOptions(**{**FAST, "validate_samples": 6})  # re-runs the validations only
+    report = run_pipeline("vgg11_bn", out, options, say=lambda _: None)
+    status = statuses(report)
+    assert status["validate"] == "done" and status["bench"] == "up to date"
+    assert any(w.startswith("INT8 checks are informational") for w in report["warnings"])
+    md = (out / "report.md").read_text()
+    assert "FAIL (informational: random weights)" in md
+
+
+def test_failed_check_writes_the_report_then_exits_2(
+    first_run: tuple[Path, dict, list[str]], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from vggdeploy import validate
+
+    out = tmp_path / "copy"
+    shutil.copytree(first_run[0], out)
+    monkeypatch.setitem(validate.TOLERANCES, "fp32", {"cosine": 1.1})
+    with pytest.raises(SystemExit) as exc:
+        main(["pipeline", "vgg11_bn", "--out", str(out), *TINY_ARGS, "--batch", "1",
+              "--bench-iterations", "2", "--validate-samples", "6"])  # fmt: skip
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "validate-export" in err and "report.md" in err
+    report = json.loads((out / "report.json").read_text())
+    assert statuses(report)["validate-export"] == "failed"
+    assert "> **FAILED** validate-export" in (out / "report.md").read_text()
