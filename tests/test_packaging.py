@@ -288,3 +288,13 @@ def test_triton_same_compute_capability_twice_refused(tiny_bundle: Path, tmp_pat
     add_engine(other, "engine.fp16", "8.6")
     with pytest.raises(InputError, match="not one per compute capability"):
         package_triton(tiny_bundle, tmp_path / "repo", engines_from=[other])
+
+
+def test_triton_fixed_batch_bundle_cannot_batch(tiny_bundle: Path, tmp_path: Path) -> None:
+    bundle = Bundle.load(tiny_bundle)
+    bundle.manifest["io"]["inputs"][0]["shape"] = [4, 3, 32, 32]  # as `export --batch 4` writes
+    bundle.save()
+    with pytest.raises(InputError, match="fixed batch of 4"):
+        package_triton(tiny_bundle, tmp_path / "r", TritonOptions(dynamic_batching=True))
+    with pytest.raises(InputError, match="fixed batch of 4"):
+        package_triton(tiny_bundle, tmp_path / "r", TritonOptions(max_batch=8))

@@ -121,6 +121,7 @@ def check_artifact(bundle: Bundle, key: str, record: dict[str, Any]) -> dict[str
         "sha256": record.get("sha256"),
         "inputs": record.get("inputs") or bundle.manifest.get("io", {}).get("inputs", []),
         "outputs": record.get("outputs") or bundle.manifest.get("io", {}).get("outputs", []),
+        "profiles": record.get("profiles"),
     }
     if not rel or not _is_inside(rel):
         # A manifest that points outside its bundle is tampered with or hand-edited.
@@ -546,6 +547,21 @@ def format_report(info: dict[str, Any]) -> str:
             ),
         ]
         for a in info["artifacts"]:
+            for i, profile in enumerate(a.get("profiles") or []):
+                for name, shapes in profile.items():
+                    if isinstance(shapes, dict):
+                        lines.append(
+                            f"  {a['key']} profile {i}: {name} min {shapes.get('min')} "
+                            f"opt {shapes.get('opt')} max {shapes.get('max')}"
+                        )
+            if a.get("host"):
+                h = a["host"]
+                lines.append(
+                    f"  {a['key']}: built with TensorRT {h['tensorrt_version'] or '?'} on "
+                    f"{h['gpu'] or '?'} (compute capability {h['compute_capability'] or '?'}), "
+                    f"hardware compatibility {h['hardware_compatibility']}, version compatible "
+                    f"{'yes' if h['version_compatible'] else 'no'}"
+                )
             if a.get("host") and not a["host"]["runnable"]:
                 lines.append(f"  {a['key']} cannot run here:")
                 lines += [f"    - {r}" for r in a["host"]["reasons"]]

@@ -445,6 +445,11 @@ def plan_triton(
     models: list[TritonModel] = []
     io_ = bundle.manifest["io"]
     batched = _batch_axis(io_["inputs"][0])
+    if not batched and options.dynamic_batching:
+        raise InputError(
+            f"the bundle was exported with a fixed batch of {io_['inputs'][0]['shape'][0]}: "
+            "Triton cannot batch it; re-export with --batch dynamic or drop --dynamic-batching"
+        )
     if not batched and options.max_batch:
         raise InputError(
             f"the bundle was exported with a fixed batch of {io_['inputs'][0]['shape'][0]}: "
