@@ -182,3 +182,39 @@ def test_unknown_file_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     path.write_text("hello")
     code, _, err = run_cli(["inspect", str(path)], capsys)
     assert code == 1 and err.startswith("error:") and "bundle folder" in err
+
+
+@pytest.mark.parametrize("names_file", ["tensorrt-10.16.1.11.names", "tensorrt-11.4.0.106.names"])
+def test_engine_header_uses_only_real_tensorrt_names(names_file: str) -> None:
+    import ast
+    import inspect as pyinspect
+
+    import vggdeploy.inspect_bundle as module
+
+    lines = (Path(__file__).parent / "data" / "trt-api" / names_file).read_text().split()
+    exact = set(lines)
+    missing = [
+        n for n in module.TENSORRT_API if n not in exact and not any(x.endswith(n) for x in lines)
+    ]
+    assert not missing, f"not in {names_file}: {missing}"
+    # and the code touches no attribute of trt/engine/runtime outside that list
+    tree = ast.parse(pyinspect.getsource(module.read_engine_header))
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, (ast.Name, ast.Attribute))
+        and (getattr(node.value, "id", None) in ("trt", "engine", "runtime") or
+             getattr(node.value, "attr", None) in ("Logger", "TensorIOMode"))
+    }  # fmt: skip
+    strings = {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.isidentifier()
+    }
+    assert {"deserialize_cuda_engine", "num_io_tensors", "get_tensor_profile_shape"} <= used
+    assert used | (strings & set(module.TENSORRT_API)) <= set(module.TENSORRT_API), used - set(
+        module.TENSORRT_API
+    )

@@ -32,6 +32,27 @@ ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
+#: Every `tensorrt` name `read_engine_header` touches; tests/test_inspect.py checks each against
+#: the TensorRT 10.16 and 11.4 Python bindings (tests/data/trt-api).
+TENSORRT_API = (
+    "__version__",
+    "Logger",
+    "ERROR",
+    "Runtime",
+    "deserialize_cuda_engine",
+    "num_io_tensors",
+    "get_tensor_name",
+    "get_tensor_mode",
+    "get_tensor_shape",
+    "get_tensor_dtype",
+    "TensorIOMode",
+    "INPUT",
+    "get_tensor_profile_shape",
+    "num_optimization_profiles",
+    "device_memory_size_v2",
+    "hardware_compatibility_level",
+)
+
 # Hardware compatibility levels as TensorRT names them (trt.HardwareCompatibilityLevel).
 HW_NONE = "NONE"
 HW_AMPERE_PLUS = "AMPERE_PLUS"
@@ -485,7 +506,7 @@ def read_engine_header(path: Path) -> dict[str, Any]:
         "tensorrt_version": trt.__version__,
         "tensors": tensors,
         "optimization_profiles": engine.num_optimization_profiles,
-        "device_memory_bytes": int(getattr(engine, "device_memory_size", 0) or 0),
+        "device_memory_bytes": int(getattr(engine, "device_memory_size_v2", 0) or 0),
     }
     level = getattr(engine, "hardware_compatibility_level", None)
     if level is not None:
