@@ -885,7 +885,10 @@ def run_benchmark(
             "torch_threads": _torch_threads(),
             "options": options.to_dict(),
             "argv": list(argv) if argv is not None else None,
-            "timer": "time.perf_counter_ns around each call; feed built and checked once outside the loop",
+            "timer": (
+                "time.perf_counter_ns read once per call: a call lasts from its start to the "
+                "next call's start; feed built and checked once, outside the loop"
+            ),
             "latency": "per call (one batch), milliseconds; percentiles interpolate linearly",
             "throughput": "batch / mean latency (serial calls, one stream)",
             "gflops": "flops_per_image x images/s; FLOPs count a multiply-accumulate as 2",
