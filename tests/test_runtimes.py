@@ -328,3 +328,20 @@ def test_ort_provider_available_but_not_loaded_is_detected(tiny_bundle_ro, monke
     with OrtRuntime(tiny_bundle_ro, provider="cuda", allow_fallback=True) as o:
         assert o.describe()["providers"] == ["CPUExecutionProvider"]
         assert "could not load it" in o.describe()["fallback"]
+
+
+def test_torch_runtime_refuses_random_weights_that_regenerate_differently(tiny_bundle):
+    """A bundle whose random weights came from another generator is refused, not misjudged."""
+    import json
+
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.errors import WeightsError
+    from vggdeploy.runtimes.pytorch import TorchRuntime
+
+    manifest_path = tiny_bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["weights"]["source"] == "random" and len(manifest["weights"]["sha256"]) == 64
+    manifest["weights"]["sha256"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="re-export the bundle"):
+        TorchRuntime(Bundle.load(tiny_bundle)).load()

@@ -18,6 +18,7 @@ from vggdeploy.weights import (
     imagenet_checkpoint,
     load_model,
     read_checkpoint,
+    state_dict_sha256,
 )
 
 TINY = {"width_divisor": 16, "hidden": 64, "num_classes": 10}
@@ -61,7 +62,13 @@ def test_random_weights_do_not_disturb_the_global_rng(spec) -> None:
 
 def test_load_model_random_is_eval_mode_with_a_record(spec) -> None:
     model, record = load_model(spec, WeightsSource.parse("random", seed=3))
-    assert record == {"source": "random", "seed": 3}
+    assert record == {
+        "source": "random",
+        "seed": 3,
+        "sha256": state_dict_sha256(random_state_dict(spec, 3)),
+        "sha256_of": "tensors",
+    }
+    assert record["sha256"] != state_dict_sha256(random_state_dict(spec, 4))
     assert not model.training
     _assert_same_state(model, random_state_dict(spec, 3))
 

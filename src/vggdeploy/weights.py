@@ -57,7 +57,10 @@ def load_state_dict(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The state dict for `spec` from `source`, and the manifest record describing it."""
     if source.kind == "random":
-        return random_state_dict(spec, source.seed), {"source": "random", "seed": source.seed}
+        state = random_state_dict(spec, source.seed)
+        # The digest lets a later run (the torch runtime) prove it regenerated the same tensors.
+        record = {"source": "random", "seed": source.seed, "sha256": state_dict_sha256(state)}
+        return state, {**record, "sha256_of": "tensors"}
     if source.kind == "imagenet":
         path = imagenet_checkpoint(spec)
         state = read_checkpoint(path)
@@ -70,6 +73,20 @@ def load_state_dict(
     path = Path(source.path or "")
     state = read_checkpoint(path)
     return state, {"source": "file", "path": str(path.resolve()), "sha256": sha256_file(path)}
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in key order."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -195,6 +195,12 @@ def weights_source(record: dict[str, Any]) -> Any:
 def check_weights_sha(record: dict[str, Any], got: str | None, where: str) -> None:
     """Refuse weights whose sha256 differs from the one the manifest recorded at export."""
     want = record.get("sha256")
+    if want and got and got != want and record.get("source") == "random":
+        raise WeightsError(
+            f"the seeded random weights (seed {record.get('seed')}) regenerate differently from "
+            "the ones this bundle was exported with (made by another vggdeploy version): "
+            "re-export the bundle"
+        )
     if want and got and got != want:
         raise WeightsError(
             f"weights {where} changed since the bundle was exported (sha256 differs from the "
