@@ -104,7 +104,12 @@ def inspect_bundle(root: str | os.PathLike[str]) -> dict[str, Any]:
     labels = manifest.get("labels")
     if labels and not (bundle.root / labels).is_file():
         problems.append(f"labels: {labels} is listed in the manifest but missing")
-    tracked = {bundle.artifacts[k].get("path") for k in bundle.artifacts} | {MANIFEST_NAME, labels}
+    # SHA256SUMS comes with an unpacked archive (`vggdeploy pack`); it is checked on unpack.
+    tracked = {bundle.artifacts[k].get("path") for k in bundle.artifacts} | {
+        MANIFEST_NAME,
+        labels,
+        "SHA256SUMS",
+    }
     untracked = sorted(
         p.relative_to(bundle.root).as_posix()
         for p in bundle.root.rglob("*")
@@ -521,8 +526,8 @@ def _human(n: int | None) -> str:
     if n is None:
         return "-"
     size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(n)
@@ -587,7 +592,9 @@ def format_report(info: dict[str, Any]) -> str:
                 lines.append(f"  {a['key']} cannot run here:")
                 lines += [f"    - {r}" for r in a["host"]["reasons"]]
         if info["untracked_files"]:
-            lines.append(f"\nfiles not in the manifest: {', '.join(info['untracked_files'])}")
+            lines.append(
+                f"\nother files (not artifacts, not checked): {', '.join(info['untracked_files'])}"
+            )
         if info["problems"]:
             lines.append(f"\n{len(info['problems'])} problem(s):")
             lines += [f"  [x] {p}" for p in info["problems"]]

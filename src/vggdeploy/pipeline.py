@@ -426,6 +426,7 @@ class Pipeline:
         started = datetime.now(timezone.utc)
         self._prepare_out()
         self.state = State.load(self.out)
+        self.state.save()  # marks OUT as a pipeline folder at once, so an interrupted run resumes
         if self.options.force:
             self.say("--force: every stage runs again")
         self.images = resolve_images(self.options.images, self.out, self.say)
@@ -963,8 +964,13 @@ def render_report_md(data: dict[str, Any], out: Path) -> str:
             "",
             f"Calibration, FP16 range measurement and validation used {images['count']} images: "
             f"{kind}. INT8 calibration drew its samples from them and held the rest out for its "
-            "own int8-vs-fp32 check; validation compares on the first "
-            f"{data['options']['validate_samples']} of them (so, in part, on calibration images).",
+            "own int8-vs-fp32 check; validation compares on "
+            + (
+                f"the first {data['options']['validate_samples']} of them"
+                if data["options"]["validate_samples"] < images["count"]
+                else "all of them"
+            )
+            + " (so, in part, on calibration images).",
             "",
         ]
 
