@@ -19,6 +19,8 @@ from vggdeploy.pipeline import (
     tensorrt_unavailable,
 )
 
+pytest_plugins = ("trt_double.fixtures",)
+
 TINY = {"width_divisor": 16, "hidden": 64, "num_classes": 10, "image_size": 32}
 FAST = {"batches": (1,), "bench_iterations": 2, "validate_samples": 8, **TINY}
 TINY_ARGS = ["--width-divisor", "16", "--hidden", "64", "--num-classes", "10", "--image-size", "32"]
@@ -223,3 +225,24 @@ def test_failed_check_writes_the_report_then_exits_2(
     report = json.loads((out / "report.json").read_text())
     assert statuses(report)["validate-export"] == "failed"
     assert "> **FAILED** validate-export" in (out / "report.md").read_text()
+
+
+def test_engines_are_built_validated_and_benched_where_tensorrt_is(
+    first_run: tuple[Path, dict, list[str]], tmp_path: Path, trt10, gpu
+) -> None:
+    """With TensorRT and a GPU (here the project's TensorRT double), the build stage runs."""
+    out = tmp_path / "copy"
+    shutil.copytree(first_run[0], out)
+    report = run_pipeline("vgg11_bn", out, PipelineOptions(**FAST), say=lambda _: None)
+    status = statuses(report)
+    assert status["build"] == "done", report["stages"]
+    assert status["export"] == "up to date"
+    assert {"engine.fp32", "engine.fp16", "engine.int8"} <= set(report["artifacts"])
+    labels = [t["label"] for t in report["validate"]["targets"] if t["status"] == "compared"]
+    assert sum("tensorrt" in label for label in labels) == 3, labels
+    assert any(c["runtime"].startswith("tensorrt") for c in report["bench"]["cases"])
+    md = (out / "report.md").read_text()
+    assert gpu["name"] in md and "## TensorRT engines" in md
+    # and a second run finds the engines up to date
+    again = statuses(run_pipeline("vgg11_bn", out, PipelineOptions(**FAST), say=lambda _: None))
+    assert again["build"] == "up to date"

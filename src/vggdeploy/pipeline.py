@@ -829,24 +829,26 @@ class _Skip(Exception):
     """A stage that cannot run on this host (not a failure)."""
 
 
+BUILD_ELSEWHERE = (
+    "engines are built on the target GPU: `vggdeploy pack` the bundle, then "
+    "`vggdeploy build BUNDLE --precision fp16|int8` there"
+)
+
+
 def tensorrt_unavailable() -> str | None:
     """Why TensorRT engines cannot be built here, or None if TensorRT and a GPU are present."""
-    import importlib.util
+    from vggdeploy.runtimes.trt import cuda_glue, import_tensorrt
 
-    if importlib.util.find_spec("tensorrt") is None:
-        return (
-            "TensorRT is not installed on this machine (engines are built on the target GPU: "
-            "`vggdeploy pack` the bundle, then `vggdeploy build BUNDLE --precision fp16|int8` there)"
-        )
     try:
-        from vggdeploy.runtimes.trt import cuda_glue, import_tensorrt
-
         import_tensorrt()
+    except VggDeployError as exc:
+        return f"{exc}; {BUILD_ELSEWHERE}"
+    try:
         cuda_glue().device_info(0)
     except VggDeployError as exc:
-        return str(exc)
-    except ImportError as exc:
-        return f"TensorRT or CUDA cannot be imported ({exc})"
+        return f"{exc}; {BUILD_ELSEWHERE}"
+    except ImportError as exc:  # the CUDA glue needs PyTorch
+        return f"no usable CUDA device ({exc}); {BUILD_ELSEWHERE}"
     return None
 
 
