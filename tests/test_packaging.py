@@ -21,6 +21,8 @@ from vggdeploy.packaging import (
     unpack_bundle,
 )
 
+pytest_plugins = ("trt_double.fixtures",)
+
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exc:
@@ -298,3 +300,31 @@ def test_triton_fixed_batch_bundle_cannot_batch(tiny_bundle: Path, tmp_path: Pat
         package_triton(tiny_bundle, tmp_path / "r", TritonOptions(dynamic_batching=True))
     with pytest.raises(InputError, match="fixed batch of 4"):
         package_triton(tiny_bundle, tmp_path / "r", TritonOptions(max_batch=8))
+
+
+def test_triton_from_an_engine_built_by_vggdeploy_build(
+    tiny_bundle: Path, tmp_path: Path, trt10, gpu
+) -> None:
+    """The engine record exactly as `vggdeploy build` writes it (TensorRT double)."""
+    from vggdeploy.exporter.engine import BuildOptions, ProfileSpec, build_engine
+
+    build_engine(
+        Bundle.load(tiny_bundle),
+        BuildOptions(precision="fp32", profiles=[ProfileSpec(batch=(1, 4, 16))]),
+    )
+    result = package_triton(tiny_bundle, tmp_path / "repo", TritonOptions(dynamic_batching=True))
+    config = parse_config(tmp_path / "repo" / "vgg11_bn_trt_fp32" / "config.pbtxt")
+    assert config.platform == "tensorrt_plan" and config.max_batch_size == 16
+    assert list(config.dynamic_batching.preferred_batch_size) == [4]
+    assert [list(i.dims) for i in config.input] == [[3, 32, 32]]
+    plan = tmp_path / "repo" / "vgg11_bn_trt_fp32" / "1" / "model.plan"
+    assert plan.read_bytes() == (tiny_bundle / "model.fp32.engine").read_bytes()
+    assert {m["name"] for m in result.models} == {"vgg11_bn_onnx_fp32", "vgg11_bn_trt_fp32"}
+    with pytest.raises(InputError, match="profile max batch 16"):
+        package_triton(tiny_bundle, tmp_path / "r2", TritonOptions(max_batch=17))
+    # and inspect reads the build facts from the same record
+    from vggdeploy.inspect_bundle import inspect_bundle
+
+    engine = next(a for a in inspect_bundle(tiny_bundle)["artifacts"] if a["key"] == "engine.fp32")
+    assert engine["host"]["compute_capability"] == gpu["compute_capability"]
+    assert engine["host"]["tensorrt_version"] == trt10.__version__
