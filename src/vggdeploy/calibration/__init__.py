@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -395,9 +395,3 @@ def _compare_holdout(
         "tolerance": tolerance,
         "passed": bool(passed),
     }
-
-
-def options_dict(options: CalibrationOptions) -> dict[str, Any]:
-    data = asdict(options)
-    data["cache"] = str(data["cache"]) if data["cache"] else None
-    return data

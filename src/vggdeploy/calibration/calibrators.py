@@ -30,7 +30,6 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -407,9 +406,3 @@ def compute_ranges(
         name: compute_range(stats, method, target, percentile)
         for name, stats in collector.stats.items()
     }
-
-
-def load_model_proto(path: str | Path) -> Any:
-    import onnx
-
-    return onnx.load(str(path))
