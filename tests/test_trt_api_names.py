@@ -256,6 +256,9 @@ def test_double_generations_differ_as_the_real_ones_do(names) -> None:
 
 
 def test_fake_cuda_matches_the_real_glue() -> None:
+    """The fake glue has exactly the real glue's functions and classes (plus the controls tests
+    drive it with), with the same signatures, members, member kinds and method signatures."""
+
     def public(mod):
         return {
             n: v
@@ -266,7 +269,10 @@ def test_fake_cuda_matches_the_real_glue() -> None:
         }
 
     real, fake = public(cuda_module), public(fake_cuda)
-    assert set(real) <= set(fake) | {"DeviceInfo"}, set(real) - set(fake)
+    controls = set(fake_cuda.TEST_CONTROLS)
+    assert controls <= set(vars(fake_cuda)), controls - set(vars(fake_cuda))
+    assert set(real) - {"DeviceInfo"} == set(fake) - controls, set(real) ^ (set(fake) - controls)
+    assert fake_cuda.DeviceInfo is cuda_module.DeviceInfo
     for name, obj in real.items():
         if inspect.isfunction(obj):
             assert inspect.signature(obj) == inspect.signature(fake[name]), name
@@ -275,3 +281,8 @@ def test_fake_cuda_matches_the_real_glue() -> None:
             fake_members = {m for m in vars(fake[name]) if not m.startswith("_")}
             assert real_members == fake_members, name
             assert inspect.signature(obj.__init__) == inspect.signature(fake[name].__init__)
+            for member in real_members:
+                r, f = vars(obj)[member], vars(fake[name])[member]
+                assert type(r) is type(f), f"{name}.{member}: {type(r)} vs {type(f)}"
+                if inspect.isfunction(r):
+                    assert inspect.signature(r) == inspect.signature(f), f"{name}.{member}"

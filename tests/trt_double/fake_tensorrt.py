@@ -34,6 +34,7 @@ rejects where vggdeploy relies on it:
 from __future__ import annotations
 
 import enum
+import importlib.machinery
 import json
 import struct
 import sys
@@ -60,6 +61,10 @@ SUPPORTED_OPS = {
     "InstanceNormalization", "ConvTranspose", "TopK", "ArgMax", "PRelu", "Elu", "Ceil", "Floor",
     "Reciprocal", "GlobalMaxPool", "DepthToSpace", "SpaceToDepth", "CumSum", "Softplus",
 }  # a subset of onnx-tensorrt's supported operators; anything else fails as UNSUPPORTED_NODE  # fmt: skip
+# What CUDA reports for a kernel reading freed memory (a graph replayed after its buffers went).
+_ILLEGAL_ADDRESS = (
+    "1: [runner.cpp::execute] Error Code 1: Cuda Runtime (an illegal memory access was encountered)"
+)
 _NP_TO_DT = {"float32": "FLOAT", "float16": "HALF", "int8": "INT8", "int32": "INT32",
              "int64": "INT64", "bool": "BOOL", "uint8": "UINT8"}  # fmt: skip
 
@@ -69,6 +74,9 @@ def build_module(version: str) -> types.ModuleType:
     full = FULL_VERSIONS[version]
     major = int(full.split(".")[0])
     mod = types.ModuleType("tensorrt")
+    # An imported module has a spec; `importlib.util.find_spec("tensorrt")` returns it (and
+    # raises ValueError for a module in sys.modules without one).
+    mod.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None, origin="trt_double")
     mod.__version__ = full
 
     # -- enums (pybind11 enums: members with .name, int(), and exported into the parent scope) --
@@ -736,31 +744,55 @@ def build_module(version: str) -> types.ModuleType:
         def execute_async_v3(self, stream_handle: int) -> bool:
             if not isinstance(stream_handle, int):
                 raise TypeError("execute_async_v3(): incompatible function arguments")
+            shapes, addresses = dict(self._shapes), dict(self._addresses)
+            graph = fake_cuda._capturing()
+            if graph is None:
+                return self._enqueue(shapes, addresses)
+            # Under stream capture the kernels are recorded, not run: a replay uses the shapes
+            # and addresses bound now, whatever the context is bound to by then.
+            if not self._enqueue(shapes, addresses, check_only=True):
+                return False
+            graph._record(lambda: self._enqueue(shapes, addresses))
+            return True
+
+        def _enqueue(
+            self, shapes: dict[str, Any], addresses: dict[str, int], check_only: bool = False
+        ) -> bool:
             feed = {}
             for t in self.engine._header["inputs"]:
                 name = t["name"]
-                if name not in self._shapes or name not in self._addresses:
+                if name not in shapes or name not in addresses:
                     self.engine._logger.log(
                         Severity.ERROR,
                         f"3: [executionContext.cpp::enqueueV3] Error Code 3: API Usage Error "
                         f"(input {name}: shape or address not set)",
                     )
                     return False
-                buf = fake_cuda.MEMORY[self._addresses[name]]
+                if addresses[name] not in fake_cuda.MEMORY:
+                    self.engine._logger.log(Severity.ERROR, _ILLEGAL_ADDRESS)
+                    return False
+                buf = fake_cuda.MEMORY[addresses[name]]
                 want = _np_dtype(DataType(t["dtype"]))
-                if buf.dtype != want or buf.size < int(np.prod(self._shapes[name])):
+                if buf.dtype != want or buf.size < int(np.prod(shapes[name])):
                     self.engine._logger.log(Severity.ERROR, f"bad buffer for {name}")
                     return False
-                feed[name] = buf.reshape(-1)[: int(np.prod(self._shapes[name]))].reshape(
-                    self._shapes[name]
-                )
+                feed[name] = buf.reshape(-1)[: int(np.prod(shapes[name]))].reshape(shapes[name])
+            for t in self.engine._header["outputs"]:
+                if t["name"] not in addresses:
+                    self.engine._logger.log(Severity.ERROR, f"output {t['name']}: address not set")
+                    return False
+                if addresses[t["name"]] not in fake_cuda.MEMORY:
+                    self.engine._logger.log(Severity.ERROR, _ILLEGAL_ADDRESS)
+                    return False
+            if check_only:
+                return True
             results = self.engine._run(feed)
+            fake_cuda._run_kernels(
+                len(self.engine._header["layers"]), sum(int(a.size) for a in feed.values())
+            )
             for t in self.engine._header["outputs"]:
                 name = t["name"]
-                if name not in self._addresses:
-                    self.engine._logger.log(Severity.ERROR, f"output {name}: address not set")
-                    return False
-                out = fake_cuda.MEMORY[self._addresses[name]]
+                out = fake_cuda.MEMORY[addresses[name]]
                 value = results[name]
                 if out.size < value.size or out.dtype != value.dtype:
                     self.engine._logger.log(Severity.ERROR, f"output buffer {name} is too small")

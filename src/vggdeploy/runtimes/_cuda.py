@@ -1,7 +1,8 @@
 """The little CUDA the TensorRT code needs, through PyTorch (already a dependency).
 
 Everything TensorRT touches on the device goes through this module: which GPU is there, a
-stream, device buffers with a raw pointer, copies to and from the host. Keeping it this small
+stream, device buffers with a raw pointer, pinned host buffers, copies to and from the host,
+timing events and CUDA graphs. Keeping it this small
 lets the test double replace it whole (`tests/trt_double/fake_cuda.py`), so the TensorRT
 runtime and builder logic run in CI without a GPU.
 """
@@ -133,6 +134,51 @@ class DeviceBuffer:
         stream.synchronize()
         return host.numpy()
 
+    def copy_from_host_async(self, host: HostBuffer, stream: Stream) -> None:
+        """Enqueue the copy from pinned `host` on `stream` and return at once; `host` must not
+        change until the stream has done it."""
+        torch = _torch()
+        with torch.cuda.stream(stream._stream):
+            self._tensor.copy_(host._tensor, non_blocking=True)
+
+    def copy_to_host_async(self, host: HostBuffer, stream: Stream) -> None:
+        """Enqueue the copy into pinned `host` on `stream` and return at once; read `host`
+        after synchronizing the stream."""
+        torch = _torch()
+        with torch.cuda.stream(stream._stream):
+            host._tensor.copy_(self._tensor, non_blocking=True)
+
+
+class HostBuffer:
+    """Page-locked (pinned) host memory for one tensor, so copies to and from the device run
+    asynchronously on a stream; `array` is a NumPy view of it."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        torch = _torch()
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self._tensor = torch.empty(self.shape, dtype=_torch_dtype(self.dtype), pin_memory=True)
+        self.array: np.ndarray = self._tensor.numpy()
+
+
+class Event:
+    """A CUDA event with timing: `record` stamps a point on a stream; once both have happened,
+    `start.elapsed_ms(end)` is the device time between them in milliseconds."""
+
+    def __init__(self) -> None:
+        torch = _torch()
+        self._event = torch.cuda.Event(enable_timing=True)
+
+    def record(self, stream: Stream) -> None:
+        self._event.record(stream._stream)
+
+    def synchronize(self) -> None:
+        """Wait until the event has happened (returns at once if it was never recorded)."""
+        self._event.synchronize()
+
+    def elapsed_ms(self, end: Event) -> float:
+        return float(self._event.elapsed_time(end._event))
+
 
 class Graph:
     """A CUDA graph of the work `fn` issues on a stream (TensorRT's enqueue), replayed as one
@@ -159,6 +205,10 @@ class Graph:
 
 def allocate(shape: tuple[int, ...], dtype: np.dtype, device_id: int = 0) -> DeviceBuffer:
     return DeviceBuffer(shape, dtype, device_id)
+
+
+def allocate_host(shape: tuple[int, ...], dtype: np.dtype) -> HostBuffer:
+    return HostBuffer(shape, dtype)
 
 
 def _torch_dtype(dtype: np.dtype) -> Any:
