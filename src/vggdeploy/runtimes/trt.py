@@ -8,6 +8,11 @@ differs and how to rebuild on this machine (`vggdeploy build BUNDLE --precision 
 
 Device memory, streams and copies go through `vggdeploy.runtimes._cuda` (PyTorch CUDA tensors),
 looked up at call time so the test double can stand in for it.
+
+Besides `infer`, `TrtRuntime` implements the benchmark's `StagedRuntime` hooks (`enqueue_h2d`,
+`enqueue_compute`, `enqueue_d2h`, `record_event`, `synchronize`, `event_ms`, `fetch_outputs`), so
+`vggdeploy bench` reports trtexec's split: host-to-device, compute and device-to-host timed with
+CUDA events on the runtime's stream, plus end to end.
 """
 
 from __future__ import annotations
@@ -345,6 +350,11 @@ class TrtRuntime(Runtime):
         self._buffers: dict[str, Any] = {}
         self._graph: Any = None
         self._graph_key: tuple[Any, ...] | None = None
+        # What the context is bound to (shapes and addresses), for the staged hooks.
+        self._bound_key: tuple[Any, ...] | None = None
+        self._out_buffers: dict[str, Any] = {}
+        self._host: dict[str, Any] = {}
+        self._h2d_done: Any = None
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -462,7 +472,9 @@ class TrtRuntime(Runtime):
         if self._stream is not None:
             self._stream.synchronize()
         self._buffers.clear()
-        self._graph = self._graph_key = None
+        self._out_buffers.clear()
+        self._host.clear()
+        self._graph = self._graph_key = self._bound_key = self._h2d_done = None
         self._context = self._engine = self._runtime = self._stream = None
 
     # -- description ------------------------------------------------------------------------------
@@ -478,6 +490,7 @@ class TrtRuntime(Runtime):
             "engine": str(self.engine_path) if self.engine_path else None,
             "device_id": self.device_id,
             "cuda_graphs": self.cuda_graphs,
+            "staged_copies": "pinned host buffers; H2D includes staging the input into them",
         }
         if self._trt is not None:
             info["tensorrt_version"] = self._trt.__version__
@@ -533,27 +546,49 @@ class TrtRuntime(Runtime):
         )
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        context, stream = self._context, self._stream
-        profile = self._choose_profile(feed)
-        key = (profile, *(tuple(feed[s.name].shape) for s in self._inputs))
+        stream = self._stream
+        key = self._shape_key(feed)
         if self.cuda_graphs and key == self._graph_key:
             # Same shapes, so the same buffers: refresh the inputs and replay the graph.
             for spec in self._inputs:
                 self._buffers[spec.name].copy_from_host(feed[spec.name], stream)
             self._graph.replay(stream)
             return {s.name: self._buffers[s.name].copy_to_host(stream) for s in self._outputs}
+        out_buffers = self._bind(feed, key)
+        for spec in self._inputs:
+            array = np.ascontiguousarray(feed[spec.name])
+            self._buffers[spec.name].copy_from_host(array, stream)
+        self._execute()
+        outputs = {name: buffer.copy_to_host(stream) for name, buffer in out_buffers.items()}
+        if self.cuda_graphs:
+            self._capture(key)
+        return outputs
+
+    def _shape_key(self, feed: dict[str, np.ndarray]) -> tuple[Any, ...]:
+        """(profile, input shapes...): what a binding and a captured graph depend on."""
+        profile = self._choose_profile(feed)
+        return (profile, *(tuple(feed[s.name].shape) for s in self._inputs))
+
+    def _bind(self, feed: dict[str, np.ndarray], key: tuple[Any, ...]) -> dict[str, Any]:
+        """Select the profile, set the input shapes and point TensorRT at device buffers of the
+        right size (allocated when the shapes change); return the output buffers."""
+        context, stream = self._context, self._stream
+        if key != self._graph_key:
+            # A graph holds the addresses of the buffers it was captured with, which may be
+            # reallocated below: it is replayed only for its own shapes, so drop it now.
+            self._graph = self._graph_key = None
+        profile = key[0]
         if profile != self._active_profile:
             context.set_optimization_profile_async(profile, stream.handle)
             self._active_profile = profile
         for spec in self._inputs:
-            array = np.ascontiguousarray(feed[spec.name])
-            if not context.set_input_shape(spec.name, tuple(array.shape)):
+            shape = tuple(feed[spec.name].shape)
+            if not context.set_input_shape(spec.name, shape):
                 raise InputError(
-                    f"TensorRT rejected shape {tuple(array.shape)} for input {spec.name!r} "
+                    f"TensorRT rejected shape {shape} for input {spec.name!r} "
                     f"({summarize_errors(self._logger.errors)})"
                 )
-            buffer = self._buffer(spec.name, tuple(array.shape), array.dtype)
-            buffer.copy_from_host(array, stream)
+            buffer = self._buffer(spec.name, shape, feed[spec.name].dtype)
             context.set_tensor_address(spec.name, buffer.ptr)
         out_buffers = {}
         for spec in self._outputs:
@@ -565,16 +600,96 @@ class TrtRuntime(Runtime):
             buffer = self._buffer(spec.name, shape, np.dtype(spec.dtype))
             context.set_tensor_address(spec.name, buffer.ptr)
             out_buffers[spec.name] = buffer
+        self._bound_key, self._out_buffers = key, out_buffers
+        return out_buffers
+
+    def _execute(self) -> None:
         mark = self._logger.mark()
-        if not context.execute_async_v3(stream.handle):
+        if not self._context.execute_async_v3(self._stream.handle):
             raise RuntimeUnavailableError(
                 f"TensorRT failed to run {self.engine_path} "
                 f"({summarize_errors(self._logger.errors_since(mark))})"
             )
-        outputs = {name: buffer.copy_to_host(stream) for name, buffer in out_buffers.items()}
+
+    # -- staged execution: trtexec's H2D / compute / D2H split (benchmark.StagedRuntime) ------
+    #
+    # `vggdeploy bench` times these with CUDA events recorded between them. Each hook only
+    # enqueues work on the runtime's stream; the feed is checked once by the caller
+    # (`check_feed`), as `_infer` relies on `infer`. Copies go through pinned host buffers so
+    # they are truly asynchronous: H2D covers staging the caller's NumPy arrays into pinned
+    # memory (a host memcpy, while the stream is idle) plus the DMA; D2H is the DMA only.
+
+    def enqueue_h2d(self, feed: dict[str, np.ndarray]) -> None:
+        """Bind `feed`'s shapes (when they change) and enqueue its copy to the device."""
+        self._require_loaded()
+        key = self._shape_key(feed)
+        if key != self._bound_key:
+            self._bind(feed, key)
+        if self._h2d_done is None:
+            self._h2d_done = self._cuda.Event()
+        else:
+            self._h2d_done.synchronize()  # the pinned inputs are free once the last copy ran
+        stream = self._stream
+        for spec in self._inputs:
+            array = feed[spec.name]
+            host = self._host_buffer(spec.name, tuple(array.shape), np.dtype(spec.dtype))
+            np.copyto(host.array, array, casting="no")
+            self._buffers[spec.name].copy_from_host_async(host, stream)
+        self._h2d_done.record(stream)
+
+    def enqueue_compute(self) -> None:
+        """Enqueue the engine (with CUDA graphs: replay the graph of these shapes, capturing
+        it after one ordinary run the first time)."""
+        key = self._staged_key()
+        if self.cuda_graphs and key == self._graph_key:
+            self._graph.replay(self._stream)
+            return
+        self._execute()
         if self.cuda_graphs:
             self._capture(key)
-        return outputs
+
+    def enqueue_d2h(self) -> None:
+        """Enqueue the copy of every output into pinned host memory (see `fetch_outputs`)."""
+        self._staged_key()
+        for name, buffer in self._out_buffers.items():
+            host = self._host_buffer(name, buffer.shape, buffer.dtype)
+            buffer.copy_to_host_async(host, self._stream)
+
+    def fetch_outputs(self) -> dict[str, np.ndarray]:
+        """The outputs copied by the last `enqueue_d2h` (waits for the stream first)."""
+        self._staged_key()
+        self._stream.synchronize()
+        return {name: self._host[name].array.copy() for name in self._out_buffers}
+
+    def record_event(self) -> Any:
+        """A timing event recorded now on the runtime's stream."""
+        self._require_loaded()
+        event = self._cuda.Event()
+        event.record(self._stream)
+        return event
+
+    def synchronize(self) -> None:
+        self._require_loaded()
+        self._stream.synchronize()
+
+    def event_ms(self, start: Any, end: Any) -> float:
+        """Device milliseconds between two recorded events (after they completed)."""
+        return float(start.elapsed_ms(end))
+
+    def _staged_key(self) -> tuple[Any, ...]:
+        self._require_loaded()
+        if self._bound_key is None:
+            raise RuntimeError("enqueue_h2d(feed) must come first: no input shapes are bound")
+        return self._bound_key
+
+    def _host_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        host = self._host.get(name)
+        if host is None or host.shape != shape or host.dtype != np.dtype(dtype):
+            if self._h2d_done is not None:
+                self._h2d_done.synchronize()  # an old pinned buffer may still be read
+            host = self._cuda.allocate_host(shape, np.dtype(dtype))
+            self._host[name] = host
+        return host
 
     def _capture(self, key: tuple[Any, ...]) -> None:
         """Capture the enqueue for these shapes (after the ordinary run TensorRT needs first)."""

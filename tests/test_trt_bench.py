@@ -1,0 +1,291 @@
+"""`vggdeploy bench` on the TensorRT runtime, against the test double (both API generations).
+
+The double's CUDA glue runs on a fake timeline (`fake_cuda.CLOCK`, costs in `fake_cuda.COSTS`):
+every copy, engine run, graph launch and synchronize advances it by a fixed amount, and events
+stamp it. Bench's host clock is pointed at the same timeline, so every figure is exact and the
+tests can check trtexec's split (H2D, compute, D2H from events, plus host end to end) to the
+nanosecond. What this cannot show is real GPU timing: see the `gpu` test at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from trt_double import fake_cuda
+
+import vggdeploy.benchmark as bm
+from vggdeploy.bundle import Bundle
+from vggdeploy.exporter.engine import BuildOptions, build_engine
+from vggdeploy.runtimes.trt import TrtRuntime
+
+# trt: the TensorRT double of each API generation (10.16 and 11.4), with the fake CUDA glue
+pytest_plugins = ("trt_double.fixtures",)
+
+BATCHES = (1, 4)
+WARMUP, ITERATIONS = 2, 6
+INPUT_ELEMENTS = 3 * 32 * 32  # per image of the tiny bundle
+OUTPUT_ELEMENTS = 10
+
+
+@pytest.fixture
+def engine_bundle(trt, tiny_bundle) -> Path:
+    """The tiny bundle with an fp32 engine built by the double (profile batch 1..32)."""
+    build_engine(Bundle.load(tiny_bundle), BuildOptions(precision="fp32"))
+    return tiny_bundle
+
+
+def engine_layers(root: Path) -> int:
+    with TrtRuntime(root, precision="fp32") as runtime:
+        return runtime._engine.num_layers
+
+
+def x_batch(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, 32, 32), dtype=np.float32)
+
+
+def ort_logits(root: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    path = Bundle.load(root).artifact_path("onnx.fp32")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"input": x})[0]
+
+
+def run_bench(root: Path, specs: list[str]) -> dict:
+    bundle = Bundle.load(root)
+    plans, skipped = bm.plan_cases(bundle, [bm.parse_runtime(s) for s in specs], None, BATCHES)
+    assert not skipped, skipped
+    assert [(p.choice.spec, p.precision) for p in plans] == [(s, "fp32") for s in specs]
+    options = bm.BenchOptions(iterations=ITERATIONS, seconds=None, warmup_iterations=WARMUP)
+    return bm.run_benchmark(bundle, plans, options, clock=fake_cuda.CLOCK.now)
+
+
+# -- bench through the staged hooks ---------------------------------------------------------------
+
+
+def test_bench_reports_h2d_compute_d2h_and_end_to_end(engine_bundle, tmp_path) -> None:
+    layers = engine_layers(engine_bundle)
+    fake_cuda.GRAPHS.clear()
+    result = run_bench(engine_bundle, ["tensorrt", "tensorrt:cuda-graphs"])
+    assert result["skipped"] == []
+    cases = {(c["runtime"], c["batch"]): c for c in result["cases"]}
+    assert sorted(cases) == sorted(
+        (r, b) for r in ("tensorrt", "tensorrt:cuda-graphs") for b in BATCHES
+    )
+    costs = fake_cuda.COSTS
+    for (spec, batch), case in cases.items():
+        graphs = spec.endswith("cuda-graphs")
+        assert case["describe"]["cuda_graphs"] is graphs
+        assert "CUDA events" in case["timing"]
+        assert case["iterations"] == ITERATIONS and case["warmup_iterations"] == WARMUP
+        split = case["split_ms"]
+        assert set(split) == {"h2d", "compute", "d2h", "gpu_total"}
+        # every stage is what the fake timeline charges for it, in every iteration
+        want = {
+            "h2d": fake_cuda.copy_cost_ns(batch * INPUT_ELEMENTS * 4, pinned=True),
+            "compute": fake_cuda.kernel_cost_ns(layers, batch * INPUT_ELEMENTS, in_graph=graphs)
+            + (costs["graph_launch_ns"] if graphs else 0),
+            "d2h": fake_cuda.copy_cost_ns(batch * OUTPUT_ELEMENTS * 4, pinned=True),
+        }
+        want["gpu_total"] = sum(want.values())
+        for stage, ns in want.items():
+            assert split[stage]["min"] == split[stage]["max"] == pytest.approx(ns / 1e6), stage
+        # the stages add up to the GPU total; end to end adds the host's wake-up after the sync
+        stages = sum(split[s]["mean"] for s in ("h2d", "compute", "d2h"))
+        assert stages == pytest.approx(split["gpu_total"]["mean"])
+        assert stages <= case["latency_ms"]["mean"]
+        assert case["latency_ms"]["mean"] == pytest.approx(
+            (want["gpu_total"] + costs["sync_ns"]) / 1e6
+        )
+        assert case["cv"] == pytest.approx(0, abs=1e-9) and not case["noisy"]
+        assert case["throughput_ips"] == pytest.approx(batch * 1000 / case["latency_ms"]["mean"])
+    # a graph launch replaces the per-layer launches; copies are the same either way
+    for batch in BATCHES:
+        plain, graph = cases[("tensorrt", batch)], cases[("tensorrt:cuda-graphs", batch)]
+        saved = layers * costs["launch_ns_per_layer"] - costs["graph_launch_ns"]
+        assert plain["split_ms"]["compute"]["mean"] - graph["split_ms"]["compute"]["mean"] == (
+            pytest.approx(saved / 1e6)
+        )
+        assert plain["split_ms"]["h2d"] == graph["split_ms"]["h2d"]
+    # one capture per batch size (after the first warm-up call ran the engine), then replays
+    assert len(fake_cuda.GRAPHS) == len(BATCHES)
+    assert [g._replays for g in fake_cuda.GRAPHS] == [WARMUP - 1 + ITERATIONS] * len(BATCHES)
+
+    # JSON and CSV carry the split; the Markdown shows its table
+    bm.write_json(result, tmp_path / "r.json")
+    bm.write_csv(result, tmp_path / "r.csv")
+    loaded = bm.load_result(tmp_path / "r.json")
+    for case in loaded["cases"]:
+        key = (case["runtime"], case["batch"])
+        assert case["split_ms"] == cases[key]["split_ms"]
+        assert case["latency_ms"] == cases[key]["latency_ms"]
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert len(rows) == len(cases)
+    for row in rows:
+        case = cases[(row["runtime"], int(row["batch"]))]
+        for stage in ("h2d", "compute", "d2h", "gpu_total"):
+            assert float(row[f"{stage}_mean_ms"]) == pytest.approx(
+                case["split_ms"][stage]["mean"], rel=1e-5
+            )
+    md = bm.render_markdown(result)
+    assert "GPU split (mean, CUDA events)" in md and "| tensorrt:cuda-graphs | fp32 | 4 |" in md
+    assert "end-to-end host timing only" not in md
+
+
+def test_cli_bench_runs_tensorrt_with_cuda_graphs(engine_bundle, tmp_path) -> None:
+    from vggdeploy.cli import cli
+
+    out = tmp_path / "bench.json"
+    args = [
+        "bench", str(engine_bundle), "--runtime", "tensorrt", "--cuda-graphs", "--batch", "1,2",
+        "--warmup", "2", "--iterations", "3", "--json", str(out), "--markdown",
+    ]  # fmt: skip
+    run = CliRunner().invoke(cli, args)
+    assert run.exit_code == 0, run.output
+    assert "GPU split" in run.output and "skipped" not in run.output
+    result = json.loads(out.read_text())
+    assert result["method"]["options"]["cuda_graphs"] is True
+    assert [(c["runtime"], c["batch"]) for c in result["cases"]] == [
+        ("tensorrt", 1),
+        ("tensorrt", 2),
+    ]
+    for case in result["cases"]:
+        assert case["describe"]["cuda_graphs"] is True
+        assert case["split_ms"]["compute"]["mean"] > 0
+    assert len(fake_cuda.GRAPHS) == 2
+
+
+# -- the staged hooks themselves --------------------------------------------------------------------
+
+
+def staged_run(runtime: TrtRuntime, x: np.ndarray) -> dict[str, np.ndarray]:
+    runtime.enqueue_h2d({"input": x})
+    runtime.enqueue_compute()
+    runtime.enqueue_d2h()
+    runtime.synchronize()
+    return runtime.fetch_outputs()
+
+
+@pytest.mark.parametrize("graphs", [False, True], ids=["plain", "cuda-graphs"])
+def test_staged_hooks_compute_what_infer_computes(engine_bundle, graphs) -> None:
+    with TrtRuntime(engine_bundle, precision="fp32", cuda_graphs=graphs) as runtime:
+        assert isinstance(runtime, bm.StagedRuntime)
+        # shapes change, come back, and interleave with infer() on other shapes
+        for n, seed, interleave in [(4, 0, None), (4, 1, None), (2, 2, None), (4, 3, 3), (4, 4, 1)]:
+            if interleave:
+                y = x_batch(interleave, seed=100 + seed)
+                np.testing.assert_array_equal(
+                    runtime.infer({"input": y})["logits"], ort_logits(engine_bundle, y)
+                )
+            x = x_batch(n, seed=seed)
+            got = staged_run(runtime, x)
+            assert list(got) == ["logits"] and got["logits"].shape == (n, 10)
+            np.testing.assert_array_equal(got["logits"], ort_logits(engine_bundle, x))
+            np.testing.assert_array_equal(got["logits"], runtime.infer({"input": x})["logits"])
+        first = runtime.fetch_outputs()["logits"]
+        first[...] = 0  # a copy: the pinned buffer itself is not handed out
+        assert np.abs(runtime.fetch_outputs()["logits"]).sum() > 0
+        # New shapes bound (buffers reallocated) but nothing run: the batch-4 graph holds the
+        # old addresses, so it must not be replayed for the next batch of 4.
+        runtime.enqueue_h2d({"input": x_batch(2)})
+        x = x_batch(4, seed=7)
+        np.testing.assert_array_equal(
+            runtime.infer({"input": x})["logits"], ort_logits(engine_bundle, x)
+        )
+    if graphs:
+        assert fake_cuda.GRAPHS and all(g._replays >= 0 for g in fake_cuda.GRAPHS)
+    else:
+        assert not fake_cuda.GRAPHS
+
+
+def test_staged_hooks_check_their_use(engine_bundle) -> None:
+    with TrtRuntime(engine_bundle, precision="fp32") as runtime:
+        with pytest.raises(RuntimeError, match="enqueue_h2d"):
+            runtime.enqueue_compute()
+        with pytest.raises(TypeError, match="float64"):  # no silent cast into the pinned input
+            runtime.enqueue_h2d({"input": x_batch(1).astype(np.float64)})
+        start = runtime.record_event()
+        runtime.enqueue_h2d({"input": x_batch(2)})
+        end = runtime.record_event()
+        # as on a GPU, an event's time is readable only once it has completed
+        with pytest.raises(RuntimeError, match="not ready"):
+            runtime.event_ms(start, end)
+        runtime.synchronize()
+        assert runtime.event_ms(start, end) == pytest.approx(
+            fake_cuda.copy_cost_ns(2 * INPUT_ELEMENTS * 4, pinned=True) / 1e6
+        )
+    with pytest.raises(RuntimeError, match="not loaded|load"):
+        runtime.record_event()
+
+
+def test_double_graph_replays_what_was_bound_at_capture(engine_bundle) -> None:
+    """As a real CUDA graph: replay uses the capture's addresses, and fails once they are freed."""
+    with TrtRuntime(engine_bundle, precision="fp32", cuda_graphs=True) as runtime:
+        x = x_batch(3)
+        staged_run(runtime, x)  # ordinary run, then capture
+        graph = fake_cuda.GRAPHS[-1]
+        runtime._context.set_input_shape("input", (1, 3, 32, 32))  # rebinding does not matter
+        runtime._buffers["input"].copy_from_host(x_batch(3, seed=5), runtime._stream)
+        graph.replay(runtime._stream)
+        got = runtime._buffers["logits"].copy_to_host(runtime._stream)
+        np.testing.assert_array_equal(got, ort_logits(engine_bundle, x_batch(3, seed=5)))
+        runtime._buffers.clear()  # the device buffers are freed
+        with pytest.raises(RuntimeError, match="illegal memory access"):
+            graph.replay(runtime._stream)
+
+
+def test_bench_sees_the_double_as_installed(trt) -> None:
+    """The double is a module with a spec, as an imported `tensorrt` is, so bench's
+    `importlib.util.find_spec` check treats TensorRT as installed (not a ValueError)."""
+    assert bm.choice_unavailable(bm.parse_runtime("tensorrt")) is None
+    assert bm.choice_unavailable(bm.parse_runtime("tensorrt:cuda-graphs")) is None
+
+
+# -- on a real GPU ------------------------------------------------------------------------------------
+
+
+def _real_tensorrt_and_gpu() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+    except ImportError as exc:
+        return f"needs TensorRT and torch ({exc})"
+    if not torch.cuda.is_available():
+        return "needs an NVIDIA GPU"
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.skipif(_real_tensorrt_and_gpu() is not None, reason=str(_real_tensorrt_and_gpu()))
+def test_real_bench_split_on_a_gpu(tiny_bundle) -> None:
+    """On a GPU with TensorRT: real events, pinned copies and CUDA graphs through bench."""
+    build_engine(Bundle.load(tiny_bundle), BuildOptions(precision="fp32"))
+    bundle = Bundle.load(tiny_bundle)
+    plans, skipped = bm.plan_cases(
+        bundle,
+        [bm.parse_runtime("tensorrt"), bm.parse_runtime("tensorrt:cuda-graphs")],
+        None,
+        (1, 8),
+    )
+    assert not skipped
+    options = bm.BenchOptions(iterations=50, seconds=None, warmup_iterations=10)
+    result = bm.run_benchmark(bundle, plans, options)
+    assert len(result["cases"]) == 4, result["skipped"]
+    for case in result["cases"]:
+        split = case["split_ms"]
+        stages = sum(split[s]["mean"] for s in ("h2d", "compute", "d2h"))
+        assert all(split[s]["min"] > 0 for s in ("h2d", "compute", "d2h"))
+        assert stages == pytest.approx(split["gpu_total"]["mean"], rel=0.05, abs=0.01)
+        assert split["gpu_total"]["median"] <= case["latency_ms"]["median"] * 1.05
+    for graphs in (False, True):
+        with TrtRuntime(tiny_bundle, precision="fp32", cuda_graphs=graphs) as runtime:
+            x = x_batch(8)
+            np.testing.assert_allclose(
+                staged_run(runtime, x)["logits"], ort_logits(tiny_bundle, x), atol=1e-3
+            )
