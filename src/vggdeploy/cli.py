@@ -788,7 +788,9 @@ def evaluate(
     help="An optimization profile b=MIN:OPT:MAX[,h=..,w=..]; repeat for several "
     "(instead of --min/--opt/--max-*).",
 )
-@click.option("--workspace", help="Builder workspace limit, e.g. 4GiB or 512MiB (default: TensorRT's).")
+@click.option(
+    "--workspace", help="Builder workspace limit, e.g. 4GiB or 512MiB (default: TensorRT's)."
+)
 @click.option(
     "--opt-level", type=int, help="Builder optimization level 0-5 (TensorRT's default 3)."
 )
@@ -1307,7 +1309,11 @@ def pack(bundle: str, output: str, no_engines: bool) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
 @click.option(
-    "-o", "--output", required=True, type=click.Path(file_okay=False), help="Bundle folder to create."
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Bundle folder to create.",
 )
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 def unpack(archive: str, output: str, force: bool) -> None:
@@ -1339,9 +1345,7 @@ def _parse_int_list(value: str | None, name: str) -> tuple[int, ...]:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--format", "fmt", type=click.Choice(["triton"]), default="triton", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(["triton"]), default="triton", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Model repository.")
 @click.option("--name", help="Base model name (default: the bundle's model, e.g. vgg16).")
 @click.option(
@@ -1356,9 +1360,7 @@ def _parse_int_list(value: str | None, name: str) -> tuple[int, ...]:
     "--max-queue-delay", default=100, show_default=True, help="Dynamic batcher delay (µs)."
 )
 @click.option("--precision", help="Only these precisions, e.g. fp16,int8 (default: all).")
-@click.option(
-    "--backend", default="onnx,trt", show_default=True, help="onnx, trt, or both."
-)
+@click.option("--backend", default="onnx,trt", show_default=True, help="onnx, trt, or both.")
 @click.option(
     "--kind",
     type=click.Choice(["auto", "gpu", "cpu"]),
@@ -1440,7 +1442,6 @@ def package(
         f"-v {Path(out).resolve()}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 "
         "tritonserver --model-repository=/models"
     )
-
 
 
 if __name__ == "__main__":
