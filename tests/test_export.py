@@ -23,8 +23,8 @@ from vggdeploy.exporter.onnx_export import (
     export_bundle,
     imagenet_labels,
 )
-from vggdeploy.models import count_flops, count_parameters, resolve_spec
-from vggdeploy.weights import WeightsSource, load_model
+from vggdeploy.models import count_flops, count_parameters, random_state_dict, resolve_spec
+from vggdeploy.weights import WeightsSource, load_model, state_dict_sha256
 
 TINY = {"width_divisor": 16, "hidden": 64, "num_classes": 10}
 RANDOM = WeightsSource("random", seed=0)
@@ -71,7 +71,12 @@ def test_manifest_fields(tiny_bundle_ro: Path) -> None:
     assert model["parameters"] == count_parameters(spec)
     assert model["flops_per_image"] == count_flops(spec, 32)
     assert model["weight_layers"] == 11
-    assert m["weights"] == {"source": "random", "seed": 0}
+    assert {k: m["weights"][k] for k in ("source", "seed", "sha256_of")} == {
+        "source": "random",
+        "seed": 0,
+        "sha256_of": "tensors",
+    }
+    assert m["weights"]["sha256"] == state_dict_sha256(random_state_dict(spec, 0))
     assert m["preprocessing"]["crop"] == 32 and m["preprocessing"]["resize"] == 37
     assert m["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
     assert m["preprocessing"]["channel_order"] == "RGB"
@@ -127,7 +132,8 @@ def test_onnx_is_checked_self_contained_and_carries_metadata(tiny_bundle_ro: Pat
     assert meta["vggdeploy.dense"] == "false"
     assert meta["vggdeploy.image_size"] == "32"
     assert json.loads(meta["vggdeploy.preprocessing"]) == _manifest(tiny_bundle_ro)["preprocessing"]
-    assert json.loads(meta["vggdeploy.weights"]) == {"source": "random", "seed": 0}
+    weights = json.loads(meta["vggdeploy.weights"])
+    assert weights == _manifest(tiny_bundle_ro)["weights"] and weights["source"] == "random"
     assert meta["vggdeploy.version"]
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param == "batch"
