@@ -328,3 +328,15 @@ def test_triton_from_an_engine_built_by_vggdeploy_build(
     engine = next(a for a in inspect_bundle(tiny_bundle)["artifacts"] if a["key"] == "engine.fp32")
     assert engine["host"]["compute_capability"] == gpu["compute_capability"]
     assert engine["host"]["tensorrt_version"] == trt10.__version__
+
+
+def test_unpack_of_a_file_that_is_not_an_archive_is_one_line(tmp_path: Path, capsys) -> None:
+    not_tar = tmp_path / "notes.txt"
+    not_tar.write_text("hello\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["unpack", str(not_tar), "-o", str(tmp_path / "out")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "is not a readable tar archive" in err and "vggdeploy pack" in err
+    assert not (tmp_path / "out").exists()

@@ -237,7 +237,11 @@ def unpack_bundle(
     try:
         tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the `with tar` below
     except (tarfile.TarError, OSError) as exc:
-        raise BundleError(f"{archive} is not a readable tar archive ({exc})") from None
+        # tarfile's own message lists every compression it tried, one per line: keep the gist.
+        reason = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
+        raise BundleError(
+            f"{archive} is not a readable tar archive ({reason}): give a file made by `vggdeploy pack`"
+        ) from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpacking", dir=dest.parent))
     try:
