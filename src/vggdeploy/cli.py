@@ -47,7 +47,12 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Take VGG classifiers from PyTorch to checked ONNX, INT8/FP16 and TensorRT engines.
 
     \b
-    Typical flow:
+    The whole job in one command (export, validate, FP16/INT8, engines where
+    TensorRT is present, benchmark, report):
+      vggdeploy pipeline vgg16 --out runs/vgg16
+
+    \b
+    Or step by step:
       vggdeploy export vgg16 --weights imagenet --out bundles/vgg16
       vggdeploy validate bundles/vgg16
       vggdeploy calibrate bundles/vgg16 --images calib/
