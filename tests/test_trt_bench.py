@@ -4,7 +4,10 @@ The double's CUDA glue runs on a fake timeline (`fake_cuda.CLOCK`, costs in `fak
 every copy, engine run, graph launch and synchronize advances it by a fixed amount, and events
 stamp it. Bench's host clock is pointed at the same timeline, so every figure is exact and the
 tests can check trtexec's split (H2D, compute, D2H from events, plus host end to end) to the
-nanosecond. What this cannot show is real GPU timing: see the `gpu` test at the end.
+nanosecond. The double also charges the host memcpy from NumPy into pinned memory
+(`HostBuffer.fill`) and back (`HostBuffer.read`), so the tests can show that, as in trtexec,
+neither is inside a timed stage. What this cannot show is real GPU timing: see the `gpu` test at
+the end.
 """
 
 from __future__ import annotations
@@ -71,8 +74,16 @@ def run_bench(root: Path, specs: list[str]) -> dict:
 def test_bench_reports_h2d_compute_d2h_and_end_to_end(engine_bundle, tmp_path) -> None:
     layers = engine_layers(engine_bundle)
     fake_cuda.GRAPHS.clear()
+    fake_cuda.HOST_COPIES.update(fill=0, read=0)
     result = run_bench(engine_bundle, ["tensorrt", "tensorrt:cuda-graphs"])
     assert result["skipped"] == []
+    # The NumPy -> pinned fill costs time on the timeline (so it would show in any stage it
+    # were inside), and happened once per case (one input tensor), never per iteration; the
+    # pinned -> NumPy copy never happened (bench does not need the outputs).
+    assert fake_cuda.host_copy_cost_ns(INPUT_ELEMENTS * 4) > 0
+    assert fake_cuda.HOST_COPIES["fill"] == 2 * len(BATCHES)
+    assert fake_cuda.HOST_COPIES["read"] == 0
+    assert result["method"]["gpu_split"] == bm.STAGED_SPLIT
     cases = {(c["runtime"], c["batch"]): c for c in result["cases"]}
     assert sorted(cases) == sorted(
         (r, b) for r in ("tensorrt", "tensorrt:cuda-graphs") for b in BATCHES
@@ -81,11 +92,15 @@ def test_bench_reports_h2d_compute_d2h_and_end_to_end(engine_bundle, tmp_path) -
     for (spec, batch), case in cases.items():
         graphs = spec.endswith("cuda-graphs")
         assert case["describe"]["cuda_graphs"] is graphs
-        assert "CUDA events" in case["timing"]
+        copies = case["describe"]["staged_copies"]
+        assert "transfer only" in copies["h2d"] and "once per case" in copies["h2d"]
+        assert "transfer only" in copies["d2h"] and "fetch_outputs" in copies["d2h"]
+        assert "CUDA events" in case["timing"] and "pinned" in case["timing"]
         assert case["iterations"] == ITERATIONS and case["warmup_iterations"] == WARMUP
         split = case["split_ms"]
         assert set(split) == {"h2d", "compute", "d2h", "gpu_total"}
-        # every stage is what the fake timeline charges for it, in every iteration
+        # every stage is what the fake timeline charges for it, in every iteration: H2D and
+        # D2H are exactly the pinned transfers, with no NumPy <-> pinned copy in them
         want = {
             "h2d": fake_cuda.copy_cost_ns(batch * INPUT_ELEMENTS * 4, pinned=True),
             "compute": fake_cuda.kernel_cost_ns(layers, batch * INPUT_ELEMENTS, in_graph=graphs)
@@ -164,7 +179,8 @@ def test_cli_bench_runs_tensorrt_with_cuda_graphs(engine_bundle, tmp_path) -> No
 
 
 def staged_run(runtime: TrtRuntime, x: np.ndarray) -> dict[str, np.ndarray]:
-    runtime.enqueue_h2d({"input": x})
+    runtime.stage_inputs({"input": x})
+    runtime.enqueue_h2d()
     runtime.enqueue_compute()
     runtime.enqueue_d2h()
     runtime.synchronize()
@@ -190,9 +206,32 @@ def test_staged_hooks_compute_what_infer_computes(engine_bundle, graphs) -> None
         first = runtime.fetch_outputs()["logits"]
         first[...] = 0  # a copy: the pinned buffer itself is not handed out
         assert np.abs(runtime.fetch_outputs()["logits"]).sum() > 0
+        # Staged once, sent many times: every iteration copies the same pinned input.
+        x = x_batch(3, seed=8)
+        runtime.stage_inputs({"input": x})
+        for _ in range(3):
+            runtime.enqueue_h2d()
+            runtime.enqueue_compute()
+            runtime.enqueue_d2h()
+            runtime.synchronize()
+            np.testing.assert_array_equal(
+                runtime.fetch_outputs()["logits"], ort_logits(engine_bundle, x)
+            )
+        # infer() on other shapes between staging and H2D: the staged shapes are bound again
+        runtime.stage_inputs({"input": x})
+        y = x_batch(5, seed=9)
+        np.testing.assert_array_equal(
+            runtime.infer({"input": y})["logits"], ort_logits(engine_bundle, y)
+        )
+        runtime.enqueue_h2d()
+        runtime.enqueue_compute()
+        runtime.enqueue_d2h()
+        np.testing.assert_array_equal(
+            runtime.fetch_outputs()["logits"], ort_logits(engine_bundle, x)
+        )
         # New shapes bound (buffers reallocated) but nothing run: the batch-4 graph holds the
         # old addresses, so it must not be replayed for the next batch of 4.
-        runtime.enqueue_h2d({"input": x_batch(2)})
+        runtime.stage_inputs({"input": x_batch(2)})
         x = x_batch(4, seed=7)
         np.testing.assert_array_equal(
             runtime.infer({"input": x})["logits"], ort_logits(engine_bundle, x)
@@ -205,19 +244,50 @@ def test_staged_hooks_compute_what_infer_computes(engine_bundle, graphs) -> None
 
 def test_staged_hooks_check_their_use(engine_bundle) -> None:
     with TrtRuntime(engine_bundle, precision="fp32") as runtime:
-        with pytest.raises(RuntimeError, match="enqueue_h2d"):
+        with pytest.raises(RuntimeError, match="stage_inputs"):
+            runtime.enqueue_h2d()
+        with pytest.raises(RuntimeError, match="stage_inputs"):
             runtime.enqueue_compute()
         with pytest.raises(TypeError, match="float64"):  # no silent cast into the pinned input
-            runtime.enqueue_h2d({"input": x_batch(1).astype(np.float64)})
+            runtime.stage_inputs({"input": x_batch(1).astype(np.float64)})
+        with pytest.raises(RuntimeError, match="stage_inputs"):  # a failed staging stages nothing
+            runtime.enqueue_h2d()
         start = runtime.record_event()
-        runtime.enqueue_h2d({"input": x_batch(2)})
+        runtime.stage_inputs({"input": x_batch(2)})
+        end = runtime.record_event()
+        runtime.synchronize()
+        # staging is the host memcpy into pinned memory (after waiting for the stream), all of
+        # it between these events: so it is nothing bench may put inside a timed stage
+        fill = fake_cuda.host_copy_cost_ns(2 * INPUT_ELEMENTS * 4)
+        assert fill > 0
+        assert runtime.event_ms(start, end) == pytest.approx(
+            (fake_cuda.COSTS["sync_ns"] + fill) / 1e6
+        )
+        start = runtime.record_event()
+        runtime.enqueue_h2d()
         end = runtime.record_event()
         # as on a GPU, an event's time is readable only once it has completed
         with pytest.raises(RuntimeError, match="not ready"):
             runtime.event_ms(start, end)
         runtime.synchronize()
+        # H2D is the pinned transfer and nothing else
         assert runtime.event_ms(start, end) == pytest.approx(
             fake_cuda.copy_cost_ns(2 * INPUT_ELEMENTS * 4, pinned=True) / 1e6
+        )
+        runtime.enqueue_compute()
+        start = runtime.record_event()
+        runtime.enqueue_d2h()
+        end = runtime.record_event()
+        runtime.synchronize()
+        assert runtime.event_ms(start, end) == pytest.approx(
+            fake_cuda.copy_cost_ns(2 * OUTPUT_ELEMENTS * 4, pinned=True) / 1e6
+        )
+        # the pinned -> NumPy copy is fetch_outputs' (a stream synchronize, then the memcpy)
+        reads, t0 = fake_cuda.HOST_COPIES["read"], fake_cuda.CLOCK.now()
+        runtime.fetch_outputs()
+        assert fake_cuda.HOST_COPIES["read"] == reads + 1
+        assert fake_cuda.CLOCK.now() - t0 == fake_cuda.COSTS["sync_ns"] + (
+            fake_cuda.host_copy_cost_ns(2 * OUTPUT_ELEMENTS * 4)
         )
     with pytest.raises(RuntimeError, match="not loaded|load"):
         runtime.record_event()

@@ -10,7 +10,9 @@ high-water mark, reset per case), so the harness adds well under 2% to a bare lo
 (`bench/harness_overhead.py` measures it).
 
 GPU runtimes that implement `StagedRuntime` are timed trtexec-style: CUDA events around the
-host-to-device copy, the compute and the device-to-host copy, plus end-to-end host wall time.
+host-to-device copy, the compute and the device-to-host copy, plus end-to-end host wall time. As
+in trtexec, the input is put into the runtime's pinned host buffers once per case, before the
+warm-up, so H2D and D2H time the transfers between pinned memory and the device only.
 Runtimes that do not (ONNX Runtime, PyTorch, every CPU runtime) report end-to-end time only, and
 the result says so.
 
@@ -395,19 +397,36 @@ def plan_cases(
 class StagedRuntime(Protocol):
     """Optional hooks for trtexec's split, implemented by GPU runtimes that own their buffers.
 
-    Each `enqueue_*` puts work on the runtime's CUDA stream and returns without waiting.
-    `record_event()` records a timing event on that stream and returns it; after
-    `synchronize()`, `event_ms(start, end)` is the device time between two events in
-    milliseconds. `fetch_outputs()` returns the host copies made by the last `enqueue_d2h`.
-    With CUDA graphs, `enqueue_compute` launches the captured graph.
+    `stage_inputs(feed)` binds the feed's shapes and copies its arrays into the runtime's pinned
+    host input buffers; bench calls it once per case, before the warm-up and outside every timed
+    stage (trtexec likewise fills its host buffers once). Then, per iteration: `enqueue_h2d()`
+    copies those pinned buffers to the device, `enqueue_compute()` runs the model (with CUDA
+    graphs, launches the captured graph) and `enqueue_d2h()` copies the outputs into pinned host
+    buffers. Each `enqueue_*` puts work on the runtime's CUDA stream and returns without waiting,
+    so H2D and D2H are the transfers only. `record_event()` records a timing event on that
+    stream and returns it; after `synchronize()`, `event_ms(start, end)` is the device time
+    between two events in milliseconds. `fetch_outputs()` returns NumPy copies of the outputs
+    of the last `enqueue_d2h` (the pinned -> NumPy copy); bench never calls it inside a timed
+    loop.
     """
 
-    def enqueue_h2d(self, feed: dict[str, np.ndarray]) -> None: ...
+    def stage_inputs(self, feed: dict[str, np.ndarray]) -> None: ...
+    def enqueue_h2d(self) -> None: ...
     def enqueue_compute(self) -> None: ...
     def enqueue_d2h(self) -> None: ...
     def record_event(self) -> Any: ...
     def synchronize(self) -> None: ...
     def event_ms(self, start: Any, end: Any) -> float: ...
+    def fetch_outputs(self) -> dict[str, np.ndarray]: ...
+
+
+#: What each stage of the staged split covers (recorded in the result's method).
+STAGED_SPLIT = {
+    "h2d": "pinned host -> device copy of the inputs (filled from NumPy once per case, untimed)",
+    "compute": "the model's work on the stream (a graph launch with CUDA graphs)",
+    "d2h": "device -> pinned host copy of the outputs (no pinned -> NumPy copy)",
+    "gpu_total": "from before H2D to after D2H on the stream",
+}
 
 
 Clock = Callable[[], int]
@@ -456,19 +475,20 @@ def time_calls(
 
 def time_staged(
     runtime: StagedRuntime,
-    feed: dict[str, np.ndarray],
     *,
     iterations: int | None = None,
     seconds: float | None = None,
     min_iterations: int = 1,
     clock: Clock = time.perf_counter_ns,
 ) -> tuple[list[int], dict[str, list[float]]]:
-    """trtexec's split: host end-to-end ns per call, and per-stage device ms from events."""
+    """trtexec's split: host end-to-end ns per call, and per-stage device ms from events.
+
+    Runs on the inputs staged by `runtime.stage_inputs(feed)`, which the caller makes first."""
     split: dict[str, list[float]] = {"h2d": [], "compute": [], "d2h": [], "gpu_total": []}
 
-    def step(f: dict[str, np.ndarray]) -> None:
+    def step(_: None) -> None:
         e0 = runtime.record_event()
-        runtime.enqueue_h2d(f)
+        runtime.enqueue_h2d()
         e1 = runtime.record_event()
         runtime.enqueue_compute()
         e2 = runtime.record_event()
@@ -480,7 +500,7 @@ def time_staged(
     step.events = []  # type: ignore[attr-defined]
     host = time_calls(
         step,
-        feed,
+        None,
         iterations=iterations,
         seconds=seconds,
         min_iterations=min_iterations,
@@ -892,6 +912,7 @@ def run_benchmark(
             "latency": "per call (one batch), milliseconds; percentiles interpolate linearly",
             "throughput": "batch / mean latency (serial calls, one stream)",
             "gflops": "flops_per_image x images/s; FLOPs count a multiply-accumulate as 2",
+            "gpu_split": dict(STAGED_SPLIT),
             "peak_rss": rss.description,
         },
         "cases": cases,
@@ -965,9 +986,12 @@ def _run_case(
     reference: dict[str, Any] | None = None
 
     if staged:
+        # Into pinned memory once, as trtexec fills its host buffers once: every warm-up and
+        # timed iteration copies the same pinned input to the device.
+        runtime.stage_inputs(feed)
 
-        def step(f: Any) -> Any:
-            return time_staged(runtime, f, iterations=1, clock=clock)  # warm-up only
+        def step(_: Any) -> Any:
+            return time_staged(runtime, iterations=1, clock=clock)  # warm-up only
     else:
         step = runtime._infer  # the backend call itself; the contract's checks ran above
 
@@ -983,7 +1007,6 @@ def _run_case(
     if staged:
         host_ns, split_ns = time_staged(
             runtime,
-            feed,
             iterations=options.iterations,
             seconds=options.seconds,
             min_iterations=options.min_iterations if options.seconds is not None else 1,
@@ -1022,7 +1045,8 @@ def _run_case(
         "gflops_per_s": flops * throughput / 1e9 if flops else None,
         "peak_rss_mb": peak,
         "timing": (
-            "CUDA events per stage (H2D, compute, D2H) + host end-to-end"
+            "CUDA events per stage (H2D, compute, D2H: transfers between pinned host buffers "
+            "and the device; input staged into pinned memory once, untimed) + host end-to-end"
             if staged
             else "host end-to-end wall clock (this runtime exposes no H2D/compute/D2H split)"
         ),

@@ -8,9 +8,11 @@ simulate another architecture, a Jetson, little memory or no GPU at all.
 Time is a fake timeline, `CLOCK` (ns, shared by host and device): work completes when it is
 enqueued and advances the timeline by a fixed cost from `COSTS` (copies by their bytes, an
 engine run by its layers, launches outside a CUDA graph by layer), and a stream synchronize adds
-the host's wake-up. Events stamp the timeline, so event times and a host clock reading
-`CLOCK.now` are exact and repeatable. As on a GPU, an event's time can be read only once the
-event has completed (after `Stream.synchronize` or `Event.synchronize`).
+the host's wake-up. A host memcpy into or out of a pinned buffer (`HostBuffer.fill` / `read`)
+advances it too, by its bytes, and is counted in `HOST_COPIES`: the stream is idle meanwhile, so
+an event pair around it measures it, as on a GPU. Events stamp the timeline, so event times and
+a host clock reading `CLOCK.now` are exact and repeatable. As on a GPU, an event's time can be
+read only once the event has completed (after `Stream.synchronize` or `Event.synchronize`).
 
 Names a test uses to drive the double are listed in `TEST_CONTROLS`; every other public function
 and class is the real glue's surface, with the same members and signatures (checked by
@@ -52,11 +54,25 @@ COSTS: dict[str, int] = {
     "launch_ns_per_layer": 5_000,  # host launch cost per layer outside a CUDA graph
     "graph_launch_ns": 8_000,  # one graph launch replaces the per-layer launches
     "sync_ns": 3_000,  # host wake-up after a stream synchronize
+    "host_bytes_per_ns": 8,  # ~8 GB/s host memcpy between NumPy and pinned memory
 }
+#: Host memcpys into ("fill") and out of ("read") pinned buffers since the last `reset`.
+HOST_COPIES: dict[str, int] = {"fill": 0, "read": 0}
 
 #: Module names that drive the double from tests; not part of the real glue's surface.
 TEST_CONTROLS = frozenset(
-    {"reset", "copy_cost_ns", "kernel_cost_ns", "CLOCK", "COSTS", "GPU", "MEMORY", "GRAPHS"}
+    {
+        "reset",
+        "copy_cost_ns",
+        "kernel_cost_ns",
+        "host_copy_cost_ns",
+        "CLOCK",
+        "COSTS",
+        "GPU",
+        "MEMORY",
+        "GRAPHS",
+        "HOST_COPIES",
+    }
 )
 
 
@@ -90,6 +106,7 @@ def reset() -> None:
     GRAPHS.clear()
     CURRENT["device"] = 0
     CLOCK.ns = 0
+    HOST_COPIES.update(fill=0, read=0)
     _REPLAYING["depth"] = 0
     _CAPTURING["graph"] = None
 
@@ -97,6 +114,11 @@ def reset() -> None:
 def copy_cost_ns(nbytes: int, pinned: bool) -> int:
     rate = COSTS["pinned_bytes_per_ns" if pinned else "pageable_bytes_per_ns"]
     return COSTS["copy_latency_ns"] + -(-int(nbytes) // rate)
+
+
+def host_copy_cost_ns(nbytes: int) -> int:
+    """A host memcpy between NumPy and pinned memory (no launch: the CPU does it)."""
+    return -(-int(nbytes) // COSTS["host_bytes_per_ns"])
 
 
 def kernel_cost_ns(layers: int, elements: int, in_graph: bool) -> int:
@@ -202,6 +224,19 @@ class HostBuffer:
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(dtype)
         self.array: np.ndarray = np.zeros(self.shape, self.dtype)
+
+    def fill(self, array: np.ndarray) -> None:
+        array = np.asarray(array)
+        if array.shape != self.shape:
+            raise ValueError(f"cannot fill a pinned {self.shape} buffer from {array.shape}")
+        np.copyto(self.array, array, casting="no")
+        HOST_COPIES["fill"] += 1
+        CLOCK.advance(host_copy_cost_ns(self.array.nbytes))
+
+    def read(self) -> np.ndarray:
+        HOST_COPIES["read"] += 1
+        CLOCK.advance(host_copy_cost_ns(self.array.nbytes))
+        return self.array.copy()
 
 
 class Event:

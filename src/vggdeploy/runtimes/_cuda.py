@@ -160,6 +160,18 @@ class HostBuffer:
         self._tensor = torch.empty(self.shape, dtype=_torch_dtype(self.dtype), pin_memory=True)
         self.array: np.ndarray = self._tensor.numpy()
 
+    def fill(self, array: np.ndarray) -> None:
+        """Copy `array` (same shape, same dtype: no cast, no broadcast) into the pinned memory.
+        A host memcpy: call it only while no copy on a stream reads this buffer."""
+        array = np.asarray(array)
+        if array.shape != self.shape:
+            raise ValueError(f"cannot fill a pinned {self.shape} buffer from {array.shape}")
+        np.copyto(self.array, array, casting="no")
+
+    def read(self) -> np.ndarray:
+        """A NumPy copy of the pinned memory (after the stream that wrote it was synchronized)."""
+        return self.array.copy()
+
 
 class Event:
     """A CUDA event with timing: `record` stamps a point on a stream; once both have happened,
