@@ -17,6 +17,7 @@ from vggdeploy.packaging import (
     TritonOptions,
     pack_bundle,
     package_triton,
+    plan_triton,
     triton_model_config_pb2,
     unpack_bundle,
 )
@@ -340,3 +341,30 @@ def test_unpack_of_a_file_that_is_not_an_archive_is_one_line(tmp_path: Path, cap
     assert len(err.splitlines()) == 1
     assert "is not a readable tar archive" in err and "vggdeploy pack" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_triton_max_batch_spans_every_engine_profile(tiny_bundle: Path, tmp_path: Path) -> None:
+    """Several profiles (b=1:1:8 and b=8:16:32): the engine takes up to 32, tuned for 1 and 16."""
+    bundle = Bundle.load(tiny_bundle)
+    (tiny_bundle / "model.fp16.engine").write_bytes(b"fake plan for sm89")
+
+    def rng(lo: int, opt: int, hi: int) -> dict:
+        return {"input": {k: [b, 3, 32, 32] for k, b in zip(("min", "opt", "max"), (lo, opt, hi))}}
+
+    bundle.add_artifact(
+        "engine.fp16",
+        "model.fp16.engine",
+        kind="tensorrt-engine",
+        precision="fp16",
+        tensorrt_version="10.16.1.11",
+        gpu={"name": "GPU sm89", "compute_capability": "8.9", "jetson": False},
+        flags={"strongly_typed": True, "hardware_compat": "none", "version_compatible": False},
+        profiles=[rng(1, 1, 8), rng(8, 16, 32)],
+    )
+    bundle.save()
+    models = plan_triton(Bundle.load(tiny_bundle), TritonOptions(max_batch=32))
+    (trt,) = [m for m in models if m.platform == "tensorrt_plan"]
+    assert trt.max_batch == 32
+    assert list(trt.preferred_batch) == [1, 16]
+    with pytest.raises(InputError, match="profile max batch 32"):
+        plan_triton(Bundle.load(tiny_bundle), TritonOptions(max_batch=33))

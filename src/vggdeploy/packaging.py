@@ -381,44 +381,28 @@ def _dims(spec: dict[str, Any], batched: bool) -> list[int]:
     return [d if isinstance(d, int) and d >= 0 else -1 for d in shape]
 
 
+def _engine_batch_ranges(record: dict[str, Any]) -> list[tuple[int, int, int]]:
+    """(min, opt, max) batch of each optimization profile in an engine's manifest record.
+
+    `vggdeploy build` records `profiles` as `[{input_name: {"min": shape, "opt": shape,
+    "max": shape}}, ...]`, one entry per profile; the batch is the first dimension.
+    """
+    ranges = []
+    for profile in record.get("profiles") or []:
+        for shape in profile.values():
+            ranges.append((int(shape["min"][0]), int(shape["opt"][0]), int(shape["max"][0])))
+    return ranges
+
+
 def _engine_profile_max(record: dict[str, Any]) -> int | None:
-    """Largest batch the engine's optimization profile accepts, from its manifest record."""
-    for key in ("max_batch", "profile_max_batch"):
-        if isinstance(record.get(key), int):
-            return record[key]
-    profile = record.get("profile") or record.get("profiles")
-    if isinstance(profile, list) and profile:
-        profile = profile[0]
-    if isinstance(profile, dict):
-        if isinstance(profile.get("max_batch"), int):
-            return profile["max_batch"]
-        shapes = profile.get("max") or profile.get("shapes", {}).get("max")
-        if isinstance(shapes, dict):  # per input name
-            shapes = next(iter(shapes.values()), None)
-        if isinstance(shapes, list) and shapes and isinstance(shapes[0], int):
-            return shapes[0]
-        for value in profile.values():  # {input: {min, opt, max}}
-            if isinstance(value, dict) and isinstance(value.get("max"), list):
-                return int(value["max"][0])
-    return None
+    """Largest batch any of the engine's optimization profiles accepts."""
+    ranges = _engine_batch_ranges(record)
+    return max(r[2] for r in ranges) if ranges else None
 
 
-def _engine_profile_opt(record: dict[str, Any]) -> int | None:
-    profile = record.get("profile") or record.get("profiles")
-    if isinstance(profile, list) and profile:
-        profile = profile[0]
-    if isinstance(profile, dict):
-        if isinstance(profile.get("opt_batch"), int):
-            return profile["opt_batch"]
-        shapes = profile.get("opt")
-        if isinstance(shapes, dict):
-            shapes = next(iter(shapes.values()), None)
-        if isinstance(shapes, list) and shapes and isinstance(shapes[0], int):
-            return shapes[0]
-        for value in profile.values():
-            if isinstance(value, dict) and isinstance(value.get("opt"), list):
-                return int(value["opt"][0])
-    return record.get("opt_batch") if isinstance(record.get("opt_batch"), int) else None
+def _engine_profile_opts(record: dict[str, Any]) -> list[int]:
+    """The batch sizes the engine's profiles were tuned for (Triton's preferred sizes)."""
+    return [r[1] for r in _engine_batch_ranges(record)]
 
 
 def _onnx_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -531,7 +515,7 @@ def plan_triton(
                     "the engine's optimization profile is not in the manifest: make sure it "
                     f"accepts batch {max_batch}"
                 )
-            opts = sorted({o for o in (_engine_profile_opt(r) for _, r, _ in group) if o})
+            opts = sorted({o for _, r, _ in group for o in _engine_profile_opts(r)})
             preferred = options.preferred_batch or tuple(o for o in opts if o <= max_batch)
             models.append(
                 TritonModel(
