@@ -279,26 +279,21 @@ def measure_activations(
     import onnx
     import onnxruntime as ort
 
+    from vggdeploy.calibration.calibrators import serialize_with_outputs
+
     known = _value_types(model)
     existing = {o.name for o in model.graph.output}
-    extra = []
-    for node in model.graph.node:
-        for out in node.output:
-            if out not in existing and known.get(out) == onnx.TensorProto.FLOAT:
-                extra.append(onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None))
-    names = [v.name for v in extra]
+    names = [
+        out
+        for node in model.graph.node
+        for out in node.output
+        if out not in existing and known.get(out) == onnx.TensorProto.FLOAT
+    ]
     options = ort.SessionOptions()
     options.log_severity_level = 3
     # Fusions would hide the tensors we ask for; measure the graph as written.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    # Expose the tensors on the caller's model only while serializing it: a copy of a VGG-16
-    # graph is another 0.5 GB.
-    count = len(model.graph.output)
-    model.graph.output.extend(extra)
-    try:
-        serialized = model.SerializeToString()
-    finally:
-        del model.graph.output[count:]
+    serialized = serialize_with_outputs(model, names)
     session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
     del serialized
     fetch = [output_name, *names]
