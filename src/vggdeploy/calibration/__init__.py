@@ -341,21 +341,20 @@ def compare_on_images(
         del session
         return np.concatenate(logits).reshape(sum(len(x) for x in logits), -1)
 
+    from vggdeploy.validate import compare_outputs
+
     a = run_all(reference).astype(np.float64)
     b = run_all(candidate).astype(np.float64)
+    figures = compare_outputs(a, b)  # the same metrics `validate` judges
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     per_image = np.divide((a * b).sum(axis=1), norms, out=np.ones(len(a)), where=norms > 0)
-    flat = float(np.linalg.norm(a) * np.linalg.norm(b))
-    k = min(5, a.shape[1])
-    top_a, top_b = np.argsort(-a, axis=1)[:, :k], np.argsort(-b, axis=1)[:, :k]
-    overlap = [len(set(x) & set(y)) / k for x, y in zip(top_a, top_b)]
     return {
         "images": len(a),
-        "cosine": float((a * b).sum() / flat) if flat > 0 else 1.0,
+        "cosine": figures["cosine"],
         "cosine_mean": float(per_image.mean()),
         "cosine_min": float(per_image.min()),
-        "top1_agreement": float(np.mean(a.argmax(axis=1) == b.argmax(axis=1))),
-        "top5_overlap": float(np.mean(overlap)),
+        "top1_agreement": figures["top1"],
+        "top5_overlap": figures["top5"],
     }
 
 
