@@ -47,7 +47,7 @@ import numpy as np
 from vggdeploy.bundle import Bundle, atomic_path, atomic_write_json, atomic_write_text
 from vggdeploy.errors import CheckFailedError, InputError, VggDeployError
 from vggdeploy.runtimes import get_runtime
-from vggdeploy.runtimes.base import Runtime, TensorSpec
+from vggdeploy.runtimes.base import Runtime, TensorSpec, host_cpu
 
 log = logging.getLogger(__name__)
 
@@ -728,21 +728,8 @@ def flops_per_image(bundle: Bundle, image_size: int) -> int | None:
 
 def host_info() -> dict[str, Any]:
     """CPU model, cores, GPU, OS and Python: what a result depends on."""
-    cpu = platform.processor() or platform.machine()
-    flags: list[str] = []
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        cpu = m.group(1).strip() if m else cpu
-        fm = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-        if fm:
-            have = set(fm.group(1).split())
-            flags = [
-                f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in have
-            ]
-    except OSError:
-        pass
+    cpu, have = host_cpu()
+    flags = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in have]
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -53,6 +53,24 @@ class TensorSpec:
                 )
 
 
+def host_cpu() -> tuple[str, set[str]]:
+    """This host's CPU model name and feature flags (from /proc/cpuinfo where it exists)."""
+    import platform
+    import re
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return name, flags
+    if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
+        name = m.group(1).strip()
+    if m := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
+        flags = set(m.group(1).split())
+    return name, flags
+
+
 def format_shape(shape: tuple[int | str, ...]) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 

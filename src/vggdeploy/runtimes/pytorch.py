@@ -12,7 +12,6 @@ the model computes in half precision on the GPU and its logits are returned as f
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from vggdeploy.bundle import Bundle
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError, WeightsError
-from vggdeploy.runtimes.base import Runtime, TensorSpec
+from vggdeploy.runtimes.base import Runtime, TensorSpec, host_cpu
 
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
@@ -91,7 +90,7 @@ class TorchRuntime(Runtime):
             info["torch"] = torch.__version__
             info["threads"] = torch.get_num_threads()
             info["device_name"] = (
-                torch.cuda.get_device_name() if self.device == "cuda" else _cpu_name()
+                torch.cuda.get_device_name() if self.device == "cuda" else host_cpu()[0]
             )
             info["weights"] = {k: v for k, v in self._weights.items() if k != "path"}
         return info
@@ -206,14 +205,3 @@ def check_weights_sha(record: dict[str, Any], got: str | None, where: str) -> No
             f"weights {where} changed since the bundle was exported (sha256 differs from the "
             "manifest): restore the original file or re-export the bundle"
         )
-
-
-def _cpu_name() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return name
