@@ -153,11 +153,24 @@ def test_engine_host_rules() -> None:
     # other TensorRT version
     other_trt = check_engine_host(RECORD, host("10.3.0", "8.7"))
     assert not other_trt["runnable"] and "built with TensorRT 10.16.1.11" in other_trt["reasons"][0]
-    # version-compatible engines run on later releases of the same major version only
+    # version-compatible engines run on the same or later releases of their major version, and
+    # across majors only 8 -> 10 and 10 -> 11 (NVIDIA's TensorRT 11.4.1 support matrix)
     vc = engine_record(vc=True)
     assert check_engine_host(vc, host("10.17.0", "8.7"))["runnable"]
     assert not check_engine_host(vc, host("10.3.0", "8.7"))["runnable"]
-    assert not check_engine_host(vc, host("11.4.0", "8.7"))["runnable"]
+    assert check_engine_host(vc, host("11.4.0", "8.7"))["runnable"]
+    assert not check_engine_host(vc, host("12.0.0", "8.7"))["runnable"]
+    assert not check_engine_host(engine_record(trt="8.6.1", vc=True), host("11.4.0", "8.7"))[
+        "runnable"
+    ]
+    assert not check_engine_host(engine_record(trt="11.4.0", vc=True), host("10.16.1.11", "8.7"))[
+        "runnable"
+    ]
+    # and inspect agrees with the runtime on each of those
+    from vggdeploy.runtimes.trt import version_incompatibility
+
+    assert version_incompatibility(vc, "11.4.0") is None
+    assert "8 -> 10 and 10 -> 11" in version_incompatibility(vc, "12.0.0")
     # nothing here at all: both reasons are given
     none = check_engine_host(RECORD, host(None))
     assert len(none["reasons"]) == 2

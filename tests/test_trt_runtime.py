@@ -241,6 +241,13 @@ def test_check_compatibility_unit() -> None:
         RuntimeUnavailableError, match="not portable across TensorRT|only on the TensorRT version"
     ):
         check_compatibility(record, "10.3.0.31", host)
+    # version-compatible: later releases of the same major, and 10 -> 11, but not 10 -> 12
+    record["flags"]["version_compatible"] = True
+    check_compatibility(record, "10.16.1.11", host)
+    check_compatibility(record, "11.4.0.106", host)
+    with pytest.raises(RuntimeUnavailableError, match="only 8 -> 10 and 10 -> 11"):
+        check_compatibility(record, "12.0.0.1", host)
+    record["flags"]["version_compatible"] = False
     record["flags"]["hardware_compat"] = "ampere+"
     with pytest.raises(RuntimeUnavailableError, match="Jetson"):
         check_compatibility(record, "10.3.0.30", host)

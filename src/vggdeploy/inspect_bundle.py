@@ -239,21 +239,6 @@ def _gpu_capabilities() -> tuple[list[dict[str, str]], str | None]:
     return [], "no NVIDIA GPU found (no nvidia-smi, and no CUDA build of PyTorch)"
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in str(text).split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
-def _cc_tuple(text: str) -> tuple[int, int]:
-    major, _, minor = str(text).partition(".")
-    return int(major), int(minor or 0)
-
-
 _HW_NAMES = {
     "none": HW_NONE,
     "ampere+": HW_AMPERE_PLUS,
@@ -287,53 +272,30 @@ def engine_facts(record: dict[str, Any]) -> dict[str, Any]:
 def check_engine_host(record: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
     """Whether `host` (from `probe_host`) can deserialize the engine in `record`, and why not.
 
-    TensorRT's rules: an engine runs only under the TensorRT version that built it, unless it
-    was built version-compatible (then any later release of the same major version); and only
-    on GPUs of the compute capability it was built on, unless built hardware-compatible
-    (AMPERE_PLUS: any compute capability 8.0 or newer).
+    The rules are the TensorRT runtime's own (`version_incompatibility`, `gpu_incompatibility`),
+    so `inspect` and `TrtRuntime` never disagree; the engine is runnable when some GPU of the
+    host can run it.
     """
+    from vggdeploy.runtimes.trt import gpu_incompatibility, version_incompatibility
+
     facts = engine_facts(record)
     reasons: list[str] = []
     if host.get("tensorrt") is None:
         reasons.append(host.get("tensorrt_error") or "TensorRT is not installed")
-    elif facts["tensorrt_version"]:
-        built, here = _version_tuple(facts["tensorrt_version"]), _version_tuple(host["tensorrt"])
-        if facts["version_compatible"] and here[:3] != built[:3]:
-            if here[:1] != built[:1] or here < built:
-                reasons.append(
-                    f"built version-compatible with TensorRT {facts['tensorrt_version']}: needs "
-                    f"TensorRT {built[0]}.x at least that version, this host has {host['tensorrt']}"
-                )
-            elif facts["exclude_lean_runtime"]:
-                reasons.append(
-                    f"built version-compatible with TensorRT {facts['tensorrt_version']} but "
-                    f"without its lean runtime, so TensorRT {host['tensorrt']} cannot run it"
-                )
-        elif here[:3] != built[:3]:
-            reasons.append(
-                f"built with TensorRT {facts['tensorrt_version']}, this host has "
-                f"{host['tensorrt']} (engines run only under the TensorRT that built them "
-                "unless built version-compatible): rebuild with `vggdeploy build` here"
-            )
+    elif why := version_incompatibility(record, host["tensorrt"]):
+        reasons.append(f"{why}: rebuild with `vggdeploy build` here")
     gpus = host.get("gpus") or []
     if not gpus:
         reasons.append(host.get("gpu_error") or "no NVIDIA GPU found")
-    elif facts["compute_capability"]:
-        built_cc = _cc_tuple(facts["compute_capability"])
-        here_ccs = [_cc_tuple(g["compute_capability"]) for g in gpus]
-        if facts["hardware_compatibility"] == HW_AMPERE_PLUS:
-            ok = any(cc >= (8, 0) for cc in here_ccs)
-            why = "built hardware-compatible (AMPERE_PLUS): needs compute capability 8.0 or newer"
-        else:
-            ok = built_cc in here_ccs
-            why = (
-                f"built for compute capability {facts['compute_capability']} "
-                "(engines are specific to a GPU architecture unless built hardware-compatible): "
-                "rebuild with `vggdeploy build` on this GPU"
+    else:
+        why_not = [
+            gpu_incompatibility(
+                record, g["compute_capability"], f"this host's GPU is {g['name']}", jetson=False
             )
-        if not ok:
-            have = ", ".join(f"{g['name']} ({g['compute_capability']})" for g in gpus)
-            reasons.append(f"{why}; this host has {have}")
+            for g in gpus
+        ]
+        if all(why_not):
+            reasons.append(f"{why_not[0]}: rebuild with `vggdeploy build` on this GPU")
     return {"runnable": not reasons, "reasons": reasons, **facts}
 
 

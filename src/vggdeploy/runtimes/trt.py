@@ -234,6 +234,80 @@ def rebuild_hint(bundle_root: str | os.PathLike[str] | None, precision: str) -> 
     return f"rebuild it on this machine with `vggdeploy build {where} --precision {precision}`"
 
 
+# Across major versions, version-compatible engines run only on these (built, runtime) pairs
+# of TensorRT majors (NVIDIA's TensorRT 11.4.1 support matrix, "Engine Portability").
+CROSS_MAJOR_VERSION_COMPAT = {(8, 10), (10, 11)}
+
+
+def version_incompatibility(record: dict[str, Any], host_version: str) -> str | None:
+    """Why TensorRT `host_version` cannot deserialize the engine in `record`, or None.
+
+    Engines run only on the TensorRT that built them, unless built version-compatible: then on
+    the same or a later release of that major version, or of a supported later major.
+    """
+    built = str(record.get("tensorrt_version") or "")
+    if not built:
+        return None
+    flags = record.get("flags") or {}
+    built_v, host_v = version_tuple(built), version_tuple(host_version)
+    if built_v == host_v:
+        return None
+    if not flags.get("version_compatible"):
+        return (
+            f"was built with TensorRT {built} but this host has {host_version}; engines run "
+            "only on the TensorRT version that built them (unless built with --version-compatible)"
+        )
+    if host_v < built_v:
+        return (
+            f"was built with TensorRT {built}, newer than this host's {host_version}; "
+            "version-compatible engines run on the same or later TensorRT only"
+        )
+    if host_v[0] != built_v[0] and (built_v[0], host_v[0]) not in CROSS_MAJOR_VERSION_COMPAT:
+        return (
+            f"was built version-compatible with TensorRT {built}, which TensorRT {host_version} "
+            "cannot run: across major versions NVIDIA supports only 8 -> 10 and 10 -> 11"
+        )
+    if flags.get("exclude_lean_runtime"):
+        return (
+            f"was built version-compatible with TensorRT {built} but without its lean runtime "
+            f"(--exclude-lean-runtime), so TensorRT {host_version} cannot run it"
+        )
+    return None
+
+
+def gpu_incompatibility(
+    record: dict[str, Any], compute_capability: str, gpu: str, *, jetson: bool = False
+) -> str | None:
+    """Why the engine in `record` cannot run on a GPU of `compute_capability`, or None.
+
+    `gpu` names that GPU in the message (e.g. "GPU 0 is Tesla T4"). Engines are specific to
+    the compute capability they were built on, unless built hardware-compatible (ampere+: any
+    compute capability 8.0 or later, but not on Jetson).
+    """
+    built_gpu = record.get("gpu") or {}
+    built_cc = str(built_gpu.get("compute_capability") or "")
+    hardware = (record.get("flags") or {}).get("hardware_compat") or "none"
+    if hardware == "ampere+":
+        if version_tuple(compute_capability) < (8, 0):
+            return (
+                "was built hardware-compatible for Ampere and later (compute capability 8.0+), "
+                f"but {gpu} (compute capability {compute_capability})"
+            )
+        if jetson:
+            return (
+                "was built hardware-compatible (ampere+), which TensorRT does not support on "
+                "Jetson/JetPack"
+            )
+        return None
+    if built_cc and str(compute_capability) != built_cc:
+        return (
+            f"was built for compute capability {built_cc} ({built_gpu.get('name', '?')}) but "
+            f"{gpu} (compute capability {compute_capability}); engines are not portable "
+            "across GPU architectures"
+        )
+    return None
+
+
 def check_compatibility(
     record: dict[str, Any],
     host_trt_version: str,
@@ -247,64 +321,28 @@ def check_compatibility(
     `record` is the engine's manifest entry (see `vggdeploy.exporter.engine`); `device` is a
     `_cuda.DeviceInfo` for the GPU it would run on.
     """
-    built_version = str(record.get("tensorrt_version", ""))
-    gpu = record.get("gpu") or {}
-    built_cc = str(gpu.get("compute_capability", ""))
-    flags = record.get("flags") or {}
-    version_compatible = bool(flags.get("version_compatible"))
-    lean_excluded = bool(flags.get("exclude_lean_runtime"))
-    hardware = flags.get("hardware_compat", "none")
     hint = rebuild_hint(bundle_root, precision)
     name = record.get("path", engine_file_name(precision))
-
-    host_v, built_v = version_tuple(host_trt_version), version_tuple(built_version)
-    if built_version and host_v != built_v:
-        if not version_compatible:
-            raise RuntimeUnavailableError(
-                f"{name} was built with TensorRT {built_version} but this host has "
-                f"{host_trt_version}; engines run only on the TensorRT version that built them "
-                f"(unless built with --version-compatible): {hint}"
-            )
-        if host_v < built_v:
-            raise RuntimeUnavailableError(
-                f"{name} was built with TensorRT {built_version}, newer than this host's "
-                f"{host_trt_version}; version-compatible engines run on the same or later "
-                f"TensorRT only: upgrade TensorRT or {hint}"
-            )
-        if lean_excluded:
-            raise RuntimeUnavailableError(
-                f"{name} was built version-compatible with TensorRT {built_version} but without "
-                f"its lean runtime (--exclude-lean-runtime), so TensorRT {host_trt_version} "
-                f"cannot run it: {hint}, or rebuild without --exclude-lean-runtime"
-            )
-
-    host_cc = str(device.compute_capability)
-    if built_cc and hardware in ("none", "same-cc", None) and host_cc != built_cc:
-        raise RuntimeUnavailableError(
-            f"{name} was built for compute capability {built_cc} ({gpu.get('name', '?')}) but "
-            f"GPU {device.index} is {device.name} (compute capability {host_cc}); engines are "
-            f"not portable across GPU architectures: {hint}"
+    reason = version_incompatibility(record, host_trt_version)
+    if reason is None:
+        reason = gpu_incompatibility(
+            record,
+            str(device.compute_capability),
+            f"GPU {device.index} is {device.name}",
+            jetson=bool(getattr(device, "jetson", False)),
         )
-    if hardware == "ampere+":
-        if version_tuple(host_cc) < (8, 0):
-            raise RuntimeUnavailableError(
-                f"{name} was built hardware-compatible for Ampere and later (compute capability "
-                f"8.0+), but GPU {device.index} is {device.name} (compute capability "
-                f"{host_cc}): {hint}"
-            )
-        if getattr(device, "jetson", False):
-            raise RuntimeUnavailableError(
-                f"{name} was built hardware-compatible (ampere+), which TensorRT does not support "
-                f"on Jetson/JetPack: {hint}"
-            )
-    if hardware == "none" and gpu.get("name") and gpu.get("name") != device.name:
+    if reason is not None:
+        raise RuntimeUnavailableError(f"{name} {reason}: {hint}")
+    built_gpu = (record.get("gpu") or {}).get("name")
+    hardware = (record.get("flags") or {}).get("hardware_compat", "none")
+    if hardware == "none" and built_gpu and built_gpu != device.name:
         log.warning(
             "%s was built on %s and runs on %s (same compute capability %s): it loads, but its "
             "kernels were tuned for the other GPU; rebuild here for best speed",
             name,
-            gpu.get("name"),
+            built_gpu,
             device.name,
-            host_cc,
+            device.compute_capability,
         )
 
 
