@@ -10,18 +10,26 @@ interrupted run never leaves a half-written artifact behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
-import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vggdeploy.errors import BundleError
+from vggdeploy.errors import BundleError, InputError
+
+if TYPE_CHECKING:
+    from vggdeploy.preprocess import Preprocessing
+    from vggdeploy.records import ArtifactRecord, Manifest
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION = 1
+#: the lock file beside the manifest; every read-modify-write of the manifest holds it
+LOCK_NAME = ".manifest.lock"
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
@@ -55,6 +63,13 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise InputError(
+                f"cannot write {dest} ({exc.strerror}): free some space or choose a writable place"
+            ) from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -76,7 +91,10 @@ def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_write_json(dest: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write_text(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON (NaN and infinities are refused, as every reader of ours refuses them)."""
+    from vggdeploy.records import dumps
+
+    atomic_write_text(dest, dumps(obj))
 
 
 def library_versions(*names: str) -> dict[str, str]:
@@ -95,14 +113,15 @@ def library_versions(*names: str) -> dict[str, str]:
 
 
 class Bundle:
-    """A bundle directory and its manifest.
+    """A bundle directory and its typed manifest (`vggdeploy.records.Manifest`).
 
-    `manifest["artifacts"]` maps a key such as `onnx.fp32`, `onnx.int8` or `engine.fp16` to a
-    record with at least `path` (relative to the bundle), `sha256`, `size`, `kind` and
-    `precision`; stages add their own facts to the record.
+    The bundle is a trust boundary: every path the manifest names is resolved through
+    `resolve`, which refuses absolute paths, `..` and symbolic links that leave the folder.
+    `add_artifact` and `update` hold the bundle's lock while they re-read, change and write the
+    manifest, so stages running at once on one bundle all keep their records.
     """
 
-    def __init__(self, root: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+    def __init__(self, root: str | os.PathLike[str], manifest: Manifest) -> None:
         self.root = Path(root)
         self.manifest = manifest
 
@@ -111,103 +130,168 @@ class Bundle:
     @classmethod
     def load(cls, root: str | os.PathLike[str]) -> Bundle:
         root = Path(root)
-        path = root / MANIFEST_NAME
         if not root.is_dir():
             raise BundleError(f"bundle {root} does not exist: create it with `vggdeploy export`")
+        path = root / MANIFEST_NAME
         if not path.is_file():
             raise BundleError(
                 f"{root} has no {MANIFEST_NAME}: it is not a vggdeploy bundle "
                 "(create one with `vggdeploy export`)"
             )
-        try:
-            manifest = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise BundleError(
-                f"{path} is not valid JSON ({exc}): re-run `vggdeploy export`"
-            ) from None
-        version = manifest.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise BundleError(
-                f"{path} has schema version {version!r}, this vggdeploy reads {SCHEMA_VERSION}: "
-                "re-export the bundle with this version"
-            )
-        manifest.setdefault("artifacts", {})
-        return cls(root, manifest)
+        return cls(root, read_manifest(path))
 
     @classmethod
-    def create(cls, root: str | os.PathLike[str], manifest: dict[str, Any]) -> Bundle:
-        manifest = {"schema_version": SCHEMA_VERSION, **manifest}
-        manifest.setdefault("artifacts", {})
+    def create(cls, root: str | os.PathLike[str], manifest: Manifest) -> Bundle:
         return cls(root, manifest)
 
     def save(self) -> None:
-        atomic_write_json(self.root / MANIFEST_NAME, self.manifest)
+        """Write the whole manifest (for a new bundle; stages use `add_artifact`/`update`)."""
+        with self.lock():
+            atomic_write_json(self.root / MANIFEST_NAME, self.manifest.to_json_dict())
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the bundle's manifest lock (released by the OS if the process dies)."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666 & ~_current_umask())
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("waiting for another vggdeploy process to finish with %s", self.root)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[Manifest]:
+        """Re-read the manifest under the lock, let the caller change it, write it back."""
+        with self.lock():
+            path = self.root / MANIFEST_NAME
+            manifest = read_manifest(path) if path.is_file() else self.manifest
+            yield manifest
+            atomic_write_json(path, manifest.to_json_dict())
+            self.manifest = manifest
+
+    # -- containment ----------------------------------------------------------------------------
+
+    def resolve(self, rel: str, field: str = "path") -> Path:
+        """The file a manifest path names, refused unless it stays inside the bundle."""
+        from vggdeploy.records import check_relative
+
+        try:
+            check_relative(rel, field)
+        except ValueError as exc:
+            raise BundleError(f"{self.root / MANIFEST_NAME}: {exc}") from None
+        path = self.root / rel
+        root_real = self.root.resolve()
+        if not path.resolve().is_relative_to(root_real):
+            raise BundleError(
+                f"{self.root / MANIFEST_NAME}: {field} {rel!r} leads outside the bundle through "
+                "a symbolic link: replace the link with the file itself"
+            )
+        return path
 
     # -- artifacts ------------------------------------------------------------------------------
 
     @property
-    def artifacts(self) -> dict[str, dict[str, Any]]:
-        return self.manifest["artifacts"]
+    def artifacts(self) -> dict[str, ArtifactRecord]:
+        return self.manifest.artifacts
 
     def has_artifact(self, key: str) -> bool:
-        return key in self.artifacts and (self.root / self.artifacts[key]["path"]).is_file()
-
-    def artifact(self, key: str) -> dict[str, Any]:
         if key not in self.artifacts:
+            return False
+        return self.resolve(self.artifacts[key].path, f"artifacts.{key}.path").is_file()
+
+    def artifact(self, key: str) -> ArtifactRecord:
+        if key not in self.artifacts:
+            from vggdeploy.precision import make_command
+
             have = ", ".join(sorted(self.artifacts)) or "none"
-            raise BundleError(f"bundle {self.root} has no artifact {key!r} (it has: {have})")
+            raise BundleError(
+                f"bundle {self.root} has no artifact {key!r} (it has: {have}); create it with "
+                f"`{make_command(key, str(self.root))}`"
+            )
         return self.artifacts[key]
 
     def artifact_path(self, key: str, *, verify: bool = False) -> Path:
-        """Absolute path of an artifact; with `verify`, check its sha256 against the manifest."""
+        """Path of an artifact inside the bundle; with `verify`, check its sha256."""
         record = self.artifact(key)
-        path = self.root / record["path"]
+        path = self.resolve(record.path, f"artifacts.{key}.path")
         if not path.is_file():
             raise BundleError(f"{path} is listed in the manifest but missing: re-create it")
-        if verify and sha256_file(path) != record["sha256"]:
+        if verify and sha256_file(path) != record.sha256:
             raise BundleError(
                 f"{path} does not match the sha256 in the manifest (modified or corrupt): "
                 "re-create it"
             )
         return path
 
-    def add_artifact(self, key: str, path: str | os.PathLike[str], **info: Any) -> dict[str, Any]:
-        """Record a file already written inside the bundle, with its size and sha256."""
+    def add_artifact(self, key: str, path: str | os.PathLike[str], **facts: Any) -> ArtifactRecord:
+        """Record a file already written inside the bundle, with its size and sha256.
+
+        `facts` are the record's fields (`kind`, `precision`, and the stage's own); the record is
+        validated, then written under the lock so a concurrent stage's record is kept too.
+        """
+        from vggdeploy.records import EngineRecord, OnnxArtifact
+
         path = Path(path)
         abs_path = path if path.is_absolute() else self.root / path
-        record = {
-            "path": Path(os.path.relpath(abs_path, self.root)).as_posix(),
-            "sha256": sha256_file(abs_path),
-            "size": abs_path.stat().st_size,
-            **info,
-        }
-        self.artifacts[key] = record
+        rel = Path(os.path.relpath(abs_path, self.root)).as_posix()
+        data = {"path": rel, "sha256": sha256_file(abs_path), "size": abs_path.stat().st_size}
+        data.update(facts)
+        cls = EngineRecord if data.get("kind") == "tensorrt-engine" else OnnxArtifact
+        record = cls.model_validate(data)
+        with self.update() as manifest:
+            manifest.artifacts[key] = record
         return record
 
     # -- convenience views ----------------------------------------------------------------------
 
     @property
-    def model(self) -> dict[str, Any]:
-        return self.manifest["model"]
+    def model(self) -> Any:
+        return self.manifest.model
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
-        return self.manifest["preprocessing"]
+    def preprocessing(self) -> Preprocessing:
+        """The bundle's preprocessing, as the object every image loader takes."""
+        from vggdeploy.preprocess import Preprocessing
+
+        return Preprocessing.from_dict(self.manifest.preprocessing.to_json_dict())
 
     @property
     def input_name(self) -> str:
-        return self.manifest["io"]["inputs"][0]["name"]
+        return self.manifest.input.name
 
     @property
     def output_name(self) -> str:
-        return self.manifest["io"]["outputs"][0]["name"]
+        return self.manifest.output.name
 
     def labels(self) -> list[str] | None:
         """Class names, one per output index, if the bundle carries them."""
-        rel = self.manifest.get("labels")
+        rel = self.manifest.labels
         if not rel:
             return None
-        path = self.root / rel
+        path = self.resolve(rel, "labels")
         if not path.is_file():
             raise BundleError(f"{path} is listed in the manifest but missing: re-export the bundle")
-        return [line.rstrip("\n") for line in path.read_text("utf-8").splitlines()]
+        try:
+            return [line.rstrip("\n") for line in path.read_text("utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BundleError(
+                f"{path} cannot be read as UTF-8 text ({exc}): re-export the bundle"
+            ) from None
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Read and validate a manifest file; every problem is one `BundleError` line."""
+    from vggdeploy.records import manifest_from_data, parse_json
+
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} cannot be read ({exc}): re-create the bundle") from None
+    return manifest_from_data(parse_json(text, str(path)), str(path))

@@ -1,0 +1,183 @@
+"""Input sets: what the toolchain feeds a model to check it.
+
+Seeded random tensors (cheap, deterministic; fine for fp32/fp16 parity, a poor judge of INT8),
+a folder of images through the bundle's preprocessing, and the photographs shipped with the
+package (`data/calibration_images`, public domain / CC0), which `validate` and `pipeline` both
+use to judge INT8 when the user gives no images. Structured synthetic images stand in only if
+the package data is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vggdeploy.bundle import atomic_path
+from vggdeploy.errors import InputError
+
+if TYPE_CHECKING:
+    from vggdeploy.bundle import Bundle
+
+DEFAULT_SAMPLES = 16
+DEFAULT_BATCH = 8
+
+
+class InputSet:
+    """A re-iterable stream of input batches: seeded random tensors or preprocessed images.
+
+    Each call of `batches()` yields the same arrays again (regenerated from the seed, or the
+    images read again), so runtimes can run one after another without holding every input.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        shape: tuple[int, int, int],
+        *,
+        samples: int,
+        batch: int,
+        seed: int = 0,
+        paths: Sequence[Path] = (),
+        preprocessing: Any = None,
+    ) -> None:
+        if batch < 1:
+            raise InputError(f"--batch {batch} must be a positive integer")
+        if samples < 1:
+            raise InputError(f"--samples {samples} must be a positive integer")
+        self.kind, self.shape, self.samples, self.batch, self.seed = (
+            kind,
+            shape,
+            samples,
+            batch,
+            seed,
+        )
+        self.paths = list(paths)
+        self.preprocessing = preprocessing
+
+    @classmethod
+    def random(
+        cls,
+        bundle: Bundle,
+        *,
+        samples: int = DEFAULT_SAMPLES,
+        batch: int = DEFAULT_BATCH,
+        seed: int = 0,
+    ) -> InputSet:
+        """Standard-normal tensors (like normalised images) of the bundle's input shape."""
+        return cls("random", bundle_input_shape(bundle), samples=samples, batch=batch, seed=seed)
+
+    @classmethod
+    def photographs(
+        cls, bundle: Bundle, *, samples: int | None = None, batch: int = DEFAULT_BATCH
+    ) -> InputSet:
+        """The photographs shipped with vggdeploy (real images: what INT8 is judged on when the
+        user gives none). `kind` is "photographs" so reports can say so."""
+        inputs = cls.images(bundle, default_images_dir(), samples=samples, batch=batch)
+        inputs.kind = "photographs"
+        return inputs
+
+    @classmethod
+    def images(
+        cls,
+        bundle: Bundle,
+        folder: str | os.PathLike[str],
+        *,
+        samples: int | None = None,
+        batch: int = DEFAULT_BATCH,
+    ) -> InputSet:
+        """Images under `folder` (sorted; the first `samples` if given) via the bundle's
+        preprocessing."""
+        from vggdeploy.preprocess import find_images
+
+        paths = find_images(folder)
+        if samples is not None:
+            paths = paths[:samples]
+        pre = bundle.preprocessing
+        shape = (3, pre.crop, pre.crop)
+        return cls("images", shape, samples=len(paths), batch=batch, paths=paths, preprocessing=pre)
+
+    def batches(self) -> Iterator[np.ndarray]:
+        if self.kind == "random":
+            rng = np.random.default_rng(self.seed)
+            for start in range(0, self.samples, self.batch):
+                n = min(self.batch, self.samples - start)
+                yield rng.standard_normal((n, *self.shape), dtype=np.float32)
+        else:
+            from vggdeploy.preprocess import iter_batches
+
+            for _, array in iter_batches(self.paths, self.preprocessing, self.batch):
+                yield array
+
+    def describe(self) -> str:
+        size = "x".join(str(d) for d in self.shape)
+        if self.kind == "random":
+            return f"{self.samples} random inputs {size} (seed {self.seed}, batch {self.batch})"
+        if self.kind == "photographs":
+            return f"the {self.samples} photographs shipped with vggdeploy ({size}, batch {self.batch})"
+        folder = os.path.commonpath([str(p.parent) for p in self.paths]) if self.paths else ""
+        return f"{self.samples} images from {folder} ({size}, batch {self.batch})"
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "kind": self.kind,
+            "samples": self.samples,
+            "batch": self.batch,
+            "shape": list(self.shape),
+        }
+        if self.kind == "random":
+            data["seed"] = self.seed
+        else:
+            data["files"] = [str(p) for p in self.paths]
+        return data
+
+
+def bundle_input_shape(bundle: Bundle) -> tuple[int, int, int]:
+    """(C, H, W) of the bundle's input; dynamic H/W (dense models) take the export image size."""
+    dims = bundle.manifest.input.shape[1:]
+    size = bundle.model.image_size
+    c, h, w = (d if isinstance(d, int) and d > 0 else size for d in dims)
+    return (c, h, w)
+
+
+def default_images_dir() -> Path:
+    """The calibration photographs shipped as package data."""
+    from importlib import resources
+
+    return Path(str(resources.files("vggdeploy").joinpath("data/calibration_images")))
+
+
+def synthetic_images(dest: Path, count: int = 12, size: int = 256, seed: int = 0) -> Path:
+    """Write `count` structured synthetic images (gratings, checkerboards, blobs; not noise)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    for i in range(count):
+        kind = i % 4
+        colour = rng.uniform(0.2, 1.0, 3)
+        if kind == 0:  # oriented sinusoidal grating
+            angle, freq = rng.uniform(0, np.pi), rng.uniform(4, 24)
+            base = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
+        elif kind == 1:  # checkerboard
+            n = int(rng.integers(4, 16))
+            base = ((np.floor(xx * n) + np.floor(yy * n)) % 2).astype(np.float32)
+        elif kind == 2:  # soft blobs
+            base = np.zeros_like(xx)
+            for _ in range(6):
+                cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.25)
+                base += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+            base /= base.max()
+        else:  # radial rings on a gradient
+            cx, cy = rng.uniform(0.3, 0.7, 2)
+            base = 0.5 + 0.5 * np.cos(40 * np.hypot(xx - cx, yy - cy)) * (0.5 + 0.5 * xx)
+        # a bright colour against a dark version of another: contrast in every image
+        dark = rng.uniform(0.0, 0.15, 3)
+        rgb = base[..., None] * colour + (1 - base[..., None]) * dark
+        img = Image.fromarray(np.clip(rgb * 255, 0, 255).astype(np.uint8), "RGB")
+        with atomic_path(dest / f"synthetic_{i:02d}.png") as tmp:
+            img.save(tmp, format="PNG")
+    return dest

@@ -1,0 +1,66 @@
+"""The one constructor of CPU ONNX Runtime sessions used for checks inside the toolchain
+(export parity, FP16 measurement, calibration passes, held-out comparisons, bench's bare loop).
+
+Runtimes the user picks (`onnxruntime:cuda` ...) go through `vggdeploy.runtimes.onnxrt`; this is
+for the toolchain's own work on the CPU, where a provider choice would only get in the way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from vggdeploy.errors import InputError, RuntimeUnavailableError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'vggdeploy[cpu]' (or [gpu])"
+
+
+def import_ort() -> Any:
+    """`onnxruntime`, or one error line saying how to install it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeUnavailableError(f"ONNX Runtime is not installed: {INSTALL_HINT}") from None
+    return ort
+
+
+def cpu_session(
+    model: str | os.PathLike[str] | bytes,
+    *,
+    threads: int | None = None,
+    optimize: bool = True,
+    memory_arena: bool = True,
+    optimized_model_path: str | os.PathLike[str] | None = None,
+) -> Any:
+    """An `InferenceSession` on ONNX Runtime's CPU provider.
+
+    Args:
+        model: a path, or serialized ONNX bytes.
+        threads: `intra_op_num_threads` (None: ONNX Runtime's default).
+        optimize: False measures the graph as written (no fusions hide intermediate tensors).
+        memory_arena: False returns each run's buffers to the allocator (keeps calibration
+            passes over many batches flat in memory).
+        optimized_model_path: write ONNX Runtime's optimized graph there (to count fused kernels).
+    """
+    ort = import_ort()
+    options = ort.SessionOptions()
+    # ONNX Runtime's own warnings only at -vv.
+    options.log_severity_level = 2 if log.isEnabledFor(logging.DEBUG) else 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not memory_arena:
+        options.enable_cpu_mem_arena = False
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        where = "the model" if isinstance(model, bytes) else str(model)
+        raise InputError(f"ONNX Runtime cannot load {where}: {first}") from None
