@@ -1,29 +1,20 @@
 """One interface over PyTorch, ONNX Runtime and TensorRT.
 
-`RUNTIMES` maps a runtime name to the import path of its class; nothing heavy is imported
-until `get_runtime` is called with that name.
+`registry` maps runtime names to classes (imported only when chosen) and parses the one spec
+grammar, `NAME[:VARIANT...][@PRECISION]`; `base` holds the `Runtime` contract.
 """
 
 from __future__ import annotations
 
-import importlib
+from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec
+from vggdeploy.runtimes.registry import RUNTIMES, RuntimeSpec, parse_spec, runtime_class
 
-from vggdeploy.errors import InputError
-from vggdeploy.runtimes.base import Runtime, TensorSpec
-
-RUNTIMES: dict[str, str] = {
-    "torch": "vggdeploy.runtimes.pytorch:TorchRuntime",
-    "onnxruntime": "vggdeploy.runtimes.onnxrt:OrtRuntime",
-    "tensorrt": "vggdeploy.runtimes.trt:TrtRuntime",
-}
-
-
-def get_runtime(name: str) -> type[Runtime]:
-    """The runtime class registered under `name`, imported now."""
-    if name not in RUNTIMES:
-        raise InputError(f"unknown runtime {name!r}: choose one of {', '.join(RUNTIMES)}")
-    module_name, class_name = RUNTIMES[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
-
-
-__all__ = ["RUNTIMES", "Runtime", "TensorSpec", "get_runtime"]
+__all__ = [
+    "RUNTIMES",
+    "Runtime",
+    "RuntimeDescription",
+    "RuntimeSpec",
+    "TensorSpec",
+    "parse_spec",
+    "runtime_class",
+]

@@ -9,12 +9,17 @@ Timing lives in the benchmark, not here.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from vggdeploy import precision as P
 from vggdeploy.errors import InputError
+
+if TYPE_CHECKING:
+    from vggdeploy.bundle import Bundle
 
 
 @dataclass(frozen=True)
@@ -53,33 +58,99 @@ class TensorSpec:
                 )
 
 
-def host_cpu() -> tuple[str, set[str]]:
-    """This host's CPU model name and feature flags (from /proc/cpuinfo where it exists)."""
-    import platform
-    import re
-
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return name, flags
-    if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
-        name = m.group(1).strip()
-    if m := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
-        flags = set(m.group(1).split())
-    return name, flags
-
-
 def format_shape(shape: tuple[int | str, ...]) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
+class SpecLike(Protocol):
+    """What a runtime class reads of a `registry.RuntimeSpec` (kept here so the contract does
+    not import the registry, which imports the contract)."""
+
+    name: str
+    precision: str | None
+
+    @property
+    def device(self) -> str | None: ...
+
+    @property
+    def runtime(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RuntimeDescription:
+    """What really runs, for reports and bench results: the same fields for every backend,
+    plus `details` for the backend's own facts (providers, engine build, threads...)."""
+
+    runtime: str
+    label: str
+    precision: str
+    device: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime,
+            "label": self.label,
+            "precision": self.precision,
+            "device": self.device,
+            **dict(self.details),
+        }
+
+
 class Runtime(abc.ABC):
-    """Base class of every backend. Subclasses implement `_load`, `_infer` and maybe `_close`."""
+    """Base class of every backend. Subclasses implement `_load`, `_infer` and maybe `_close`,
+    and declare what the registry's spec grammar may say about them (below)."""
 
     #: the registry name ("torch", "onnxruntime", "tensorrt")
     name: str = ""
+
+    # -- declarations read by `vggdeploy.runtimes.registry` ------------------------------------
+    #: variant name (after `:` in a spec) -> constructor keyword arguments
+    VARIANTS: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: variants that exclude each other (a device or provider); the others are flags
+    EXCLUSIVE_VARIANTS: ClassVar[tuple[str, ...]] = ()
+    #: the device/provider when a spec names none
+    DEFAULT_VARIANT: ClassVar[str | None] = None
+    #: precision names this runtime can run at all (`@PRECISION`)
+    PRECISIONS: ClassVar[tuple[str, ...]] = ()
+    PRECISION_HINT: ClassVar[str] = ""
+    #: "onnx" or "engine": the bundle artifacts it runs; None: it rebuilds the model itself
+    ARTIFACT_KIND: ClassVar[str | None] = None
+    #: shared command-line options its constructor takes (threads, allow_fallback, verbosity)
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
+    #: the Python package it needs, and how to install it
+    MODULE: ClassVar[str] = ""
+    INSTALL_HINT: ClassVar[str] = ""
+
+    @classmethod
+    def native_precisions(cls, device: str | None) -> tuple[str, ...]:
+        """Precisions a runtime without artifacts computes in on `device`."""
+        return cls.PRECISIONS
+
+    @classmethod
+    def available(cls, spec: SpecLike, **options: Any) -> str | None:
+        """Why this host cannot run `spec` (package, device, provider), or None. Cheap.
+        `options` are the shared runtime options (`allow_fallback` may accept a missing GPU)."""
+        from vggdeploy.host import module_missing
+
+        return module_missing(cls.MODULE, cls.INSTALL_HINT) if cls.MODULE else None
+
+    @classmethod
+    def artifact_unavailable(cls, bundle: Bundle, spec: SpecLike) -> str | None:
+        """Why `bundle` has nothing for `spec`'s precision to run, or None."""
+        precision = spec.precision or "fp32"
+        if cls.ARTIFACT_KIND is None:
+            allowed = cls.native_precisions(spec.device)
+            if precision not in allowed:
+                return (
+                    f"{spec.runtime} runs the PyTorch model in {' or '.join(allowed)} only; "
+                    f"{precision} is an ONNX/engine artifact (use onnxruntime or tensorrt)"
+                )
+            return None
+        key = f"{cls.ARTIFACT_KIND}.{precision}"
+        if not bundle.has_artifact(key):
+            return f"the bundle has no {key} artifact: create it with `{P.make_command(key, str(bundle.root))}`"
+        return None
 
     def __init__(self) -> None:
         self._loaded = False
@@ -121,9 +192,9 @@ class Runtime(abc.ABC):
         self._require_loaded()
         return self._outputs
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RuntimeDescription:
         """What really runs (device, providers, precision, versions): for reports and results."""
-        return {"runtime": self.name}
+        return RuntimeDescription(self.name, self.label, "fp32", "cpu")
 
     @property
     def label(self) -> str:
@@ -136,6 +207,10 @@ class Runtime(abc.ABC):
         """Run one batch. Checks every input against `inputs` before the backend sees it."""
         self._require_loaded()
         self.check_feed(feed)
+        return self._infer(feed)
+
+    def infer_unchecked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The benchmark's fast path: no checks. Call `infer` once first with the same shapes."""
         return self._infer(feed)
 
     def check_feed(self, feed: dict[str, np.ndarray]) -> None:
@@ -168,3 +243,26 @@ class Runtime(abc.ABC):
             raise RuntimeError(
                 f"{type(self).__name__} is not loaded: use it in a `with` block or call load()"
             )
+
+
+def infer_array(runtime: Runtime, x: np.ndarray) -> np.ndarray:
+    """`x` through a loaded runtime's first input; its first output as float32.
+
+    `x` is cast to the input's dtype (an fp16 ONNX may take float16). A model exported with a
+    fixed batch gets `x` in chunks of that size, the last one zero-padded and trimmed again.
+    """
+    spec = runtime.inputs[0]
+    out_name = runtime.outputs[0].name
+    x = x.astype(spec.dtype, copy=False)
+    fixed = spec.shape[0] if isinstance(spec.shape[0], int) and spec.shape[0] > 0 else None
+    if fixed is None or len(x) == fixed:
+        return np.asarray(runtime.infer({spec.name: x})[out_name], dtype=np.float32)
+    outputs = []
+    for start in range(0, len(x), fixed):
+        chunk = x[start : start + fixed]
+        n = len(chunk)
+        if n < fixed:
+            chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), chunk.dtype)])
+        out = np.asarray(runtime.infer({spec.name: chunk})[out_name], dtype=np.float32)
+        outputs.append(out[:n])
+    return np.concatenate(outputs)

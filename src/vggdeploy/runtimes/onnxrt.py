@@ -16,15 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from vggdeploy import precision as P
 from vggdeploy.bundle import Bundle, sha256_file
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
-from vggdeploy.runtimes.base import Runtime, TensorSpec
+from vggdeploy.ortsession import import_ort
+from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec
 
 log = logging.getLogger(__name__)
 
-#: precision -> bundle artifact key: fp32 is the export, the others come from `convert`/`calibrate`
+#: every ONNX precision: fp32 is the export, the others come from `convert`/`calibrate`
 #: ("int8": Q/DQ for TensorRT, symmetric int8; "int8-u8": Q/DQ for ONNX Runtime, uint8 activations)
-PRECISIONS = ("fp32", "fp16", "int8", "int8-u8")
+PRECISIONS = P.NAMES
 
 #: provider name -> ONNX Runtime execution providers in priority order
 PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -47,11 +49,6 @@ _ORT_TYPES = {
 }
 
 
-def artifact_key(precision: str) -> str:
-    """The bundle artifact that holds the ONNX model for `precision` (e.g. `onnx.int8`)."""
-    return f"onnx.{precision}"
-
-
 class OrtRuntime(Runtime):
     """An ONNX Runtime inference session over one ONNX model of a bundle.
 
@@ -64,7 +61,7 @@ class OrtRuntime(Runtime):
         provider: "cpu", "cuda" or "tensorrt".
         threads: `intra_op_num_threads` (None: ONNX Runtime's default, one per physical core).
         allow_fallback: accept a session that did not get the asked provider (warns loudly;
-            `describe()["providers"]` shows what really runs). Without it that is an error.
+            `describe().details["providers"]` shows what really runs). Without it that is an error.
         fp16: TensorRT provider only: let TensorRT pick FP16 kernels (`trt_fp16_enable`).
         engine_cache: TensorRT provider only: folder for built engines
             (`trt_engine_cache_enable` / `trt_engine_cache_path`).
@@ -73,6 +70,44 @@ class OrtRuntime(Runtime):
     """
 
     name = "onnxruntime"
+    VARIANTS = {
+        "cpu": {"provider": "cpu"},
+        "cuda": {"provider": "cuda"},
+        "tensorrt": {"provider": "tensorrt"},
+    }
+    EXCLUSIVE_VARIANTS = ("cpu", "cuda", "tensorrt")
+    DEFAULT_VARIANT = "cpu"
+    PRECISIONS = PRECISIONS
+    ARTIFACT_KIND = "onnx"
+    OPTIONS = ("threads", "allow_fallback")
+    MODULE = "onnxruntime"
+    INSTALL_HINT = "pip install 'vggdeploy[cpu]' (or [gpu])"
+
+    @classmethod
+    def available(cls, spec: Any, **options: Any) -> str | None:
+        reason = super().available(spec)
+        # With allow_fallback the session may run on the CPU instead (it warns and records it).
+        if (
+            reason is None
+            and spec.device in ("cuda", "tensorrt")
+            and not options.get("allow_fallback")
+        ):
+            import onnxruntime as ort
+
+            wanted = PROVIDERS[spec.device][0]
+            have = ort.get_available_providers()
+            if wanted not in have:
+                return (
+                    f"{wanted} is not in this onnxruntime build (it has {', '.join(have)}; "
+                    "install onnxruntime-gpu instead of onnxruntime)"
+                )
+        return reason
+
+    @classmethod
+    def artifact_unavailable(cls, bundle: Any, spec: Any) -> str | None:
+        if spec.device == "tensorrt" and spec.precision == "int8-u8":
+            return "int8-u8 (uint8 activations) is for ONNX Runtime's CPU; TensorRT runs int8"
+        return super().artifact_unavailable(bundle, spec)
 
     def __init__(
         self,
@@ -156,13 +191,8 @@ class OrtRuntime(Runtime):
             text += " (fell back to " + ",".join(self._active_short()) + ")"
         return text
 
-    def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {
-            "runtime": self.name,
-            "label": self.label,
-            "precision": self.precision,
-            "requested_provider": self.provider,
-        }
+    def describe(self) -> RuntimeDescription:
+        info: dict[str, Any] = {"requested_provider": self.provider}
         if self.is_loaded:
             session = self._session
             info.update(
@@ -181,23 +211,18 @@ class OrtRuntime(Runtime):
                     },
                 }
             )
-        return info
+        device = "cpu" if self.provider == "cpu" else f"cuda:{self.device_id}"
+        return RuntimeDescription(self.name, self.label, self.precision, device, details=info)
 
     # -- backend --------------------------------------------------------------------------------
 
     def _load(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RuntimeUnavailableError(
-                "ONNX Runtime is not installed: pip install 'vggdeploy[cpu]' "
-                "(or 'vggdeploy[gpu]' for CUDA and TensorRT)"
-            ) from None
+        ort = import_ort()
         self._ort_version = ort.__version__
         if self.bundle is not None:
-            key = artifact_key(self.precision)
+            key = P.onnx_key(self.precision)
             self._path = self.bundle.artifact_path(key, verify=True)
-            self._sha256 = self.bundle.artifact(key)["sha256"]
+            self._sha256 = self.bundle.artifact(key).sha256
         else:
             assert self.onnx_file is not None
             self._path = self.onnx_file
@@ -287,14 +312,10 @@ class OrtRuntime(Runtime):
 
 
 def _require_artifact(bundle: Bundle, precision: str) -> None:
-    key = artifact_key(precision)
+    key = P.onnx_key(precision)
     if key not in bundle.artifacts:
         have = sorted(k for k in bundle.artifacts if k.startswith("onnx."))
-        hint = {
-            "fp16": "vggdeploy convert --precision fp16",
-            "int8": "vggdeploy calibrate --target tensorrt",
-            "int8-u8": "vggdeploy calibrate --target onnxruntime",
-        }.get(precision, "vggdeploy export")
+        hint = P.make_command(key, str(bundle.root))
         raise BundleError(
             f"bundle {bundle.root} has no {precision} ONNX ({key}); it has "
             f"{', '.join(have) or 'none'}: create it with `{hint}`"

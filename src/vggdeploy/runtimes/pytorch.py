@@ -5,7 +5,7 @@ weights the ONNX was exported from (seeded random weights are regenerated from t
 weights file or torchvision's ImageNet checkpoint is read again and its sha256 checked against
 the manifest, so a changed file is refused instead of silently compared).
 
-Inputs and outputs are the bundle's (`manifest["io"]`, float32 both); with `precision="fp16"`
+Inputs and outputs are the bundle's (`manifest.io`, float32 both); with `precision="fp16"`
 the model computes in half precision on the GPU and its logits are returned as float32.
 """
 
@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from vggdeploy import host
 from vggdeploy.bundle import Bundle
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError, WeightsError
-from vggdeploy.runtimes.base import Runtime, TensorSpec, host_cpu
+from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec
 
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
@@ -40,6 +41,32 @@ class TorchRuntime(Runtime):
     """
 
     name = "torch"
+    VARIANTS = {
+        "cpu": {"device": "cpu"},
+        "cuda": {"device": "cuda"},
+        "channels-last": {"channels_last": True},
+    }
+    EXCLUSIVE_VARIANTS = ("cpu", "cuda")
+    DEFAULT_VARIANT = "cpu"
+    PRECISIONS = PRECISIONS
+    PRECISION_HINT = "INT8 runs in onnxruntime or tensorrt"
+    OPTIONS = ("threads",)
+    MODULE = "torch"
+    INSTALL_HINT = "pip install torch"
+
+    @classmethod
+    def native_precisions(cls, device: str | None) -> tuple[str, ...]:
+        return ("fp32", "fp16") if device == "cuda" else ("fp32",)
+
+    @classmethod
+    def available(cls, spec: Any, **options: Any) -> str | None:
+        reason = super().available(spec)
+        if reason is None and spec.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                return "no CUDA device visible to PyTorch (torch.cuda.is_available() is False)"
+        return reason
 
     def __init__(
         self,
@@ -74,15 +101,11 @@ class TorchRuntime(Runtime):
             " channels-last" if self.channels_last else ""
         )
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RuntimeDescription:
         info: dict[str, Any] = {
-            "runtime": self.name,
-            "label": self.label,
-            "device": self.device,
-            "precision": self.precision,
             "channels_last": self.channels_last,
-            "model": self.bundle.model.get("name"),
-            "dense": bool(self.bundle.model.get("dense", False)),
+            "model": self.bundle.manifest.model.name,
+            "dense": self.bundle.manifest.model.dense,
         }
         if self.is_loaded:
             import torch
@@ -90,10 +113,10 @@ class TorchRuntime(Runtime):
             info["torch"] = torch.__version__
             info["threads"] = torch.get_num_threads()
             info["device_name"] = (
-                torch.cuda.get_device_name() if self.device == "cuda" else host_cpu()[0]
+                torch.cuda.get_device_name() if self.device == "cuda" else host.cpu().name
             )
             info["weights"] = {k: v for k, v in self._weights.items() if k != "path"}
-        return info
+        return RuntimeDescription(self.name, self.label, self.precision, self.device, details=info)
 
     # -- backend --------------------------------------------------------------------------------
 
@@ -123,16 +146,10 @@ class TorchRuntime(Runtime):
             torch.set_num_threads(self.threads)
 
         manifest = self.bundle.manifest
-        try:
-            spec = ModelSpec.from_dict(manifest["model"])
-            record = manifest["weights"]
-            io = manifest["io"]
-        except KeyError as exc:
-            raise BundleError(
-                f"{self.bundle.root}/manifest.json lacks {exc}: re-export the bundle"
-            ) from None
+        spec = ModelSpec.from_dict(manifest.model.to_json_dict())
+        record = manifest.weights.to_json_dict()
         source = weights_source(record)
-        model, loaded = load_model(spec, source, dense=bool(manifest["model"].get("dense")))
+        model, loaded = load_model(spec, source, dense=manifest.model.dense)
         check_weights_sha(
             record, loaded.get("sha256"), loaded.get("path") or loaded.get("file") or source.kind
         )
@@ -143,8 +160,8 @@ class TorchRuntime(Runtime):
             model = model.to(memory_format=torch.channels_last)
         self._model = model.eval()
         self._dtype = dtype
-        inputs = [TensorSpec.from_dict(d) for d in io["inputs"]]
-        outputs = [TensorSpec.from_dict(d) for d in io["outputs"]]
+        inputs = [TensorSpec.from_dict(t.to_json_dict()) for t in manifest.io.inputs]
+        outputs = [TensorSpec.from_dict(t.to_json_dict()) for t in manifest.io.outputs]
         return inputs, outputs
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -166,8 +183,8 @@ class TorchRuntime(Runtime):
             torch.cuda.empty_cache()
 
 
-def weights_source(record: dict[str, Any]) -> Any:
-    """The `WeightsSource` that reproduces a manifest weights record.
+def weights_source(record: Any) -> Any:
+    """The `WeightsSource` that reproduces a manifest weights record (dict or `WeightsRecord`).
 
     Random weights come back from their seed. A weights file must still hash to the sha256
     recorded at export, otherwise the reference would silently be a different model: the
@@ -175,6 +192,7 @@ def weights_source(record: dict[str, Any]) -> Any:
     """
     from vggdeploy.weights import WeightsSource
 
+    record = _as_dict(record)
     kind = record.get("source")
     if kind == "random":
         return WeightsSource("random", seed=int(record.get("seed", 0)))
@@ -191,8 +209,9 @@ def weights_source(record: dict[str, Any]) -> Any:
     raise BundleError(f"unknown weights source {kind!r} in the manifest: re-export the bundle")
 
 
-def check_weights_sha(record: dict[str, Any], got: str | None, where: str) -> None:
+def check_weights_sha(record: Any, got: str | None, where: str) -> None:
     """Refuse weights whose sha256 differs from the one the manifest recorded at export."""
+    record = _as_dict(record)
     want = record.get("sha256")
     if want and got and got != want and record.get("source") == "random":
         raise WeightsError(
@@ -205,3 +224,7 @@ def check_weights_sha(record: dict[str, Any], got: str | None, where: str) -> No
             f"weights {where} changed since the bundle was exported (sha256 differs from the "
             "manifest): restore the original file or re-export the bundle"
         )
+
+
+def _as_dict(record: Any) -> dict[str, Any]:
+    return record.to_json_dict() if hasattr(record, "to_json_dict") else dict(record)

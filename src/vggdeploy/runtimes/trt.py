@@ -19,7 +19,6 @@ copied into pinned memory once per case (`stage_inputs`), outside the timed stag
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from pathlib import Path
@@ -27,27 +26,43 @@ from typing import Any
 
 import numpy as np
 
+from vggdeploy import precision as P
 from vggdeploy.bundle import Bundle
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
-from vggdeploy.runtimes.base import Runtime, TensorSpec, format_shape
+from vggdeploy.records import EngineRecord
+from vggdeploy.runtimes._trt import (
+    INSTALL_HINT,
+    check_compatibility,
+    cuda_glue,
+    import_tensorrt,
+    make_logger,
+    numpy_dtype,
+    rebuild_hint,
+    summarize_errors,
+)
+from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec, format_shape
+from vggdeploy.runtimes.trt_staged import StagedHooks
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = P.ENGINE_NAMES
+
+__all__ = [
+    "INSTALL_HINT",
+    "PRECISIONS",
+    "STAGED_COPIES",
+    "TrtRuntime",
+    "check_compatibility",
+    "cuda_glue",
+    "import_tensorrt",
+    "make_logger",
+]
 
 #: Every `tensorrt` name this module touches (module attributes, enum members, methods and
-#: properties of TensorRT objects). tests/test_trt_api_names.py checks each against the names in
+#: properties of TensorRT objects). tests/runtimes/test_trt_api_names.py checks each against the names in
 #: the TensorRT 10.16 and 11.4 Python bindings, and that the code uses nothing outside this list.
 TENSORRT_API = (
     "__version__",
-    "ILogger",
-    "Severity",
-    "INTERNAL_ERROR",
-    "ERROR",
-    "WARNING",
-    "INFO",
-    "VERBOSE",
-    "log",
     "Runtime",
     "engine_host_code_allowed",
     "deserialize_cuda_engine",
@@ -60,14 +75,6 @@ TENSORRT_API = (
     "num_optimization_profiles",
     "TensorIOMode",
     "INPUT",
-    "DataType",
-    "FLOAT",
-    "HALF",
-    "INT8",
-    "INT32",
-    "INT64",
-    "BOOL",
-    "UINT8",
     "create_execution_context",
     "set_optimization_profile_async",
     "set_input_shape",
@@ -88,268 +95,11 @@ STAGED_COPIES = {
     ),
 }
 
-INSTALL_HINT = (
-    "install it with `pip install tensorrt` (x86_64 or SBSA Linux/Windows with an NVIDIA driver; "
-    "`pip install tensorrt-cu12` or `tensorrt-cu13` to match your CUDA), or on a Jetson use the "
-    "TensorRT that ships with JetPack (`sudo apt install nvidia-jetpack`, which provides "
-    "python3-libnvinfer; pip wheels do not support Jetson)"
-)
-
-
-# -- importing TensorRT and the CUDA glue -------------------------------------------------------
-
-
-def import_tensorrt() -> Any:
-    """The `tensorrt` module, or a one-line error saying how to install it."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        reason = "" if exc.name == "tensorrt" else f" ({str(exc).splitlines()[0][:200]})"
-        raise RuntimeUnavailableError(
-            f"TensorRT is not installed or cannot load{reason}: {INSTALL_HINT}"
-        ) from None
-    except OSError as exc:  # a wheel whose libnvinfer cannot be found or loaded
-        raise RuntimeUnavailableError(
-            f"TensorRT's libraries cannot load ({exc}): {INSTALL_HINT}"
-        ) from None
-    return trt
-
-
-def cuda_glue() -> Any:
-    """`vggdeploy.runtimes._cuda`, resolved through sys.modules (the test double replaces it)."""
-    return importlib.import_module("vggdeploy.runtimes._cuda")
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in str(version).split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
-def major_version(trt: Any) -> int:
-    return version_tuple(trt.__version__)[0]
-
-
-# -- logging ------------------------------------------------------------------------------------
-
-
-def trt_severity_for(verbosity: int) -> str:
-    """CLI verbosity (-v count) -> the lowest TensorRT severity that is logged."""
-    return "WARNING" if verbosity <= 0 else ("INFO" if verbosity == 1 else "VERBOSE")
-
-
-def make_logger(trt: Any, verbosity: int = 0, name: str = "vggdeploy.tensorrt") -> Any:
-    """A `trt.ILogger` that forwards TensorRT's messages to Python `logging`.
-
-    Messages below the severity chosen by `verbosity` are dropped (TensorRT's INFO and VERBOSE
-    output is long). Errors are also kept in `.errors` so a failure can be explained in one line.
-    """
-    severity = trt.ILogger.Severity
-    order = [
-        severity.INTERNAL_ERROR,
-        severity.ERROR,
-        severity.WARNING,
-        severity.INFO,
-        severity.VERBOSE,
-    ]
-    levels = {
-        severity.INTERNAL_ERROR: logging.CRITICAL,
-        severity.ERROR: logging.ERROR,
-        severity.WARNING: logging.WARNING,
-        severity.INFO: logging.INFO,
-        severity.VERBOSE: logging.DEBUG,
-    }
-    threshold = order.index(getattr(severity, trt_severity_for(verbosity)))
-    pylog = logging.getLogger(name)
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.warnings: list[str] = []
-
-        def log(self, sev: Any, msg: str) -> None:
-            rank = order.index(sev) if sev in order else len(order)
-            if rank <= 1:
-                self.errors.append(msg)
-            elif rank == 2:
-                self.warnings.append(msg)
-            if rank <= threshold:
-                pylog.log(levels.get(sev, logging.DEBUG), "TensorRT: %s", msg)
-
-        def mark(self) -> int:
-            return len(self.errors)
-
-        def errors_since(self, mark: int) -> list[str]:
-            return self.errors[mark:]
-
-    return _Logger()
-
-
-def summarize_errors(errors: list[str], limit: int = 2) -> str:
-    """The last TensorRT errors, shortened for a one-line message."""
-    if not errors:
-        return "TensorRT logged no error"
-    lines = [" ".join(e.split())[:240] for e in errors[-limit:]]
-    return "; ".join(lines)
-
-
-# -- data types ---------------------------------------------------------------------------------
-
-
-def numpy_dtype(trt: Any, dtype: Any) -> np.dtype:
-    """TensorRT DataType -> NumPy dtype (TensorRT's own `nptype` helper is pure Python and
-    missing from some builds, so the table is here)."""
-    table = {
-        trt.DataType.FLOAT: np.float32,
-        trt.DataType.HALF: np.float16,
-        trt.DataType.INT8: np.int8,
-        trt.DataType.INT32: np.int32,
-        trt.DataType.INT64: np.int64,
-        trt.DataType.BOOL: np.bool_,
-        trt.DataType.UINT8: np.uint8,
-    }
-    if dtype not in table:
-        raise RuntimeUnavailableError(
-            f"engine tensor type {dtype} has no NumPy equivalent: export with float32 inputs"
-        )
-    return np.dtype(table[dtype])
-
-
-# -- compatibility --------------------------------------------------------------------------------
-
-
-def engine_artifact_key(precision: str) -> str:
-    return f"engine.{precision}"
-
-
-def engine_file_name(precision: str) -> str:
-    return f"model.{precision}.engine"
-
-
-def rebuild_hint(bundle_root: str | os.PathLike[str] | None, precision: str) -> str:
-    where = str(bundle_root) if bundle_root is not None else "BUNDLE"
-    return f"rebuild it on this machine with `vggdeploy build {where} --precision {precision}`"
-
-
-# Across major versions, version-compatible engines run only on these (built, runtime) pairs
-# of TensorRT majors (NVIDIA's TensorRT 11.4.1 support matrix, "Engine Portability").
-CROSS_MAJOR_VERSION_COMPAT = {(8, 10), (10, 11)}
-
-
-def version_incompatibility(record: dict[str, Any], host_version: str) -> str | None:
-    """Why TensorRT `host_version` cannot deserialize the engine in `record`, or None.
-
-    Engines run only on the TensorRT that built them, unless built version-compatible: then on
-    the same or a later release of that major version, or of a supported later major.
-    """
-    built = str(record.get("tensorrt_version") or "")
-    if not built:
-        return None
-    flags = record.get("flags") or {}
-    built_v, host_v = version_tuple(built), version_tuple(host_version)
-    if built_v == host_v:
-        return None
-    if not flags.get("version_compatible"):
-        return (
-            f"was built with TensorRT {built} but this host has {host_version}; engines run "
-            "only on the TensorRT version that built them (unless built with --version-compatible)"
-        )
-    if host_v < built_v:
-        return (
-            f"was built with TensorRT {built}, newer than this host's {host_version}; "
-            "version-compatible engines run on the same or later TensorRT only"
-        )
-    if host_v[0] != built_v[0] and (built_v[0], host_v[0]) not in CROSS_MAJOR_VERSION_COMPAT:
-        return (
-            f"was built version-compatible with TensorRT {built}, which TensorRT {host_version} "
-            "cannot run: across major versions NVIDIA supports only 8 -> 10 and 10 -> 11"
-        )
-    if flags.get("exclude_lean_runtime"):
-        return (
-            f"was built version-compatible with TensorRT {built} but without its lean runtime "
-            f"(--exclude-lean-runtime), so TensorRT {host_version} cannot run it"
-        )
-    return None
-
-
-def gpu_incompatibility(
-    record: dict[str, Any], compute_capability: str, gpu: str, *, jetson: bool = False
-) -> str | None:
-    """Why the engine in `record` cannot run on a GPU of `compute_capability`, or None.
-
-    `gpu` names that GPU in the message (e.g. "GPU 0 is Tesla T4"). Engines are specific to
-    the compute capability they were built on, unless built hardware-compatible (ampere+: any
-    compute capability 8.0 or later, but not on Jetson).
-    """
-    built_gpu = record.get("gpu") or {}
-    built_cc = str(built_gpu.get("compute_capability") or "")
-    hardware = (record.get("flags") or {}).get("hardware_compat") or "none"
-    if hardware == "ampere+":
-        if version_tuple(compute_capability) < (8, 0):
-            return (
-                "was built hardware-compatible for Ampere and later (compute capability 8.0+), "
-                f"but {gpu} (compute capability {compute_capability})"
-            )
-        if jetson:
-            return (
-                "was built hardware-compatible (ampere+), which TensorRT does not support on "
-                "Jetson/JetPack"
-            )
-        return None
-    if built_cc and str(compute_capability) != built_cc:
-        return (
-            f"was built for compute capability {built_cc} ({built_gpu.get('name', '?')}) but "
-            f"{gpu} (compute capability {compute_capability}); engines are not portable "
-            "across GPU architectures"
-        )
-    return None
-
-
-def check_compatibility(
-    record: dict[str, Any],
-    host_trt_version: str,
-    device: Any,
-    *,
-    bundle_root: str | os.PathLike[str] | None = None,
-    precision: str = "fp16",
-) -> None:
-    """Refuse an engine that cannot run here, saying what differs and where to rebuild.
-
-    `record` is the engine's manifest entry (see `vggdeploy.exporter.engine`); `device` is a
-    `_cuda.DeviceInfo` for the GPU it would run on.
-    """
-    hint = rebuild_hint(bundle_root, precision)
-    name = record.get("path", engine_file_name(precision))
-    reason = version_incompatibility(record, host_trt_version)
-    if reason is None:
-        reason = gpu_incompatibility(
-            record,
-            str(device.compute_capability),
-            f"GPU {device.index} is {device.name}",
-            jetson=bool(getattr(device, "jetson", False)),
-        )
-    if reason is not None:
-        raise RuntimeUnavailableError(f"{name} {reason}: {hint}")
-    built_gpu = (record.get("gpu") or {}).get("name")
-    hardware = (record.get("flags") or {}).get("hardware_compat", "none")
-    if hardware == "none" and built_gpu and built_gpu != device.name:
-        log.warning(
-            "%s was built on %s and runs on %s (same compute capability %s): it loads, but its "
-            "kernels were tuned for the other GPU; rebuild here for best speed",
-            name,
-            built_gpu,
-            device.name,
-            device.compute_capability,
-        )
-
 
 # -- the runtime ----------------------------------------------------------------------------------
 
 
-class TrtRuntime(Runtime):
+class TrtRuntime(StagedHooks, Runtime):
     """A TensorRT engine of a bundle, run on one GPU.
 
     Args:
@@ -365,6 +115,43 @@ class TrtRuntime(Runtime):
     """
 
     name = "tensorrt"
+    VARIANTS = {"cuda-graphs": {"cuda_graphs": True}}
+    PRECISIONS = PRECISIONS
+    PRECISION_HINT = "int8-u8 is for ONNX Runtime's CPU; TensorRT runs int8"
+    ARTIFACT_KIND = "engine"
+    OPTIONS = ("verbosity",)
+    MODULE = "tensorrt"
+    INSTALL_HINT = (
+        "pip install 'vggdeploy[gpu]' on a machine with an NVIDIA GPU; JetPack ships it on Jetson"
+    )
+
+    @classmethod
+    def artifact_unavailable(cls, bundle: Any, spec: Any) -> str | None:
+        reason = super().artifact_unavailable(bundle, spec)
+        if reason is not None:
+            return reason
+        # The same rules the runtime applies on load (vggdeploy.host), against the GPU the
+        # runtime's own CUDA glue sees: can this host deserialize the engine?
+        from vggdeploy import host
+
+        version, error = host.tensorrt_version()
+        if version is None:
+            return error
+        try:
+            device = cuda_glue().device_info(0)
+        except RuntimeUnavailableError as exc:
+            return str(exc)
+        record = bundle.artifact(P.engine_key(spec.precision))
+        why = host.engine_incompatibility(
+            record,
+            version,
+            str(device.compute_capability),
+            f"GPU 0 is {device.name}",
+            jetson=bool(getattr(device, "jetson", False)),
+        )
+        if why:
+            return f"{record.path} {why}: rebuild it here with `vggdeploy build BUNDLE --precision {spec.precision}`"
+        return None
 
     def __init__(
         self,
@@ -389,7 +176,7 @@ class TrtRuntime(Runtime):
         self._source = source
         self.bundle: Bundle | None = None
         self.engine_path: Path | None = None
-        self.record: dict[str, Any] | None = None
+        self.record: EngineRecord | None = None
         self._trt: Any = None
         self._cuda: Any = None
         self._device: Any = None
@@ -427,14 +214,17 @@ class TrtRuntime(Runtime):
                 raise BundleError(
                     f"{path} does not exist: give a bundle directory or an .engine file"
                 )
-        key = engine_artifact_key(self.precision)
+        key = P.engine_key(self.precision)
         if key not in self.bundle.artifacts:
             raise BundleError(
                 f"bundle {self.bundle.root} has no {self.precision} TensorRT engine: build it on "
                 f"this machine with `vggdeploy build {self.bundle.root} --precision "
                 f"{self.precision}`"
             )
-        self.record = self.bundle.artifact(key)
+        record = self.bundle.artifact(key)
+        if not isinstance(record, EngineRecord):
+            raise BundleError(f"{self.bundle.root}: artifact {key} is not a TensorRT engine")
+        self.record = record
         self.engine_path = self.bundle.artifact_path(key, verify=True)
 
     def _load(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -456,8 +246,8 @@ class TrtRuntime(Runtime):
         cuda.use_device(self.device_id)
         logger = make_logger(trt, self.verbosity)
         runtime = trt.Runtime(logger)
-        flags = (self.record or {}).get("flags") or {}
-        if flags.get("version_compatible") and not flags.get("exclude_lean_runtime"):
+        flags = self.record.flags if self.record is not None else None
+        if flags is not None and flags.version_compatible and not flags.exclude_lean_runtime:
             # A version-compatible engine carries its own lean runtime, which is host code.
             runtime.engine_host_code_allowed = True
         data = self.engine_path.read_bytes()
@@ -482,10 +272,8 @@ class TrtRuntime(Runtime):
 
     def _describe_io(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         trt, engine = self._trt, self._engine
-        io = (self.bundle.manifest.get("io") if self.bundle else None) or {}
-        axis_names = {
-            t["name"]: t.get("shape", []) for t in io.get("inputs", []) + io.get("outputs", [])
-        }
+        io = self.bundle.manifest.io if self.bundle else None
+        axis_names = {t.name: list(t.shape) for t in (io.inputs + io.outputs if io else [])}
         inputs, outputs = [], []
         for index in range(engine.num_io_tensors):
             name = engine.get_tensor_name(index)
@@ -536,10 +324,8 @@ class TrtRuntime(Runtime):
     def label(self) -> str:
         return f"tensorrt {self.precision}"
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RuntimeDescription:
         info: dict[str, Any] = {
-            "runtime": self.name,
-            "precision": self.precision,
             "engine": str(self.engine_path) if self.engine_path else None,
             "device_id": self.device_id,
             "cuda_graphs": self.cuda_graphs,
@@ -557,11 +343,12 @@ class TrtRuntime(Runtime):
             ]
         if self.record is not None:
             info["built_with"] = {
-                "tensorrt_version": self.record.get("tensorrt_version"),
-                "gpu": (self.record.get("gpu") or {}).get("name"),
-                "flags": self.record.get("flags"),
+                "tensorrt_version": self.record.tensorrt_version,
+                "gpu": self.record.gpu.name,
+                "flags": self.record.flags.to_json_dict(),
             }
-        return info
+        device = f"cuda:{self.device_id}"
+        return RuntimeDescription(self.name, self.label, self.precision, device, details=info)
 
     # -- inference --------------------------------------------------------------------------------
 
@@ -664,103 +451,6 @@ class TrtRuntime(Runtime):
                 f"({summarize_errors(self._logger.errors_since(mark))})"
             )
 
-    # -- staged execution: trtexec's H2D / compute / D2H split (benchmark.StagedRuntime) ------
-    #
-    # `vggdeploy bench` times these with CUDA events recorded between them, as trtexec does:
-    # `stage_inputs` (once per case, outside the timed stages) binds the shapes and fills pinned
-    # host buffers from the caller's NumPy arrays; then each timed iteration enqueues only the
-    # pinned->device copy (H2D), the engine (compute) and the device->pinned copy (D2H). The
-    # pinned->NumPy copy happens in `fetch_outputs`, when a caller wants the results. The feed is
-    # checked once by the caller (`check_feed`), as `_infer` relies on `infer`.
-
-    def stage_inputs(self, feed: dict[str, np.ndarray]) -> None:
-        """Bind `feed`'s shapes and copy its arrays into the pinned input buffers that every
-        following `enqueue_h2d` sends to the device; allocates the pinned outputs too. Waits
-        for the stream first: a copy in flight may still be reading the pinned memory."""
-        self._require_loaded()
-        self._staged_shapes = None  # until the new inputs are in place
-        key = self._shape_key(feed)
-        self._stream.synchronize()
-        if key != self._bound_key:
-            self._bind(feed, key)
-        for spec in self._inputs:
-            array = feed[spec.name]
-            host = self._host_buffer(spec.name, tuple(array.shape), np.dtype(spec.dtype))
-            host.fill(array)
-        for name, buffer in self._out_buffers.items():
-            self._host_buffer(name, buffer.shape, buffer.dtype)
-        self._staged_shapes = key
-
-    def enqueue_h2d(self) -> None:
-        """Enqueue the copy of the staged pinned inputs to the device (the transfer only).
-
-        Rebinds the staged shapes first if `infer` ran other shapes since `stage_inputs`."""
-        self._require_loaded()
-        if self._staged_shapes is None:
-            raise RuntimeError("stage_inputs(feed) must come first: no inputs are staged")
-        if self._staged_shapes != self._bound_key:
-            self._bind(
-                {s.name: self._host[s.name].array for s in self._inputs}, self._staged_shapes
-            )
-        stream = self._stream
-        for spec in self._inputs:
-            self._buffers[spec.name].copy_from_host_async(self._host[spec.name], stream)
-
-    def enqueue_compute(self) -> None:
-        """Enqueue the engine (with CUDA graphs: replay the graph of these shapes, capturing
-        it after one ordinary run the first time)."""
-        key = self._staged_key()
-        if self.cuda_graphs and key == self._graph_key:
-            self._graph.replay(self._stream)
-            return
-        self._execute()
-        if self.cuda_graphs:
-            self._capture(key)
-
-    def enqueue_d2h(self) -> None:
-        """Enqueue the copy of every output into its pinned host buffer (the transfer only;
-        `fetch_outputs` makes the NumPy copies)."""
-        self._staged_key()
-        for name, buffer in self._out_buffers.items():
-            host = self._host_buffer(name, buffer.shape, buffer.dtype)
-            buffer.copy_to_host_async(host, self._stream)
-
-    def fetch_outputs(self) -> dict[str, np.ndarray]:
-        """NumPy copies of the outputs of the last `enqueue_d2h` (waits for the stream first)."""
-        self._staged_key()
-        self._stream.synchronize()
-        return {name: self._host[name].read() for name in self._out_buffers}
-
-    def record_event(self) -> Any:
-        """A timing event recorded now on the runtime's stream."""
-        self._require_loaded()
-        event = self._cuda.Event()
-        event.record(self._stream)
-        return event
-
-    def synchronize(self) -> None:
-        self._require_loaded()
-        self._stream.synchronize()
-
-    def event_ms(self, start: Any, end: Any) -> float:
-        """Device milliseconds between two recorded events (after they completed)."""
-        return float(start.elapsed_ms(end))
-
-    def _staged_key(self) -> tuple[Any, ...]:
-        self._require_loaded()
-        if self._bound_key is None:
-            raise RuntimeError(
-                "stage_inputs(feed) and enqueue_h2d() must come first: no input shapes are bound"
-            )
-        return self._bound_key
-
-    def _host_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-        host = self._host.get(name)
-        if host is None or host.shape != shape or host.dtype != np.dtype(dtype):
-            host = self._cuda.allocate_host(shape, np.dtype(dtype))
-            self._host[name] = host
-        return host
-
     def _capture(self, key: tuple[Any, ...]) -> None:
         """Capture the enqueue for these shapes (after the ordinary run TensorRT needs first)."""
         context, stream = self._context, self._stream
@@ -797,13 +487,13 @@ def _axis_name(shape: tuple[int | str, ...], axis: int) -> str:
     return dim if isinstance(dim, str) else f"axis {axis}"
 
 
-def _record_beside(engine_path: Path) -> dict[str, Any] | None:
+def _record_beside(engine_path: Path) -> EngineRecord | None:
     """The manifest entry of an engine file inside a bundle directory, if any."""
     try:
         bundle = Bundle.load(engine_path.parent)
     except BundleError:
         return None
-    for record in bundle.artifacts.values():
-        if record.get("kind") == "tensorrt-engine" and record.get("path") == engine_path.name:
+    for record in bundle.manifest.engines().values():
+        if record.path == engine_path.name:
             return record
     return None
