@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from vggdeploy.errors import InputError
+from vggdeploy.onnxutil import serialize_with_outputs
+from vggdeploy.ortsession import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -217,28 +219,6 @@ def select_calibration_tensors(model: Any) -> list[str]:
     return names
 
 
-def serialize_with_outputs(model: Any, names: Iterable[str]) -> bytes:
-    """`model` serialized with `names` (float32 tensors) exposed as extra graph outputs.
-
-    The outputs are added to the caller's model only while serializing and removed again, so
-    no copy of the graph is made (a copy of VGG-16 is another 0.5 GB).
-    """
-    import onnx
-
-    existing = {o.name for o in model.graph.output}
-    extra = [
-        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-        for name in dict.fromkeys(names)
-        if name not in existing
-    ]
-    count = len(model.graph.output)
-    model.graph.output.extend(extra)
-    try:
-        return model.SerializeToString()
-    finally:
-        del model.graph.output[count:]
-
-
 def collect_statistics(
     model: Any,
     batches: Iterable[Mapping[str, np.ndarray]],
@@ -251,17 +231,10 @@ def collect_statistics(
 
     `on_batch(n)` is called after each batch with its number of images (for progress bars).
     """
-    import onnxruntime as ort
-
     serialized = serialize_with_outputs(model, names)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     # Without the arena, each batch's buffers go back to the allocator; with it, VGG-16 at
     # batch 16 grew by ~0.8 GB a batch at first (measured), for no speed gain worth having here.
-    options.enable_cpu_mem_arena = False
-    if intra_op_threads:
-        options.intra_op_num_threads = intra_op_threads
-    session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    session = cpu_session(serialized, threads=intra_op_threads or None, memory_arena=False)
     del serialized
     collector = HistogramCollector(names)
     for feed in batches:

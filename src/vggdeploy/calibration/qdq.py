@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from vggdeploy import precision as P
 from vggdeploy.calibration.calibrators import QUANTIZABLE_OPS, TensorRange
 from vggdeploy.errors import InputError
+from vggdeploy.onnxutil import opset_of
 
 MIN_OPSET = 13  # per-channel (axis) Q/DQ
 WEIGHT_QMAX = 127  # TensorRT wants int8 weights in [-127, 127]
@@ -47,15 +49,15 @@ class QdqTarget:
 TARGETS: dict[str, QdqTarget] = {
     "tensorrt": QdqTarget(
         "tensorrt",
-        "onnx.int8",
-        "model.int8.onnx",
+        P.onnx_key("int8"),
+        P.onnx_file("int8"),
         "int8",
         "int8 symmetric activations (zero point 0), for TensorRT explicit quantization",
     ),
     "onnxruntime": QdqTarget(
         "onnxruntime",
-        "onnx.int8-u8",
-        "model.int8-u8.onnx",
+        P.onnx_key("int8-u8"),
+        P.onnx_file("int8-u8"),
         "uint8",
         "uint8 activations with zero points, for ONNX Runtime CPU",
     ),
@@ -110,7 +112,7 @@ def weight_axis(node: Any, weight_rank: int) -> int:
 
 
 def _opset(model: Any) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return opset_of(model)
 
 
 # -- writing --------------------------------------------------------------------------------

@@ -14,33 +14,69 @@ it is and how it was made goes in the bundle manifest under `engine.<precision>`
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from vggdeploy import precision as P
 from vggdeploy.bundle import Bundle, atomic_path, atomic_write_bytes, sha256_file
-from vggdeploy.errors import BundleError, CheckFailedError, InputError, RuntimeUnavailableError
-from vggdeploy.runtimes.trt import (
-    PRECISIONS,
+from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
+from vggdeploy.exporter.engine_checks import (
+    MISSING_ONNX_HINT,
+    ONNX_ARTIFACTS,
+    ONNX_FILES,
+    check_precision,
+    layer_precision,
+    onnx_conv_facts,
+)
+from vggdeploy.exporter.profiles import (
+    ProfileSpec,
+    build_profiles,
+    input_profiles,
+    parse_hw,
+    parse_profile,
+    parse_size,
+    parse_triple,
+)
+from vggdeploy.host import version_tuple
+from vggdeploy.records import EngineRecord
+from vggdeploy.runtimes._trt import (
     cuda_glue,
-    engine_artifact_key,
-    engine_file_name,
     import_tensorrt,
     major_version,
     make_logger,
     summarize_errors,
-    version_tuple,
 )
+
+PRECISIONS = P.ENGINE_NAMES
+
+__all__ = [
+    "MISSING_ONNX_HINT",
+    "ONNX_ARTIFACTS",
+    "ONNX_FILES",
+    "PRECISIONS",
+    "BuildOptions",
+    "ProfileSpec",
+    "build_engine",
+    "build_profiles",
+    "check_precision",
+    "input_profiles",
+    "layer_precision",
+    "onnx_conv_facts",
+    "parse_hw",
+    "parse_profile",
+    "parse_size",
+    "parse_triple",
+    "source_onnx",
+]
 
 log = logging.getLogger(__name__)
 
-#: Every `tensorrt` name this module touches; see tests/test_trt_api_names.py.
+#: Every `tensorrt` name this module touches; see tests/runtimes/test_trt_api_names.py.
 TENSORRT_API = (
     "__version__",
     "Builder",
@@ -95,33 +131,8 @@ TENSORRT_API = (
     "JSON",
 )
 
-ONNX_ARTIFACTS = {"fp32": "onnx.fp32", "fp16": "onnx.fp16", "int8": "onnx.int8"}
-ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-MISSING_ONNX_HINT = {
-    "fp32": "re-export the bundle with `vggdeploy export`",
-    "fp16": "create it with `vggdeploy convert {root} --precision fp16`",
-    "int8": (
-        "an INT8 engine needs a calibrated Q/DQ model (TensorRT 11 has no calibrators): "
-        "create it with `vggdeploy calibrate {root} --images DIR`"
-    ),
-}
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
 OPT_LEVELS = range(0, 6)
-_SIZE_UNITS = {
-    "b": 1,
-    "k": 1024,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-    "t": 1024**4,
-    "tb": 1000**4,
-    "tib": 1024**4,
-}
 # How TensorRT and CUDA word an allocation failure during a build.
 _OOM_PATTERNS = (
     "out of memory",
@@ -132,21 +143,6 @@ _OOM_PATTERNS = (
 
 
 # -- options ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProfileSpec:
-    """One optimization profile: (min, opt, max) batch, and for a dense bundle height/width."""
-
-    batch: tuple[int, int, int] = (1, 8, 32)
-    height: tuple[int, int, int] | None = None
-    width: tuple[int, int, int] | None = None
-
-    def describe(self) -> str:
-        text = f"batch {_triple(self.batch)}"
-        if self.height:
-            text += f", height {_triple(self.height)}, width {_triple(self.width)}"
-        return text
 
 
 @dataclass
@@ -188,109 +184,6 @@ class BuildOptions:
             )
 
 
-def parse_size(text: str) -> int:
-    """'4GiB', '512MiB', '1.5G', '2GB' -> bytes (K/M/G alone are binary, as in trtexec)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _SIZE_UNITS:
-        raise InputError(
-            f"size {text!r} is not understood: use a number with a unit, e.g. 4GiB, 512MiB, 2GB"
-        )
-    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
-    if value <= 0:
-        raise InputError(f"size {text!r} must be positive")
-    return value
-
-
-def parse_triple(text: str, what: str) -> tuple[int, int, int]:
-    """'1:8:32' -> (1, 8, 32); a single number means min = opt = max."""
-    try:
-        parts = tuple(int(p) for p in str(text).split(":"))
-    except ValueError:
-        raise InputError(f"{what} {text!r} must be MIN:OPT:MAX integers, e.g. 1:8:32") from None
-    if len(parts) == 1:
-        parts = parts * 3
-    if len(parts) != 3:
-        raise InputError(f"{what} {text!r} must be MIN:OPT:MAX integers, e.g. 1:8:32")
-    return parts  # type: ignore[return-value]
-
-
-def parse_profile(text: str) -> ProfileSpec:
-    """'batch=1:8:32' or 'b=1:8:32,h=224:320:512,w=224:320:512' -> ProfileSpec."""
-    keys = {"b": "batch", "batch": "batch", "h": "height", "height": "height"}
-    keys |= {"w": "width", "width": "width"}
-    values: dict[str, tuple[int, int, int]] = {}
-    for item in str(text).split(","):
-        key, sep, value = item.partition("=")
-        key = key.strip().lower()
-        if not sep or key not in keys:
-            raise InputError(
-                f"--profile {text!r}: use b=MIN:OPT:MAX[,h=MIN:OPT:MAX,w=MIN:OPT:MAX], "
-                "e.g. b=1:8:32"
-            )
-        values[keys[key]] = parse_triple(value, f"--profile {keys[key]}")
-    if "batch" not in values:
-        raise InputError(f"--profile {text!r} has no batch range (b=MIN:OPT:MAX)")
-    if ("height" in values) != ("width" in values):
-        raise InputError(f"--profile {text!r}: give both h= and w= or neither")
-    return ProfileSpec(values["batch"], values.get("height"), values.get("width"))
-
-
-def parse_hw(text: str, what: str) -> tuple[int, int]:
-    """'224' or '224x320' -> (height, width)."""
-    parts = str(text).lower().replace("*", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise InputError(
-            f"{what} {text!r} must be HxW or one number, e.g. 224x320 or 224"
-        ) from None
-    if len(values) == 1:
-        values *= 2
-    if len(values) != 2:
-        raise InputError(f"{what} {text!r} must be HxW or one number, e.g. 224x320 or 224")
-    return values[0], values[1]
-
-
-def build_profiles(
-    profiles: tuple[str, ...] | list[str],
-    *,
-    batch: tuple[int | None, int | None, int | None] = (None, None, None),
-    size: tuple[str | None, str | None, str | None] = (None, None, None),
-) -> list[ProfileSpec]:
-    """Profiles from `--profile` specs or from --min/--opt/--max-batch and -size (not both).
-
-    Unset batch values default to 1 / 8 / 32 kept in order around the ones given; unset sizes
-    default to the smallest given size (224 if none).
-    """
-    singles = any(v is not None for v in (*batch, *size))
-    if profiles and singles:
-        raise InputError(
-            "use either --profile (repeatable) or --min/--opt/--max-batch and -size, not both"
-        )
-    if profiles:
-        return [parse_profile(p) for p in profiles]
-    if not singles:
-        return []
-    lo, opt, hi = batch
-    lo = lo if lo is not None else 1
-    hi = hi if hi is not None else max(32, lo, opt or 0)
-    opt = opt if opt is not None else min(max(8, lo), hi)
-    height = width = None
-    if any(v is not None for v in size):
-        names = ("--min-size", "--opt-size", "--max-size")
-        given = {i: parse_hw(v, names[i]) for i, v in enumerate(size) if v is not None}
-        smin = given.get(0) or min(given.values())
-        sopt = given.get(1) or smin
-        smax = given.get(2) or max(given.values())
-        height, width = (smin[0], sopt[0], smax[0]), (smin[1], sopt[1], smax[1])
-    return [ProfileSpec((lo, opt, hi), height, width)]
-
-
-def _triple(t: tuple[int, int, int]) -> str:
-    return f"{t[0]}:{t[1]}:{t[2]}"
-
-
 # -- the bundle's side ----------------------------------------------------------------------------
 
 
@@ -303,180 +196,6 @@ def source_onnx(bundle: Bundle, precision: str) -> tuple[str, Path]:
             f"bundle {bundle.root} has no {precision} ONNX ({ONNX_FILES[precision]}): {hint}"
         )
     return key, bundle.artifact_path(key, verify=True)
-
-
-def input_profiles(
-    bundle: Bundle, profiles: list[ProfileSpec]
-) -> tuple[str, list[dict[str, list[int]]]]:
-    """Check the asked profiles against the bundle's input; return min/opt/max shapes."""
-    inputs = bundle.manifest["io"]["inputs"]
-    if len(inputs) != 1:
-        raise BundleError(f"bundle {bundle.root} has {len(inputs)} inputs; vggdeploy expects one")
-    name, shape = inputs[0]["name"], list(inputs[0]["shape"])
-    if len(shape) != 4:
-        raise BundleError(f"input {name!r} has shape {shape}; expected (batch, 3, height, width)")
-    dense = isinstance(shape[2], str) or isinstance(shape[3], str)
-    size = int(bundle.model.get("image_size", 224))
-    if not profiles:
-        static_batch = shape[0] if isinstance(shape[0], int) else None
-        batch = (static_batch,) * 3 if static_batch else ProfileSpec().batch
-        profiles = [ProfileSpec(batch, (size,) * 3, (size,) * 3) if dense else ProfileSpec(batch)]
-    result = []
-    for index, wanted in enumerate(profiles):
-        where = f"profile {index} ({wanted.describe()})"
-        _check_range(wanted.batch, "batch", where, minimum=1)
-        if isinstance(shape[0], int) and wanted.batch != (shape[0],) * 3:
-            raise InputError(
-                f"{where}: this bundle was exported with a fixed batch of {shape[0]}; use "
-                f"--min-batch/--opt-batch/--max-batch {shape[0]} or re-export with --batch dynamic"
-            )
-        if dense:
-            height = wanted.height or (size,) * 3
-            width = wanted.width or (size,) * 3
-            for what, triple in (("height", height), ("width", width)):
-                _check_range(triple, what, where, minimum=224)
-                if any(v % 32 for v in triple):
-                    raise InputError(
-                        f"{where}: every {what} must be a multiple of 32 (the model has five "
-                        "2x2 pools), e.g. 224:320:512"
-                    )
-        else:
-            if wanted.height or wanted.width:
-                raise InputError(
-                    f"{where}: height/width ranges need a dense bundle (`vggdeploy export "
-                    f"--dense`); this one takes a fixed {shape[2]}x{shape[3]} input"
-                )
-            height, width = (shape[2],) * 3, (shape[3],) * 3
-        result.append(
-            {
-                k: [wanted.batch[i], shape[1], height[i], width[i]]
-                for i, k in enumerate(("min", "opt", "max"))
-            }
-        )
-    return name, result
-
-
-def _check_range(triple: tuple[int, int, int], what: str, where: str, minimum: int) -> None:
-    lo, opt, hi = triple
-    if lo < minimum:
-        raise InputError(f"{where}: minimum {what} {lo} must be at least {minimum}")
-    if not lo <= opt <= hi:
-        raise InputError(f"{where}: {what} must satisfy min <= opt <= max, got {lo}:{opt}:{hi}")
-
-
-def onnx_conv_facts(path: Path) -> dict[str, Any]:
-    """The precision each Conv node of the ONNX asks for: int8 when its input comes from a
-    DequantizeLinear (Q/DQ), else the type of its weights (fp16 / fp32)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    producers = {out: node for node in model.graph.node for out in node.output}
-    weights = {init.name: init.data_type for init in model.graph.initializer}
-    float_names = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16"}
-    float_names[onnx.TensorProto.BFLOAT16] = "bf16"
-    by_precision: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.op_type != "Conv":
-            continue
-        source = producers.get(node.input[0])
-        if source is not None and source.op_type == "DequantizeLinear":
-            kind = "int8"
-        elif node.input[1] in weights:
-            kind = float_names.get(weights[node.input[1]], "unknown")
-        else:
-            cast = producers.get(node.input[1])
-            to = [a.i for a in cast.attribute if a.name == "to"] if cast is not None else []
-            kind = float_names.get(to[0], "unknown") if to else "unknown"
-        by_precision[kind] = by_precision.get(kind, 0) + 1
-    return {"convolutions": sum(by_precision.values()), "by_precision": by_precision}
-
-
-# -- the precision check --------------------------------------------------------------------------
-
-
-def layer_precision(datatype: str) -> str:
-    """The inspector's 'Format/Datatype' text -> fp32/fp16/int8/...: it is terse ("Half") or
-    long ("Channel major FP16 format where channel % 8 == 0") depending on the TensorRT
-    version and whether a context is bound."""
-    text = datatype.lower()
-    for token, precision in (
-        ("int8", "int8"),
-        ("fp8", "fp8"),
-        ("bf16", "bf16"),
-        ("fp16", "fp16"),
-        ("half", "fp16"),
-        ("fp32", "fp32"),
-        ("float", "fp32"),
-    ):
-        if token in text:
-            return precision
-    return "unknown"
-
-
-def check_precision(
-    layer_json: str, precision: str, onnx_facts: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Check from the engine inspector's JSON that convolutions run in `precision`.
-
-    `onnx_facts` (from `onnx_conv_facts`) says how many Conv nodes the graph types as each
-    precision: at least that many engine convolutions must run in `precision` (layers the
-    graph keeps in fp32 on purpose may stay there). Without it, every convolution must.
-    Raises `CheckFailedError` naming the offending layers; returns a summary for the manifest.
-    """
-    try:
-        info = json.loads(layer_json)
-    except ValueError as exc:
-        raise CheckFailedError(f"the engine inspector returned invalid JSON ({exc})") from None
-    layers = info.get("Layers", [])
-    if layers and not all(isinstance(layer, dict) for layer in layers):
-        raise CheckFailedError(
-            "the engine inspector reported layer names only: the engine was not built with "
-            "ProfilingVerbosity.DETAILED, so its precision cannot be checked"
-        )
-    convs = [
-        layer
-        for layer in layers
-        if "conv" in str(layer.get("LayerType", "")).lower()
-        or str(layer.get("ParameterType", "")) == "Convolution"
-    ]
-    if not convs:
-        raise CheckFailedError(
-            f"the engine inspector reported no convolution layers among {len(layers)} layers, "
-            f"so the {precision} precision cannot be confirmed"
-        )
-    found: dict[str, list[str]] = {}
-    for layer in convs:
-        inputs = layer.get("Inputs") or [{}]
-        kind = layer_precision(str(inputs[0].get("Format/Datatype", "")))
-        found.setdefault(kind, []).append(str(layer.get("Name", "?")))
-    counts = {k: len(v) for k, v in sorted(found.items())}
-    summary = {"expected": precision, "convolutions": len(convs), "by_precision": counts}
-    # TensorRT may lower the classifier's FC layers to convolutions too, and a conversion may
-    # keep some layers in fp32 on purpose (fp16 overflow, unquantized layers): so every Conv the
-    # ONNX types as `precision` must run in it; other conv-like layers may differ.
-    facts_by = (onnx_facts or {}).get("by_precision")
-    need = facts_by.get(precision, 0) if facts_by is not None else len(convs)
-    if need == 0:
-        fix = MISSING_ONNX_HINT[precision].format(root="BUNDLE")
-        raise CheckFailedError(
-            f"{ONNX_FILES[precision]} has no {precision} convolutions "
-            f"({_counts_text(facts_by or {})}), so TensorRT cannot build a {precision} engine "
-            f"from it: {fix}"
-        )
-    summary["onnx_convolutions"] = facts_by
-    ok = counts.get(precision, 0) >= need
-    summary["passed"] = ok
-    if not ok:
-        wrong = {k: v for k, v in found.items() if k != precision}
-        examples = "; ".join(f"{k}: {', '.join(v[:3])}" for k, v in sorted(wrong.items()))
-        raise CheckFailedError(
-            f"precision check failed: the {precision} engine runs "
-            f"{sum(len(v) for v in wrong.values())} of {len(convs)} convolutions in "
-            f"{'/'.join(sorted(wrong))} ({examples}) although {ONNX_FILES[precision]} types "
-            f"{need} as {precision}; TensorRT did not build what the graph says, so no engine "
-            "was written"
-        )
-    return summary
 
 
 # -- building -------------------------------------------------------------------------------------
@@ -525,7 +244,7 @@ def parse_onnx(trt: Any, network: Any, logger: Any, path: Path) -> None:
     raise InputError(f"{lead}{path.name}: " + "; ".join(problems[:6]))
 
 
-def build_engine(bundle: Bundle, options: BuildOptions) -> dict[str, Any]:
+def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
     """Build `model.<precision>.engine` into `bundle`, check it, and record it in the manifest.
 
     Returns the manifest record. Raises `VggDeployError` subclasses for everything the user can
@@ -609,12 +328,12 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> dict[str, Any]:
                 "writable --timing-cache path"
             ) from None
         cache_record["saved_size"] = len(cache_blob)
-    engine_path = bundle.root / engine_file_name(precision)
+    engine_path = bundle.root / P.engine_file(precision)
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(plan)
 
     record = bundle.add_artifact(
-        engine_artifact_key(precision),
+        P.engine_key(precision),
         engine_path,
         kind="tensorrt-engine",
         precision=precision,
@@ -627,7 +346,7 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> dict[str, Any]:
         cuda_version=device.cuda_version,
         source_onnx={
             "artifact": onnx_key,
-            "path": bundle.artifacts[onnx_key]["path"],
+            "path": bundle.artifacts[onnx_key].path,
             "sha256": sha256_file(onnx_path),
         },
         profiles=[{input_name: s} for s in shapes],
@@ -647,12 +366,7 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> dict[str, Any]:
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         host={"machine": platform.machine(), "python": platform.python_version()},
     )
-    bundle.save()
     return record
-
-
-def _counts_text(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no Conv nodes"
 
 
 def _check_hardware_option(level: str, device: Any) -> None:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,18 +29,20 @@ from typing import Any
 
 import numpy as np
 
+from vggdeploy import precision as P
 from vggdeploy.bundle import Bundle, atomic_path, library_versions
 from vggdeploy.errors import CheckFailedError, InputError
-from vggdeploy.exporter.onnx_export import METADATA_PREFIX, compare_arrays
-from vggdeploy.preprocess import Preprocessing, find_images, iter_batches
-from vggdeploy.validate import TOLERANCES
+from vggdeploy.metrics import TOLERANCES, compare_arrays
+from vggdeploy.onnxutil import name_nodes, serialize_with_outputs, set_metadata, value_types
+from vggdeploy.ortsession import cpu_session, import_ort
+from vggdeploy.preprocess import find_images, iter_batches
 
 log = logging.getLogger(__name__)
 
 FP16_MAX = 65504.0  # largest finite float16
 FP16_MIN_NORMAL = 6.103515625e-05  # smaller magnitudes are subnormal in fp16 (fewer bits)
-ARTIFACT_KEY = "onnx.fp16"
-FILE_NAME = "model.fp16.onnx"
+ARTIFACT_KEY = P.onnx_key("fp16")
+FILE_NAME = P.onnx_file("fp16")
 #: keep a tensor in fp32 when max|activation| * headroom reaches the fp16 maximum: the inputs we
 #: measure are a sample, and deployment data can be larger than anything in it
 DEFAULT_HEADROOM = 2.0
@@ -95,9 +95,9 @@ def convert_fp16(
     if not headroom >= 1.0:
         raise InputError(f"headroom {headroom} must be at least 1 (1 means no safety margin)")
     started = time.perf_counter()
-    fp32_path = bundle.artifact_path("onnx.fp32", verify=True)
+    fp32_path = bundle.artifact_path(P.onnx_key("fp32"), verify=True)
     model = onnx.load(str(fp32_path))
-    _name_nodes(model)
+    name_nodes(model)
     _check_keep_lists(model, keep_fp32_ops, keep_fp32_nodes)
 
     batch_size = _fixed_batch(bundle) or batch_size
@@ -125,7 +125,7 @@ def convert_fp16(
     ]
     fp16_model = to_fp16(model, keep_fp32_nodes=sorted(blocked), inplace=True)
     del model
-    _set_precision_metadata(fp16_model)
+    set_metadata(fp16_model, "precision", "fp16")
     dest = bundle.root / FILE_NAME
     with atomic_path(dest) as tmp:
         onnx.save(fp16_model, str(tmp))
@@ -161,7 +161,7 @@ def convert_fp16(
         FILE_NAME,
         kind="onnx",
         precision="fp16",
-        source="onnx.fp32",
+        source=P.onnx_key("fp32"),
         io_dtype="float32",
         kept_fp32=[k["node"] for k in report["kept_fp32"]],
         measured_on=report["measured_on"],
@@ -169,7 +169,6 @@ def convert_fp16(
         parity=parity,
         note=CPU_CAVEAT,
     )
-    bundle.save()
     return report
 
 
@@ -207,7 +206,7 @@ def to_fp16(
         # "the float32 number ... will be truncated": tiny weights become fp16 subnormals; we
         # report those counts ourselves (weight_ranges) instead of one warning per tensor.
         warnings.filterwarnings("ignore", message="the float32 number")
-        types = _value_types(model)  # inferred only when value_info is incomplete
+        types = value_types(model)  # inferred only when value_info is incomplete
         complete = all(out in types for node in model.graph.node for out in node.output if out)
         return convert_float_to_float16(
             model,
@@ -277,11 +276,8 @@ def measure_activations(
     batch (`reference`), for the parity check.
     """
     import onnx
-    import onnxruntime as ort
 
-    from vggdeploy.calibration.calibrators import serialize_with_outputs
-
-    known = _value_types(model)
+    known = value_types(model)
     existing = {o.name for o in model.graph.output}
     names = [
         out
@@ -289,12 +285,9 @@ def measure_activations(
         for out in node.output
         if out not in existing and known.get(out) == onnx.TensorProto.FLOAT
     ]
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # Fusions would hide the tensors we ask for; measure the graph as written.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     serialized = serialize_with_outputs(model, names)
-    session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    # Fusions would hide the tensors we ask for; measure the graph as written.
+    session = cpu_session(serialized, optimize=False)
     del serialized
     fetch = [output_name, *names]
     max_abs: dict[str, float] = {input_name: 0.0, output_name: 0.0, **dict.fromkeys(names, 0.0)}
@@ -311,26 +304,6 @@ def measure_activations(
         if progress:
             progress(done, total)
     return {"max_abs": max_abs, "reference": reference, "batches": done}
-
-
-def _value_types(model: Any) -> dict[str, int]:
-    """Element type of every tensor the graph names, running shape inference only if needed.
-
-    Exported bundles already carry value_info for every intermediate tensor (the export runs
-    shape inference), which saves inferring on a copy of a large model.
-    """
-    import onnx
-
-    def collect(graph: Any) -> dict[str, int]:
-        types = {v.name: v.type.tensor_type.elem_type for v in graph.value_info}
-        types.update({v.name: v.type.tensor_type.elem_type for v in graph.input})
-        types.update({v.name: v.type.tensor_type.elem_type for v in graph.output})
-        return types
-
-    types = collect(model.graph)
-    if all(out in types for node in model.graph.node for out in node.output if out):
-        return types
-    return collect(onnx.shape_inference.infer_shapes(model).graph)
 
 
 def _max_abs(array: np.ndarray) -> float:
@@ -375,8 +348,8 @@ def _measurement_inputs(
     seed: int,
 ) -> dict[str, Any]:
     """A re-iterable source of input batches and a description for the report."""
-    pre = Preprocessing.from_dict(bundle.preprocessing)
-    size = int(bundle.model["image_size"])
+    pre = bundle.preprocessing
+    size = bundle.manifest.model.image_size
     fixed = _fixed_batch(bundle)
     if images is None:
 
@@ -426,7 +399,7 @@ def _pad(batch: np.ndarray, fixed: int | None) -> np.ndarray:
 
 
 def _fixed_batch(bundle: Bundle) -> int | None:
-    dim = bundle.manifest["io"]["inputs"][0]["shape"][0]
+    dim = bundle.manifest.input.shape[0]
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
@@ -437,13 +410,10 @@ def _check_parity(
     bundle: Bundle, path: Path, batches: Iterable[np.ndarray], reference: list[np.ndarray]
 ) -> dict[str, Any]:
     """Run the fp16 file on ONNX Runtime CPU against the fp32 logits of the same batches."""
-    from vggdeploy.runtimes.onnxrt import OrtRuntime
-
-    got = []
-    with _as_onnx_file(path) as onnx_file, OrtRuntime(onnx_file, precision="fp16") as runtime:
-        providers = runtime.describe().get("providers")
-        for batch in batches:
-            got.append(runtime.infer({bundle.input_name: batch})[bundle.output_name])
+    ort = import_ort()
+    session = cpu_session(path)
+    got = [session.run([bundle.output_name], {bundle.input_name: batch})[0] for batch in batches]
+    del session
     ref = np.concatenate(reference)
     out = np.concatenate(got)
     finite = bool(np.all(np.isfinite(out)))
@@ -458,7 +428,7 @@ def _check_parity(
     )
     return {
         "reference": "onnx.fp32 on ONNX Runtime CPU",
-        "runtime": f"onnxruntime CPU ({', '.join(providers or [])})",
+        "runtime": f"onnxruntime {ort.__version__} CPU (CPUExecutionProvider)",
         "images": int(len(ref)),
         **figures,
         "top1_agreement": agree,
@@ -469,37 +439,7 @@ def _check_parity(
     }
 
 
-class _as_onnx_file:
-    """The temporary (`.partial`) file under an `.onnx` name, hard-linked (copied if that fails)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.dir: str | None = None
-
-    def __enter__(self) -> Path:
-        self.dir = tempfile.mkdtemp(prefix=".fp16-check-", dir=self.path.parent)
-        target = Path(self.dir) / FILE_NAME
-        try:
-            os.link(self.path, target)
-        except OSError:
-            shutil.copyfile(self.path, target)
-        return target
-
-    def __exit__(self, *exc: object) -> None:
-        if self.dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _name_nodes(model: Any) -> None:
-    """Give every node a unique name: the block list and the report refer to nodes by name."""
-    seen: set[str] = set()
-    for i, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{i}"
-        seen.add(node.name)
 
 
 def split_keep_fp32(bundle: Bundle, names: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -511,8 +451,8 @@ def split_keep_fp32(bundle: Bundle, names: Sequence[str]) -> tuple[list[str], li
         return [], []
     import onnx
 
-    model = onnx.load(str(bundle.artifact_path("onnx.fp32")), load_external_data=False)
-    _name_nodes(model)
+    model = onnx.load(str(bundle.artifact_path(P.onnx_key("fp32"))), load_external_data=False)
+    name_nodes(model)
     op_types = {n.op_type for n in model.graph.node}
     ops = [n for n in names if n in op_types]
     nodes = [n for n in names if n not in op_types]
@@ -567,52 +507,3 @@ def _activation_table(
             }
         )
     return rows
-
-
-def _set_precision_metadata(model: Any) -> None:
-    for prop in model.metadata_props:
-        if prop.key == METADATA_PREFIX + "precision":
-            prop.value = "fp16"
-            return
-    model.metadata_props.add(key=METADATA_PREFIX + "precision", value="fp16")
-
-
-def format_report(report: dict[str, Any], *, top: int = 5) -> str:
-    """The human-readable summary `vggdeploy convert` prints."""
-    lines = []
-    measured = report["measured_on"]
-    source = (
-        f"{measured['samples']} images from {measured['folder']}"
-        if measured["source"] == "images"
-        else f"{measured['samples']} random inputs (seed {measured['seed']}); "
-        "use --images DIR for real data"
-    )
-    lines.append(f"activations measured on {source}")
-    largest = sorted(report["activations"], key=lambda a: -a["max_abs"])[:top]
-    lines.append(
-        f"largest |activation| vs fp16 max {FP16_MAX:g} (kept in fp32 at >= 1/{report['headroom']:g} of it):"
-    )
-    for row in largest:
-        lines.append(
-            f"  {row['max_abs']:>12.4g}  {100 * row['fraction_of_fp16_max']:7.3f}%  "
-            f"{row['op']:<10} {row['tensor']}"
-            + ("  <- overflow risk" if row["overflow_risk"] else "")
-        )
-    w = report["weights"]
-    lines.append(
-        f"weights: max |w| {w['max_abs']:.4g}; {w['over_fp16_max']} above the fp16 max, "
-        f"{w['subnormal_in_fp16']} ({100 * w['subnormal_fraction']:.3f}%) become fp16 subnormals"
-    )
-    if report["kept_fp32"]:
-        lines.append(f"kept in fp32 ({len(report['kept_fp32'])} nodes):")
-        for k in report["kept_fp32"]:
-            lines.append(f"  {k['op']:<10} {k['node']}: {k['reasons'][0]}")
-    else:
-        lines.append("kept in fp32: none (every activation fits the fp16 range with headroom)")
-    p = report["parity"]
-    lines.append(
-        f"parity vs fp32 on ONNX Runtime CPU over {p['images']} inputs: max rel diff "
-        f"{p['max_rel']:.2e}, cosine {p['cosine']:.6f}, top-1 agreement {100 * p['top1_agreement']:.2f}%"
-    )
-    lines.append(f"note: {report['note']}")
-    return "\n".join(lines)

@@ -28,8 +28,12 @@ import numpy as np
 from vggdeploy import __version__
 from vggdeploy.bundle import Bundle, atomic_path, atomic_write_text, library_versions
 from vggdeploy.errors import CheckFailedError, InputError
+from vggdeploy.metrics import compare_arrays
 from vggdeploy.models import ModelSpec, check_image_size, count_flops, count_parameters
+from vggdeploy.ortsession import cpu_session, import_ort
+from vggdeploy.precision import onnx_file, onnx_key
 from vggdeploy.preprocess import Preprocessing
+from vggdeploy.records import Manifest
 from vggdeploy.weights import WeightsSource, load_model
 
 log = logging.getLogger(__name__)
@@ -120,7 +124,7 @@ def export_bundle(
     if weights_record["source"] == "imagenet" and labels is None:
         labels = imagenet_labels()
 
-    onnx_path = out / "model.onnx"
+    onnx_path = out / onnx_file("fp32")
     with atomic_path(onnx_path) as tmp:
         export_onnx(model, tmp, options)
         io = finish_onnx(tmp, spec, options)
@@ -153,15 +157,15 @@ def export_bundle(
         "parity": parity,
         "artifacts": {},
     }
-    bundle = Bundle.create(out, manifest)
     if labels is not None:
         atomic_write_text(out / "labels.txt", "\n".join(labels) + "\n")
-        bundle.manifest["labels"] = "labels.txt"
+        manifest["labels"] = "labels.txt"
+    bundle = Bundle.create(out, Manifest.model_validate(manifest))
     _set_metadata(onnx_path, bundle)
-    bundle.add_artifact(
-        "onnx.fp32", "model.onnx", kind="onnx", precision="fp32", opset=options.opset
-    )
     bundle.save()
+    bundle.add_artifact(
+        onnx_key("fp32"), onnx_file("fp32"), kind="onnx", precision="fp32", opset=options.opset
+    )
     if not parity["passed"]:
         raise CheckFailedError(
             f"ONNX Runtime and PyTorch disagree (max rel diff {parity['worst_max_rel']:.2e} > "
@@ -238,33 +242,12 @@ def finish_onnx(path: Path, spec: ModelSpec, options: ExportOptions) -> dict[str
     return io
 
 
-def compare_arrays(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """Max |diff|, the same relative to max |ref|, and cosine similarity of flattened outputs."""
-    ref64, got64 = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
-    diff = np.abs(ref64 - got64)
-    scale = float(np.max(np.abs(ref64))) or 1.0
-    denom = float(np.linalg.norm(ref64) * np.linalg.norm(got64))
-    cosine = float(ref64 @ got64 / denom) if denom else float(np.array_equal(ref64, got64))
-    return {
-        "max_abs": float(diff.max(initial=0.0)),
-        "max_rel": float(diff.max(initial=0.0) / scale),
-        "cosine": cosine,
-    }
-
-
 def check_parity(model: Any, onnx_path: Path, options: ExportOptions) -> dict[str, Any]:
     """Run seeded inputs through PyTorch and ONNX Runtime CPU at every exported size."""
     import torch
 
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise InputError(
-            "ONNX Runtime is needed for the parity check: pip install 'vggdeploy[cpu]' (or [gpu])"
-        ) from None
-    sess_options = ort.SessionOptions()
-    sess_options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), sess_options, providers=["CPUExecutionProvider"])
+    ort = import_ort()
+    session = cpu_session(onnx_path)
     sizes = [options.image_size]
     if options.dense:
         sizes += [s for s in (*DENSE_CHECK_SIZES, *options.extra_sizes) if s not in sizes]
@@ -306,21 +289,23 @@ def _set_metadata(onnx_path: Path, bundle: Bundle) -> None:
     import onnx
 
     model = onnx.load(str(onnx_path))
+    m = bundle.manifest.model
+    weights = bundle.manifest.weights.to_json_dict()
     entries = {
-        "model": bundle.model["name"],
-        "config": bundle.model["config"],
-        "batch_norm": json.dumps(bundle.model["batch_norm"]),
-        "num_classes": str(bundle.model["num_classes"]),
-        "dense": json.dumps(bundle.model["dense"]),
-        "image_size": str(bundle.model["image_size"]),
-        "preprocessing": json.dumps(bundle.preprocessing),
-        "weights": json.dumps({k: v for k, v in bundle.manifest["weights"].items() if k != "path"}),
+        "model": m.name,
+        "config": m.config,
+        "batch_norm": json.dumps(m.batch_norm),
+        "num_classes": str(m.num_classes),
+        "dense": json.dumps(m.dense),
+        "image_size": str(m.image_size),
+        "preprocessing": json.dumps(bundle.manifest.preprocessing.to_json_dict()),
+        "weights": json.dumps({k: v for k, v in weights.items() if k != "path"}),
         "version": __version__,
     }
     del model.metadata_props[:]
     for key, value in entries.items():
         model.metadata_props.add(key=METADATA_PREFIX + key, value=value)
-    model.doc_string = f"{bundle.model['name']} (VGG config {bundle.model['config']}) exported by vggdeploy {__version__}"
+    model.doc_string = f"{m.name} (VGG config {m.config}) exported by vggdeploy {__version__}"
     with atomic_path(onnx_path) as tmp:
         onnx.save(model, str(tmp))
 

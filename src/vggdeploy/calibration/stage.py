@@ -1,0 +1,348 @@
+"""The `calibrate` stage: INT8 post-training quantization of a bundle: calibrate, write Q/DQ ONNX, check held-out images.
+
+`calibrate_bundle(bundle, images, CalibrationOptions(...))` is the whole stage:
+
+1. draw `samples` calibration images (seeded) and a disjoint held-out set from `images`;
+2. collect per-tensor histograms in one streaming pass of the fp32 model through ONNX Runtime,
+   or reuse a matching calibration cache;
+3. compute ranges (`entropy`, `minmax` or `percentile`) and write `model.int8.onnx`
+   (`target="tensorrt"`) or `model.int8-u8.onnx` (`target="onnxruntime"`) in Q/DQ form;
+4. check the file against its target's rules (`verify_qdq`) and compare int8 with fp32 on the
+   held-out images (cosine, top-1 agreement, top-5 overlap), warning loudly below tolerance;
+5. record the artifact, its calibration settings and the comparison in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vggdeploy.bundle import Bundle, atomic_path
+from vggdeploy.calibration.cache import DEFAULT_CACHE_NAME, cache_key, load_cache, save_cache
+from vggdeploy.calibration.calibrators import (
+    METHODS,
+    collect_statistics,
+    compute_ranges,
+    select_calibration_tensors,
+)
+from vggdeploy.calibration.data import (
+    ImageBatchReader,
+    ImageSplit,
+    fingerprint_images,
+    split_images,
+)
+from vggdeploy.calibration.qdq import get_target, quantize_model, verify_qdq
+from vggdeploy.errors import CheckFailedError, InputError
+from vggdeploy.metrics import TOLERANCES, compare_outputs
+from vggdeploy.ortsession import cpu_session
+from vggdeploy.precision import onnx_key
+from vggdeploy.preprocess import Preprocessing
+
+log = logging.getLogger(__name__)
+
+# Held-out int8 vs fp32 agreement below which calibrate warns: cosine of the flattened logits
+# and top-1 agreement, from vggdeploy.metrics.TOLERANCES ("int8" for the tensorrt target,
+# "int8-u8" for onnxruntime), so `validate` and `calibrate` judge alike.
+INT8_TOLERANCE = {"cosine": 0.98, "top1": 0.90}
+TOLERANCE_KEYS = {"tensorrt": "int8", "onnxruntime": "int8-u8"}
+
+#: called after each calibration batch with its number of images
+BatchProgress = Callable[[int], None]
+
+
+@dataclass
+class CalibrationOptions:
+    """What `vggdeploy calibrate` was asked for.
+
+    `holdout=None` compares on up to 64 images left over after the calibration draw (none left:
+    the comparison is skipped with a warning); an explicit count must be available. `cache=None`
+    uses `calibration.cache.json` in the bundle, recomputed when it does not match; a cache
+    named explicitly that belongs to another model or image set is refused.
+    """
+
+    method: str = "entropy"
+    target: str = "tensorrt"
+    samples: int = 512
+    seed: int = 0
+    percentile: float = 99.99
+    batch_size: int = 16
+    cache: str | Path | None = None
+    holdout: int | None = None
+    #: called with each batch's image count during the data pass (None or False: no progress)
+    progress: BatchProgress | None | bool = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown --method {self.method!r}: use one of {', '.join(METHODS)}")
+        get_target(self.target)
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise InputError(f"--samples {self.samples!r} must be a positive integer")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise InputError(f"--batch {self.batch_size!r} must be a positive integer")
+        if not 50.0 <= float(self.percentile) <= 100.0:
+            raise InputError(
+                f"--percentile {self.percentile} must be between 50 and 100 (e.g. 99.99)"
+            )
+        if self.holdout is not None and (not isinstance(self.holdout, int) or self.holdout < 0):
+            raise InputError(f"--holdout {self.holdout!r} must be 0 or a positive integer")
+
+
+def int8_tolerance(target: str = "tensorrt") -> dict[str, float]:
+    """The int8 tolerance of `target` from `vggdeploy.metrics.TOLERANCES` (cosine, top-1)."""
+    merged = dict(INT8_TOLERANCE)
+    entry = TOLERANCES.get(TOLERANCE_KEYS.get(target, "int8"), {})
+    merged.update({k: float(v) for k, v in entry.items() if k in INT8_TOLERANCE})
+    return merged
+
+
+def calibrate_bundle(
+    bundle: Bundle, images: str | Path, options: CalibrationOptions | None = None
+) -> dict[str, Any]:
+    """Calibrate `bundle`'s fp32 ONNX on `images`, write the Q/DQ model, record it; a summary.
+
+    Raises `InputError` for bad images/options/caches and `CheckFailedError` if the written
+    model breaks its target's Q/DQ rules. A held-out comparison below tolerance only warns
+    (`summary["warnings"]`), because the file is still what was asked for.
+    """
+    import onnx
+
+    options = options or CalibrationOptions()
+    target = get_target(options.target)
+    started = time.perf_counter()
+    fp32_path = bundle.artifact_path(onnx_key("fp32"), verify=True)
+    model_sha256 = bundle.artifact(onnx_key("fp32")).sha256
+    pre = bundle.preprocessing
+    split = split_images(images, options.samples, options.seed, options.holdout)
+    data_sha256 = fingerprint_images(split.calibration, split.root)
+
+    model = onnx.load(str(fp32_path))
+    tensors = select_calibration_tensors(model)
+    del model  # the data pass loads its own copy; do not hold two of a 550 MB model
+    if not tensors:
+        raise InputError(f"{fp32_path} has no Conv/Gemm/MatMul inputs to quantize")
+
+    key = cache_key(
+        model_sha256=model_sha256,
+        data_sha256=data_sha256,
+        samples=options.samples,
+        seed=options.seed,
+        batch_size=options.batch_size,
+        preprocessing=pre.to_dict(),
+        tensors=tensors,
+    )
+    cache_path = Path(options.cache) if options.cache else bundle.root / DEFAULT_CACHE_NAME
+    cached = load_cache(cache_path, key, explicit=options.cache is not None)
+    collect_seconds = 0.0
+    if cached is not None:
+        collector, stored_ranges = cached
+        log.info("reusing calibration cache %s (no data pass)", cache_path)
+    else:
+        reader = ImageBatchReader(split.calibration, pre, bundle.input_name, options.batch_size)
+        t0 = time.perf_counter()
+        collector = collect_statistics(
+            onnx.load(str(fp32_path)),
+            reader,
+            tensors,
+            on_batch=options.progress if callable(options.progress) else None,
+        )
+        collect_seconds = time.perf_counter() - t0
+        stored_ranges = {}
+
+    ranges = compute_ranges(collector, options.method, options.target, options.percentile)
+    range_key = _range_key(options)
+    stored_ranges[range_key] = {name: r.to_dict() for name, r in ranges.items()}
+    save_cache(
+        cache_path,
+        key,
+        collector,
+        stored_ranges,
+        images=[p.relative_to(split.root).as_posix() for p in split.calibration],
+    )
+
+    calibration_record = {
+        "method": options.method,
+        **({"percentile": options.percentile} if options.method == "percentile" else {}),
+        "samples": options.samples,
+        "seed": options.seed,
+        "batch_size": options.batch_size,
+        "images": str(images),
+        "images_found": split.available,
+        "data_sha256": data_sha256,
+        "tensors": len(ranges),
+        "cache": _display_path(cache_path, bundle.root),
+        "cache_reused": cached is not None,
+    }
+    model = onnx.load(str(fp32_path))
+    qmodel, qsummary = quantize_model(
+        model,
+        ranges,
+        options.target,
+        metadata={
+            "vggdeploy.quantization": json.dumps(
+                {
+                    "target": target.name,
+                    "activations": target.activation_dtype,
+                    **calibration_record,
+                }
+            )
+        },
+        in_place=True,
+    )
+    del model
+    problems = verify_qdq(qmodel, options.target)
+    if problems:
+        raise CheckFailedError(
+            f"the written Q/DQ model breaks {target.name} rules: " + "; ".join(problems[:5])
+        )
+    onnx.checker.check_model(qmodel)
+
+    dest = bundle.root / target.filename
+    warnings: list[str] = []
+    with atomic_path(dest) as tmp:
+        onnx.save(qmodel, str(tmp))
+        del qmodel
+        comparison = _compare_holdout(fp32_path, tmp, split, pre, bundle.input_name, options)
+    if comparison.get("passed") is False:
+        warnings.append(
+            f"INT8 ACCURACY WARNING: on {comparison['images']} held-out images int8 vs fp32 "
+            f"cosine {comparison['cosine']:.4f} (worst image {comparison['cosine_min']:.4f}), "
+            f"top-1 agreement {comparison['top1_agreement']:.3f}, below the int8 tolerance "
+            f"(cosine >= {comparison['tolerance']['cosine']}, top-1 agreement >= "
+            f"{comparison['tolerance']['top1']}); try "
+            f"{_alternatives(options.method)}, more --samples, or images closer to the "
+            "deployment data"
+        )
+    elif comparison.get("skipped"):
+        warnings.append(f"held-out comparison skipped: {comparison['skipped']}")
+    for line in warnings:
+        log.warning(line)
+
+    record = bundle.add_artifact(
+        target.artifact_key,
+        target.filename,
+        kind="onnx",
+        precision="int8",
+        target=target.name,
+        activations=target.activation_dtype,
+        weights="int8 per-channel symmetric",
+        quantized_ops=qsummary["quantized_ops"],
+        calibration=calibration_record,
+        holdout=comparison,
+    )
+    return {
+        "artifact": target.artifact_key,
+        "path": str(dest),
+        "target": target.name,
+        "method": options.method,
+        "samples": options.samples,
+        "tensors": len(ranges),
+        "quantized_ops": qsummary["quantized_ops"],
+        "cache": str(cache_path),
+        "cache_reused": cached is not None,
+        "data_pass_seconds": round(collect_seconds, 2),
+        "seconds": round(time.perf_counter() - started, 2),
+        "holdout": comparison,
+        "warnings": warnings,
+        "sha256": record.sha256,
+        "ranges": {name: r.to_dict() for name, r in ranges.items()},
+    }
+
+
+def _alternatives(method: str) -> str:
+    others = [m for m in METHODS if m != method]
+    return " or ".join(f"--method {m}" for m in others)
+
+
+def _range_key(options: CalibrationOptions) -> str:
+    parts = [options.method, options.target]
+    if options.method == "percentile":
+        parts.append(f"{options.percentile:g}")
+    return "/".join(parts)
+
+
+def _display_path(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def compare_on_images(
+    reference: str | Path,
+    candidate: str | Path,
+    reader: ImageBatchReader,
+    output_name: str | None = None,
+) -> dict[str, Any]:
+    """Run two ONNX models on the same batches (ORT CPU, one model loaded at a time).
+
+    Returns the cosine of the flattened logits (as `validate` computes it), the mean and worst
+    per-image cosine, top-1 agreement (fraction of images whose arg-max matches) and top-5
+    overlap (mean |top5 ref & top5 cand| / 5).
+    """
+
+    def run_all(path: str | Path) -> np.ndarray:
+        # One model in memory at a time; only the (small) logits are kept.
+        session = cpu_session(path, memory_arena=False)
+        name = output_name or session.get_outputs()[0].name
+        logits = [session.run([name], feed)[0] for feed in reader]
+        del session
+        return np.concatenate(logits).reshape(sum(len(x) for x in logits), -1)
+
+    a = run_all(reference).astype(np.float64)
+    b = run_all(candidate).astype(np.float64)
+    figures = compare_outputs(a, b)  # the same metrics `validate` judges
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    per_image = np.divide((a * b).sum(axis=1), norms, out=np.ones(len(a)), where=norms > 0)
+    return {
+        "images": len(a),
+        "cosine": figures["cosine"],
+        "cosine_mean": float(per_image.mean()),
+        "cosine_min": float(per_image.min()),
+        "top1_agreement": figures["top1"],
+        "top5_overlap": figures["top5"],
+    }
+
+
+def _compare_holdout(
+    fp32_path: Path,
+    int8_path: Path,
+    split: ImageSplit,
+    pre: Preprocessing,
+    input_name: str,
+    options: CalibrationOptions,
+) -> dict[str, Any]:
+    tolerance = int8_tolerance(options.target)
+    if not split.holdout:
+        return {
+            "images": 0,
+            "skipped": f"no images left for a held-out check ({split.available} found, "
+            f"{len(split.calibration)} used for calibration); add images or lower --samples",
+            "tolerance": tolerance,
+        }
+    reader = ImageBatchReader(split.holdout, pre, input_name, options.batch_size)
+    figures = compare_on_images(fp32_path, int8_path, reader)
+    passed = figures["cosine"] >= tolerance.get("cosine", 0.0) and figures[
+        "top1_agreement"
+    ] >= tolerance.get("top1", 0.0)
+    log.info(
+        "held-out int8 vs fp32 on %d images: cosine %.4f (worst image %.4f), top-1 agreement "
+        "%.3f, top-5 overlap %.3f",
+        figures["images"],
+        figures["cosine"],
+        figures["cosine_min"],
+        figures["top1_agreement"],
+        figures["top5_overlap"],
+    )
+    return {
+        **figures,
+        "reference": "fp32 model.onnx, onnxruntime CPU",
+        "tolerance": tolerance,
+        "passed": bool(passed),
+    }
