@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,15 @@ import numpy as np
 
 from vggdeploy.bundle import Bundle
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
-from vggdeploy.preprocess import IMAGE_EXTENSIONS, Preprocessing, iter_batches
-from vggdeploy.runtimes.base import Runtime
-from vggdeploy.validate import Target, default_targets, expand_targets, infer_first, open_runtime
+from vggdeploy.preprocess import IMAGE_EXTENSIONS, iter_batches
+from vggdeploy.runtimes.base import Runtime, infer_array
+from vggdeploy.runtimes.registry import (
+    RuntimeSpec,
+    default_validation_specs,
+    expand,
+    open_available,
+)
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-u8")
 TOP_K = 5
 
 
@@ -128,31 +131,17 @@ def map_class_folders(
 # -- runtimes -------------------------------------------------------------------------------------
 
 
-def choose_targets(
-    bundle: Bundle,
-    runtimes: Sequence[str] = (),
-    precisions: Sequence[str] = (),
-    **options: Any,
-) -> tuple[list[Target], bool]:
-    """Targets as `vggdeploy validate` reads them (`NAME[:WHERE][@PRECISION]`, `--precision`).
-
-    Returns the targets and whether they are the defaults (ONNX Runtime CPU on every ONNX in
-    the bundle, then every TensorRT engine): defaults this host cannot run are skipped with a
-    note, while a target the user named must run.
-    """
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad:
-        raise InputError(
-            f"unknown precision(s) {', '.join(bad)}: choose from {', '.join(PRECISIONS)}"
-        )
-    targets = expand_targets(bundle, runtimes, precisions, **options)
-    if targets is None:
-        return default_targets(bundle, **options), True
-    unique: list[Target] = []
-    for target in targets:
-        if target not in unique:
-            unique.append(target)
-    return unique, False
+def choose_specs(
+    bundle: Bundle, specs: Sequence[RuntimeSpec] = (), precisions: Sequence[str] = ()
+) -> tuple[list[RuntimeSpec], bool]:
+    """Targets as `vggdeploy validate` reads them, and whether they are the defaults (ONNX
+    Runtime CPU on every ONNX in the bundle, then every TensorRT engine): defaults this host
+    cannot run are skipped with a note, while a target the user named must run."""
+    if not specs and not precisions:
+        return default_validation_specs(bundle), True
+    if not specs:
+        specs = [RuntimeSpec("onnxruntime")]
+    return expand(bundle, specs, precisions), False
 
 
 # -- scoring --------------------------------------------------------------------------------------
@@ -168,7 +157,7 @@ def topk_hits(logits: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass
 class _Score:
-    target: Target
+    spec: RuntimeSpec
     runtime: Runtime
     top1: int = 0
     topk: int = 0
@@ -180,39 +169,40 @@ def evaluate_bundle(
     bundle: Bundle,
     images: str | os.PathLike[str],
     *,
-    runtimes: Sequence[str] = (),
+    specs: Sequence[RuntimeSpec] = (),
     precisions: Sequence[str] = (),
-    batch_size: int = 32,
+    batch: int = 32,
     limit: int | None = None,
     seed: int = 0,
     threads: int | None = None,
-    progress: bool = False,
-    runtime_factory: Callable[[Bundle, Target], Runtime] = open_runtime,
+    progress: Callable[[int, int], None] | None = None,
+    runtime_factory: Callable[..., Runtime] = open_available,
 ) -> dict[str, Any]:
     """Accuracy of every runtime x precision on the labelled folder `images`.
 
-    `runtimes` and `precisions` read as in `vggdeploy validate`; with neither, every ONNX in
+    `progress(done, total)` is called after each batch. `specs` and `precisions` read as in
+    `vggdeploy validate`; with neither, every ONNX in
     the bundle runs on ONNX Runtime CPU (plus TensorRT engines where this host can run them).
     `limit` evaluates a seeded random subset of that many images (from every class, not just
     the first folders). Deltas are percentage points against fp32 on the same runtime (else the
     first fp32 target); agreement is the share of images whose top-1 class equals the first
     fp32 target's.
     """
-    if batch_size < 1:
-        raise InputError(f"batch size {batch_size} must be at least 1")
+    if batch < 1:
+        raise InputError(f"--batch {batch} must be at least 1")
     if limit is not None and limit < 1:
         raise InputError(f"--limit {limit} must be at least 1")
     started = time.perf_counter()
     labels = bundle.labels()
-    num_classes = int(bundle.model["num_classes"])
+    num_classes = bundle.model.num_classes
     mapping = map_class_folders(images, labels, num_classes)
     samples = mapping.samples
     if limit is not None and limit < len(samples):
         rng = np.random.default_rng(seed)
         samples = [samples[i] for i in sorted(rng.choice(len(samples), limit, replace=False))]
     options = {"threads": threads} if threads else {}
-    targets, defaults = choose_targets(bundle, runtimes, precisions, **options)
-    pre = Preprocessing.from_dict(bundle.preprocessing)
+    targets, defaults = choose_specs(bundle, specs, precisions)
+    pre = bundle.preprocessing
     k = min(TOP_K, num_classes)
     paths = [p for p, _ in samples]
     truth_all = np.asarray([c for _, c in samples], dtype=np.int64)
@@ -222,12 +212,12 @@ def evaluate_bundle(
         scores: list[_Score] = []
         for target in targets:
             try:
-                runtime = runtime_factory(bundle, target)
+                runtime = runtime_factory(bundle, target, **options)
                 stack.enter_context(runtime)
             except RuntimeUnavailableError as exc:
                 if not defaults:
                     raise
-                skipped.append({"target": target.describe(), "reason": str(exc)})
+                skipped.append({"target": target.text, "reason": str(exc)})
                 continue
             scores.append(_Score(target, runtime))
         if not scores:
@@ -235,17 +225,14 @@ def evaluate_bundle(
                 "no runtime of this bundle can run on this host: "
                 + "; ".join(f"{s['target']}: {s['reason']}" for s in skipped)
             )
-        reference = _reference_index([s.target for s in scores])
-        bar = stack.enter_context(
-            progress_bar(f"evaluating {len(scores)} model(s)", len(paths), enabled=progress)
-        )
+        reference = _reference_index([s.spec for s in scores])
         done = 0
-        for chunk, batch in iter_batches(paths, pre, batch_size):
+        for chunk, array in iter_batches(paths, pre, batch):
             n = len(chunk)
             truth = truth_all[done : done + n]
             preds: list[np.ndarray] = []
             for score in scores:
-                logits = infer_first(score.runtime, batch)
+                logits = infer_array(score.runtime, array)
                 if logits.shape != (n, num_classes):
                     raise BundleError(
                         f"{score.runtime.label} returned logits of shape {logits.shape}, "
@@ -263,8 +250,9 @@ def evaluate_bundle(
                 for score, pred in zip(scores, preds):
                     score.agree += int(np.sum(pred == preds[reference]))
             done += n
-            bar.advance(n)
-        described = [s.runtime.describe() for s in scores]
+            if progress:
+                progress(done, len(paths))
+        described = [s.runtime.describe().to_dict() for s in scores]
         labels_of = [s.runtime.label for s in scores]
 
     total = len(paths)
@@ -274,9 +262,10 @@ def evaluate_bundle(
         top1, topk = score.top1 / total, score.topk / total
         results.append(
             {
-                "runtime": score.target.runtime,
-                "options": score.target.to_dict()["options"],
-                "precision": score.target.precision,
+                "runtime": score.spec.name,
+                "spec": score.spec.text,
+                "device": score.spec.device,
+                "precision": score.spec.precision,
                 "label": labels_of[i],
                 "top1": top1,
                 "top5": topk,
@@ -289,7 +278,7 @@ def evaluate_bundle(
                 },
             }
         )
-    evaluated = [s.target for s in scores]
+    evaluated = [s.spec for s in scores]
     for i, row in enumerate(results):
         ref = _reference_for(evaluated, i, reference)
         if ref is None:
@@ -304,7 +293,7 @@ def evaluate_bundle(
         row["agreement_with"] = results[reference]["label"]
     return {
         "bundle": str(bundle.root),
-        "model": bundle.model.get("name"),
+        "model": bundle.model.name,
         "images": str(Path(images)),
         "count": total,
         "limit": {"limit": limit, "seed": seed} if limit is not None else None,
@@ -315,7 +304,7 @@ def evaluate_bundle(
             "note": mapping.note,
             "folders": mapping.folders,
         },
-        "batch_size": batch_size,
+        "batch": batch,
         "results": results,
         "skipped": skipped,
         "seconds": round(time.perf_counter() - started, 2),
@@ -323,14 +312,14 @@ def evaluate_bundle(
     }
 
 
-def _reference_index(targets: Sequence[Target]) -> int | None:
+def _reference_index(targets: Sequence[RuntimeSpec]) -> int | None:
     for i, t in enumerate(targets):
         if t.precision == "fp32":
             return i
     return None
 
 
-def _reference_for(targets: Sequence[Target], i: int, default: int | None) -> int | None:
+def _reference_for(targets: Sequence[RuntimeSpec], i: int, default: int | None) -> int | None:
     """fp32 on the same runtime and options if evaluated, else the first fp32 target."""
     for j, t in enumerate(targets):
         if t.precision == "fp32" and _same_runtime(t, targets[i]):
@@ -338,86 +327,10 @@ def _reference_for(targets: Sequence[Target], i: int, default: int | None) -> in
     return default
 
 
-def _same_runtime(a: Target, b: Target) -> bool:
-    """The same runtime and options, whatever the precision."""
-
-    def where(t: Target) -> dict[str, Any]:
-        return {k: v for k, v in t.options.items() if k != "precision"}
-
-    return a.runtime == b.runtime and where(a) == where(b)
+def _same_runtime(a: RuntimeSpec, b: RuntimeSpec) -> bool:
+    """The same runtime and variants, whatever the precision."""
+    return a.runtime == b.runtime
 
 
 def _class_name(names: Sequence[str], index: int) -> str:
     return names[index] if index < len(names) else str(index)
-
-
-# -- presentation ---------------------------------------------------------------------------------
-
-
-class Progress:
-    """What `progress_bar` yields: `advance(n)` or `update(done, total)`; no-ops when disabled."""
-
-    def __init__(self, bar: Any = None, task: Any = None) -> None:
-        self._bar, self._task = bar, task
-
-    def advance(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task, n)
-
-    def update(self, done: int, total: int | None = None) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=done, total=total)
-
-
-@contextlib.contextmanager
-def progress_bar(description: str, total: int | None, *, enabled: bool) -> Iterator[Progress]:
-    """A rich progress bar on stderr (cleared when done); disabled, or when stderr is not a
-    terminal (logs, pipes, CI), it does nothing."""
-    if not enabled or not sys.stderr.isatty():
-        yield Progress()
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.progress import Progress as RichProgress
-
-    with RichProgress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        yield Progress(bar, bar.add_task(description, total=total))
-
-
-def format_results(report: dict[str, Any]) -> list[list[str]]:
-    """Table rows: runtime, precision, top-1, top-5, deltas in points, top-1 agreement."""
-    rows = []
-    for r in report["results"]:
-
-        def delta(value: float | None) -> str:
-            return "-" if value is None else f"{value:+.2f}"
-
-        rows.append(
-            [
-                r["label"],
-                r["precision"],
-                f"{100 * r['top1']:.2f}%",
-                f"{100 * r['top5']:.2f}%",
-                delta(r["delta_top1"]),
-                delta(r["delta_top5"]),
-                "-" if r["agreement_top1"] is None else f"{100 * r['agreement_top1']:.2f}%",
-            ]
-        )
-    return rows
-
-
-TABLE_HEADERS = ["runtime", "precision", "top-1", "top-5", "top-1 diff", "top-5 diff", "agrees"]

@@ -18,6 +18,7 @@ import numpy as np
 
 from vggdeploy.bundle import Bundle
 from vggdeploy.errors import InputError, VggDeployError
+from vggdeploy.runtimes.base import infer_array
 
 
 @dataclass
@@ -90,17 +91,16 @@ def predict_images(
 
     Files that cannot be decoded come back with `error` set; the rest are batched and run.
     """
-    from vggdeploy.preprocess import Preprocessing, load_image, preprocess_image
-    from vggdeploy.validate import infer_first
+    from vggdeploy.preprocess import load_image, preprocess_image
 
     if top < 1:
         raise InputError(f"--top {top} must be at least 1")
     if batch < 1:
         raise InputError(f"batch {batch} must be a positive integer")
-    num_classes = int(bundle.model["num_classes"])
+    num_classes = bundle.model.num_classes
     if top > num_classes:
         raise InputError(f"--top {top} is more than the model's {num_classes} classes")
-    pre = Preprocessing.from_dict(bundle.preprocessing)
+    pre = bundle.preprocessing
     names = class_names(bundle, num_classes)
 
     results = [Prediction(p) for p in expand_paths(images)]
@@ -109,7 +109,7 @@ def predict_images(
     def flush() -> None:
         if not pending:
             return
-        logits = infer_first(runtime, np.stack([a for _, a in pending]))
+        logits = infer_array(runtime, np.stack([a for _, a in pending]))
         for (pred, _), probs in zip(pending, softmax(logits)):
             pred.top = top_k(probs, top, names)
         pending.clear()
@@ -125,20 +125,6 @@ def predict_images(
             flush()
     flush()
     return results
-
-
-def render_predictions(results: Sequence[Prediction]) -> str:
-    """Each file, then its top-k as `rank. label  probability%`; errors on one line each."""
-    lines = []
-    for pred in results:
-        if pred.error is not None:
-            lines.append(f"{pred.path}: error: {pred.error}")
-            continue
-        lines.append(str(pred.path))
-        width = max(len(label) for _, label, _ in pred.top)
-        for rank, (_index, label, prob) in enumerate(pred.top, 1):
-            lines.append(f"  {rank}. {label.ljust(width)}  {prob * 100:6.2f}%")
-    return "\n".join(lines)
 
 
 def _without_path(message: str, path: Path) -> str:

@@ -12,18 +12,10 @@ import pytest
 from vggdeploy.bundle import Bundle
 from vggdeploy.cli import main
 from vggdeploy.errors import InputError, RuntimeUnavailableError
-from vggdeploy.validate import (
-    TOLERANCES,
-    InputSet,
-    Target,
-    compare_outputs,
-    expand_targets,
-    infer_first,
-    merge_tolerances,
-    parse_target,
-    parse_tolerances,
-    validate_bundle,
-)
+from vggdeploy.metrics import TOLERANCES, compare_outputs, merge_tolerances, parse_tolerances
+from vggdeploy.runtimes.base import infer_array
+from vggdeploy.runtimes.registry import RuntimeSpec, expand, parse_spec
+from vggdeploy.validate import validate_bundle
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -50,13 +42,12 @@ def perturb_onnx(bundle_dir: Path, key: str = "onnx.fp32", scale: float = 0.05) 
         numpy_helper.from_array(array + noise * scale * float(np.abs(array).max()), target.name)
     )
     onnx.save(model, str(path))
-    record = bundle.artifact(key)
+    record = bundle.artifact(key).to_json_dict()
     bundle.add_artifact(
         key,
         record["path"],
         **{k: v for k, v in record.items() if k not in ("path", "sha256", "size")},
     )
-    bundle.save()
 
 
 def add_copy_as(bundle_dir: Path, key: str, filename: str) -> None:
@@ -65,7 +56,6 @@ def add_copy_as(bundle_dir: Path, key: str, filename: str) -> None:
     bundle = Bundle.load(bundle_dir)
     shutil.copy(bundle_dir / "model.onnx", bundle_dir / filename)
     bundle.add_artifact(key, filename, kind="onnx", precision=key.split(".", 1)[1])
-    bundle.save()
 
 
 def make_images(folder: Path, count: int = 5) -> Path:
@@ -142,37 +132,20 @@ def test_bad_tolerances_are_input_errors(text, message):
 # -- targets ------------------------------------------------------------------------------------
 
 
-def test_parse_target_syntax():
-    assert parse_target("torch") == Target("torch", {})
-    assert parse_target("torch:cuda@fp16") == Target(
-        "torch", {"device": "cuda", "precision": "fp16"}
-    )
-    assert parse_target("ort:tensorrt", "int8", threads=2) == Target(
-        "onnxruntime", {"provider": "tensorrt", "precision": "int8", "threads": 2}
-    )
-    assert parse_target("tensorrt@fp16", allow_fallback=True) == Target(
-        "tensorrt", {"precision": "fp16"}
-    )
-    with pytest.raises(InputError, match="unknown runtime 'onnx'"):
-        parse_target("onnx:cpu")
-    with pytest.raises(InputError, match="takes no ':cuda'"):
-        parse_target("tensorrt:cuda")
-
-
-def test_expand_targets(tiny_bundle):
+def test_expand_specs_against_the_bundle(tiny_bundle):
     add_copy_as(tiny_bundle, "onnx.int8-u8", "model.int8-u8.onnx")
     bundle = Bundle.load(tiny_bundle)
-    assert expand_targets(bundle) is None
-    assert [t.precision for t in expand_targets(bundle, ["onnxruntime:cpu"])] == ["fp32", "int8-u8"]
-    assert expand_targets(bundle, [], ["fp16"]) == [
-        Target("onnxruntime", {"provider": "cpu", "precision": "fp16"})
+    specs = expand(bundle, [parse_spec("onnxruntime:cpu")])
+    assert [s.precision for s in specs] == ["fp32", "int8-u8"]
+    assert expand(bundle, [RuntimeSpec("onnxruntime")], ["fp16"]) == [
+        RuntimeSpec("onnxruntime", (), "fp16")
     ]
-    assert expand_targets(bundle, ["torch", "ort@fp32"]) == [
-        Target("torch", {"precision": "fp32"}),
-        Target("onnxruntime", {"precision": "fp32"}),
+    assert expand(bundle, [parse_spec("torch"), parse_spec("ort@fp32")]) == [
+        RuntimeSpec("torch", (), "fp32"),
+        RuntimeSpec("onnxruntime", (), "fp32"),
     ]
-    with pytest.raises(InputError, match="no engine artifacts"):
-        expand_targets(bundle, ["tensorrt"])
+    with pytest.raises(InputError, match="no engine.. artifacts"):
+        expand(bundle, [parse_spec("tensorrt")])
 
 
 class _FixedBatchRuntime:
@@ -192,10 +165,10 @@ class _FixedBatchRuntime:
         return {"logits": x * 2}
 
 
-def test_infer_first_casts_and_pads_fixed_batches():
+def test_infer_array_casts_and_pads_fixed_batches():
     runtime = _FixedBatchRuntime()
     x = np.arange(15, dtype=np.float32).reshape(5, 3)
-    out = infer_first(runtime, x)
+    out = infer_array(runtime, x)
     assert runtime.calls == [(2, 3), (2, 3), (2, 3)]
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, x * 2)
@@ -205,16 +178,15 @@ def test_infer_first_casts_and_pads_fixed_batches():
 
 
 def test_validate_bundle_api_passes_and_serialises(tiny_bundle_ro):
-    report = validate_bundle(
-        tiny_bundle_ro, inputs=InputSet.random(Bundle.load(tiny_bundle_ro), samples=5, batch=2)
-    )
-    assert report.passed, report.render()
+    report = validate_bundle(tiny_bundle_ro, samples=5, batch=2)
+    assert report.passed, report.summary()
     assert report.reference == "torch[cpu] fp32"
     [result] = report.results
     assert result.label == "onnxruntime[cpu] fp32" and result.status == "compared"
     assert {c.metric for c in result.checks} == {"max_rel", "cosine"}
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["passed"] is True and data["inputs"]["samples"] == 5
+    [inputs] = data["inputs"].values()
+    assert data["passed"] is True and inputs["samples"] == 5
     assert data["targets"][0]["runtime"]["providers"] == ["CPUExecutionProvider"]
 
 
@@ -226,13 +198,15 @@ def test_validate_cli_passes_on_the_tiny_bundle(tiny_bundle_ro, capsys, tmp_path
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["passed"] is True
     assert data["reference"]["label"] == "torch[cpu] fp32"
-    assert data["inputs"] == {
-        "kind": "random",
-        "samples": 16,
-        "batch": 8,
-        "shape": [3, 32, 32],
-        "seed": 0,
-    }
+    assert list(data["inputs"].values()) == [
+        {
+            "kind": "random",
+            "samples": 16,
+            "batch": 8,
+            "shape": [3, 32, 32],
+            "seed": 0,
+        }
+    ]
 
 
 def test_validate_cli_fails_with_exit_2_on_a_perturbed_model(tiny_bundle, capsys):
@@ -290,7 +264,7 @@ def test_validate_with_images(tiny_bundle_ro, tmp_path, capsys):
     )
     assert code == 0, out
     assert f"5 images from {folder}" in out
-    inputs = json.loads((tmp_path / "r.json").read_text())["inputs"]
+    [inputs] = json.loads((tmp_path / "r.json").read_text())["inputs"].values()
     assert inputs["kind"] == "images" and len(inputs["files"]) == 5
     code, out, _ = run_cli(
         ["validate", tiny_bundle_ro, "--images", folder, "--samples", "2"], capsys
@@ -304,29 +278,35 @@ def test_validate_images_folder_without_images_is_one_line(tiny_bundle_ro, tmp_p
     assert code == 1 and err.startswith("error: no images found") and "Traceback" not in err
 
 
-def test_every_onnx_is_validated_and_random_int8_gets_a_note(tiny_bundle, capsys):
+def test_every_onnx_is_validated_and_int8_is_judged_on_photographs(tiny_bundle, capsys):
+    """Without --images, fp32 is judged on random tensors and INT8 on the shipped photographs:
+    random tensors never judge INT8 (the rule `pipeline` uses too)."""
     add_copy_as(tiny_bundle, "onnx.int8", "model.int8.onnx")
     code, out, _ = run_cli(["validate", tiny_bundle, "--json", "-"], capsys)
     data = json.loads(out)
     labels = [t["label"] for t in data["targets"]]
     assert labels == ["onnxruntime[cpu] fp32", "onnxruntime[cpu] int8"]
-    int8 = data["targets"][1]
+    fp32, int8 = data["targets"]
+    assert "random inputs" in fp32["inputs"]
+    assert "photographs shipped with vggdeploy" in int8["inputs"]
     assert {c["metric"] for c in int8["checks"]} == {"cosine", "top1"}
-    assert any("random inputs are a poor judge of INT8" in n for n in data["notes"])
+    kinds = sorted(i["kind"] for i in data["inputs"].values())
+    assert kinds == ["photographs", "random"]
     assert code == 0
 
 
 def test_engines_the_host_cannot_run_are_skipped_with_the_reason(tiny_bundle, capsys):
     (tiny_bundle / "model.fp16.engine").write_bytes(b"not a real engine")
     bundle = Bundle.load(tiny_bundle)
-    bundle.add_artifact("engine.fp16", "model.fp16.engine", kind="engine", precision="fp16")
-    bundle.save()
+    bundle.add_artifact(
+        "engine.fp16", "model.fp16.engine", kind="tensorrt-engine", precision="fp16"
+    )
     code, out, _ = run_cli(["validate", tiny_bundle], capsys)
     assert code == 0, out
     assert "SKIPPED" in out and "fp16" in out.split("SKIPPED", 1)[1].splitlines()[0]
     # Asked for by name, an engine that cannot run is an error, not a skip.
     with pytest.raises(RuntimeUnavailableError):
-        validate_bundle(tiny_bundle, [Target("tensorrt", {"precision": "fp16"})])
+        validate_bundle(tiny_bundle, [RuntimeSpec("tensorrt", (), "fp16")])
 
 
 def test_unavailable_explicit_target_is_a_one_line_error(tiny_bundle_ro, capsys):
@@ -336,7 +316,8 @@ def test_unavailable_explicit_target_is_a_one_line_error(tiny_bundle_ro, capsys)
         pytest.skip("this ONNX Runtime has CUDA")
     code, _, err = run_cli(["validate", tiny_bundle_ro, "--runtime", "onnxruntime:cuda"], capsys)
     assert code == 1
-    assert err.strip().splitlines()[-1].startswith("error: CUDAExecutionProvider is not in this")
+    assert "CUDAExecutionProvider is not in this" in err.strip().splitlines()[-1]
+    assert err.strip().splitlines()[-1].startswith("error: onnxruntime:cuda@fp32: ")
     code, out, _ = run_cli(
         ["validate", tiny_bundle_ro, "--runtime", "onnxruntime:cuda", "--allow-fallback"], capsys
     )
@@ -347,12 +328,16 @@ def test_unavailable_explicit_target_is_a_one_line_error(tiny_bundle_ro, capsys)
 def test_validate_bad_arguments_are_one_line(tiny_bundle_ro, tmp_path, capsys):
     for args, message in [
         (["--tol", "fp32.cosine"], "PRECISION.METRIC=VALUE"),
-        (["--batch", "0"], "--batch 0"),
         (["--runtime", "caffe"], "unknown runtime 'caffe'"),
-        (["--precision", "fp16"], "no fp16 ONNX"),
+        (["--precision", "fp16"], "no onnx.fp16 artifact"),
+        (["--runtime", "tensorrt@int8-u8"], "tensorrt runs fp32, fp16, int8, not int8-u8"),
+        (["--precision", "fp64"], "--precision fp64: choose from fp32, fp16, int8, int8-u8"),
     ]:
         code, _, err = run_cli(["validate", tiny_bundle_ro, *args], capsys)
         assert code == 1, args
         assert message in err and "Traceback" not in err, err
     code, _, err = run_cli(["validate", tmp_path / "nope"], capsys)
     assert code == 1 and "does not exist" in err
+    for args in (["--batch", "0"], ["--seed", "-1"], ["--samples", "0"]):
+        code, _, err = run_cli(["validate", tiny_bundle_ro, *args], capsys)
+        assert code == 2 and err.startswith("error: ") and "Traceback" not in err, args

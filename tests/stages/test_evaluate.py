@@ -16,7 +16,7 @@ from vggdeploy.errors import InputError
 from vggdeploy.evaluate import evaluate_bundle, map_class_folders, normalize_name, topk_hits
 from vggdeploy.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from vggdeploy.runtimes.base import Runtime, TensorSpec
-from vggdeploy.validate import Target
+from vggdeploy.runtimes.registry import RuntimeSpec, open_available, parse_spec
 
 
 def _image(path: Path, rgb: tuple[int, int, int], size: int = 40) -> None:
@@ -27,8 +27,8 @@ def _image(path: Path, rgb: tuple[int, int, int], size: int = 40) -> None:
 def _with_labels(bundle_dir: Path, labels: list[str]) -> Bundle:
     atomic_write_text(bundle_dir / "labels.txt", "\n".join(labels) + "\n")
     bundle = Bundle.load(bundle_dir)
-    bundle.manifest["labels"] = "labels.txt"
-    bundle.save()
+    with bundle.update() as manifest:
+        manifest.labels = "labels.txt"
     return bundle
 
 
@@ -155,18 +155,18 @@ def _colour_folder(root: Path) -> None:
 
 def test_accuracy_deltas_and_agreement_by_hand(tiny_bundle_ro: Path, tmp_path: Path) -> None:
     _colour_folder(tmp_path / "images")
-    made: list[Target] = []
+    made: list[RuntimeSpec] = []
 
-    def factory(bundle: Bundle, target: Target) -> Runtime:
+    def factory(bundle: Bundle, target: RuntimeSpec, **options) -> Runtime:
         made.append(target)
         return ColourRuntime(target.precision)
 
     report = evaluate_bundle(
         Bundle.load(tiny_bundle_ro),
         tmp_path / "images",
-        runtimes=["onnxruntime"],
+        specs=[parse_spec("onnxruntime")],
         precisions=["fp32", "int8"],
-        batch_size=3,  # 7 images: batches of 3, 3, 1
+        batch=3,  # 7 images: batches of 3, 3, 1
         runtime_factory=factory,
     )
     assert [t.precision for t in made] == ["fp32", "int8"]
@@ -188,7 +188,7 @@ def test_accuracy_deltas_and_agreement_by_hand(tiny_bundle_ro: Path, tmp_path: P
         tmp_path / "images",
         precisions=["fp32"],
         limit=4,
-        runtime_factory=lambda b, t: ColourRuntime(t.precision),
+        runtime_factory=lambda b, t, **kw: ColourRuntime(t.precision),
     )
     assert limited["count"] == 4 and limited["limit"] == {"limit": 4, "seed": 0}
 
@@ -210,7 +210,7 @@ def test_cli_evaluate_on_onnxruntime_writes_json(tiny_bundle: Path, tmp_path: Pa
     out = tmp_path / "eval.json"
     result = CliRunner().invoke(
         cli,
-        ["evaluate", str(tiny_bundle), "--images", str(tmp_path / "images"), "--batch-size", "4"]
+        ["evaluate", str(tiny_bundle), "--images", str(tmp_path / "images"), "--batch", "4"]
         + ["--json", str(out)],
     )
     assert result.exit_code == 0, result.output
@@ -247,7 +247,7 @@ def test_cli_evaluate_missing_precision_names_the_fix(tiny_bundle: Path, tmp_pat
         ["evaluate", str(tiny_bundle), "--images", str(tmp_path / "images"), "--precision", "fp16"],
     )
     assert result.exit_code != 0
-    assert "vggdeploy convert --precision fp16" in str(result.exception)
+    assert f"vggdeploy convert {tiny_bundle} --precision fp16" in str(result.exception)
 
 
 def test_defaults_skip_what_this_host_cannot_run_but_named_targets_must_run(
@@ -258,18 +258,24 @@ def test_defaults_skip_what_this_host_cannot_run_but_named_targets_must_run(
     _colour_folder(tmp_path / "images")
     (tiny_bundle / "model.fp16.engine").write_bytes(b"not a real engine")
     bundle = Bundle.load(tiny_bundle)
-    bundle.add_artifact("engine.fp16", "model.fp16.engine", kind="engine", precision="fp16")
-    bundle.save()
+    bundle.add_artifact(
+        "engine.fp16", "model.fp16.engine", kind="tensorrt-engine", precision="fp16"
+    )
 
-    def factory(bundle: Bundle, target: Target) -> Runtime:
-        if target.runtime == "tensorrt":
-            raise RuntimeUnavailableError("no GPU here")
+    def factory(bundle: Bundle, target: RuntimeSpec, **options) -> Runtime:
+        if target.name == "tensorrt":  # the registry's check, as the default factory runs it
+            return open_available(bundle, target, **options)
         return ColourRuntime(target.precision)
 
     report = evaluate_bundle(bundle, tmp_path / "images", runtime_factory=factory)
     assert [(r["runtime"], r["precision"]) for r in report["results"]] == [("onnxruntime", "fp32")]
-    assert report["skipped"] == [{"target": "tensorrt fp16", "reason": "no GPU here"}]
-    with pytest.raises(RuntimeUnavailableError, match="no GPU here"):
+    [skipped] = report["skipped"]
+    assert skipped["target"] == "tensorrt@fp16"
+    assert "the tensorrt package is not installed" in skipped["reason"]
+    with pytest.raises(RuntimeUnavailableError, match="tensorrt package is not installed"):
         evaluate_bundle(
-            bundle, tmp_path / "images", runtimes=["tensorrt@fp16"], runtime_factory=factory
+            bundle,
+            tmp_path / "images",
+            specs=[parse_spec("tensorrt@fp16")],
+            runtime_factory=factory,
         )
