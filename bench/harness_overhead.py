@@ -5,10 +5,10 @@ bundle, loads it with the real `OrtRuntime` (ONNX Runtime, CPU), and times three
 SAME `InferenceSession` (the runtime's own session):
 
 - bare:     `for _ in range(n): session.run(None, feed)`, timed as a whole;
-- harness:  `benchmark.time_calls(partial(session.run, None), feed, iterations=n)` - the
+- harness:  `bench.time_calls(partial(session.run, None), feed, iterations=n)` - the
             harness's loop over that session, timed as a whole, so its clock reads and
             bookkeeping count: this ratio is the harness's overhead (target < 2%);
-- harness + runtime: `benchmark.time_calls(runtime._infer, feed, iterations=n)` - what
+- harness + runtime: `bench.time_calls(runtime.infer_unchecked, feed, iterations=n)` - what
             `bench` really times: adds OrtRuntime's own wrapper (it names the outputs in a
             dict), which every user of the runtime pays too. Reported for transparency.
 
@@ -52,7 +52,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads")
     args = parser.parse_args()
 
-    from vggdeploy import benchmark as bm
+    from vggdeploy import bench as bm
     from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
     from vggdeploy.models import resolve_spec
     from vggdeploy.runtimes.onnxrt import OrtRuntime
@@ -87,7 +87,7 @@ def main() -> int:
             loops = {
                 "bare": bare,
                 "harness": harness_loop(functools.partial(run, None)),
-                "harness+runtime": harness_loop(rt._infer),
+                "harness+runtime": harness_loop(rt.infer_unchecked),
             }
             names = list(loops)
             for name in names * 3:  # warm up every path

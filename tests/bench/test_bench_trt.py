@@ -1,4 +1,5 @@
-"""`vggdeploy bench` on the TensorRT runtime, against the test double (both API generations).
+"""`vggdeploy bench` on the TensorRT runtime, against the test double (both API generations);
+only the final `gpu` test runs real TensorRT.
 
 The double's CUDA glue runs on a fake timeline (`fake_cuda.CLOCK`, costs in `fake_cuda.COSTS`):
 every copy, engine run, graph launch and synchronize advances it by a fixed amount, and events
@@ -21,9 +22,12 @@ import pytest
 from click.testing import CliRunner
 from trt_double import fake_cuda
 
-import vggdeploy.benchmark as bm
+from vggdeploy import bench as bm
 from vggdeploy.bundle import Bundle
+from vggdeploy.errors import InputError
 from vggdeploy.exporter.engine import BuildOptions, build_engine
+from vggdeploy.report import bench as view
+from vggdeploy.runtimes.registry import parse_spec, parse_specs
 from vggdeploy.runtimes.trt import TrtRuntime
 
 # trt: the TensorRT double of each API generation (10.16 and 11.4), with the fake CUDA glue
@@ -61,9 +65,9 @@ def ort_logits(root: Path, x: np.ndarray) -> np.ndarray:
 
 def run_bench(root: Path, specs: list[str]) -> dict:
     bundle = Bundle.load(root)
-    plans, skipped = bm.plan_cases(bundle, [bm.parse_runtime(s) for s in specs], None, BATCHES)
+    plans, skipped = bm.plan_cases(bundle, parse_specs(specs), None, BATCHES)
     assert not skipped, skipped
-    assert [(p.choice.spec, p.precision) for p in plans] == [(s, "fp32") for s in specs]
+    assert [(p.runtime, p.precision) for p in plans] == [(s, "fp32") for s in specs]
     options = bm.BenchOptions(iterations=ITERATIONS, seconds=None, warmup_iterations=WARMUP)
     return bm.run_benchmark(bundle, plans, options, clock=fake_cuda.CLOCK.now)
 
@@ -147,7 +151,7 @@ def test_bench_reports_h2d_compute_d2h_and_end_to_end(engine_bundle, tmp_path) -
             assert float(row[f"{stage}_mean_ms"]) == pytest.approx(
                 case["split_ms"][stage]["mean"], rel=1e-5
             )
-    md = bm.render_markdown(result)
+    md = view.render_markdown(result)
     assert "GPU split (mean, CUDA events)" in md and "| tensorrt:cuda-graphs | fp32 | 4 |" in md
     assert "end-to-end host timing only" not in md
 
@@ -158,7 +162,7 @@ def test_cli_bench_runs_tensorrt_with_cuda_graphs(engine_bundle, tmp_path) -> No
     out = tmp_path / "bench.json"
     args = [
         "bench", str(engine_bundle), "--runtime", "tensorrt", "--cuda-graphs", "--batch", "1,2",
-        "--warmup", "2", "--iterations", "3", "--json", str(out), "--markdown",
+        "--warmup", "2", "--iterations", "3", "--json", str(out), "--markdown", "-",
     ]  # fmt: skip
     run = CliRunner().invoke(cli, args)
     assert run.exit_code == 0, run.output
@@ -173,6 +177,48 @@ def test_cli_bench_runs_tensorrt_with_cuda_graphs(engine_bundle, tmp_path) -> No
         assert case["describe"]["cuda_graphs"] is True
         assert case["split_ms"]["compute"]["mean"] > 0
     assert len(fake_cuda.GRAPHS) == 2
+
+
+@pytest.fixture
+def int8_engine_bundle(trt, precision_bundle) -> Path:
+    """The tiny bundle with fp32 and int8 engines built by the double (int8 from the Q/DQ ONNX)."""
+    for precision in ("fp32", "int8"):
+        build_engine(Bundle.load(precision_bundle), BuildOptions(precision=precision))
+    return precision_bundle
+
+
+def test_bench_runs_tensorrt_at_int8_only(int8_engine_bundle) -> None:
+    """`tensorrt@int8` times the int8 engine alone; `tensorrt` times every engine."""
+    bundle = Bundle.load(int8_engine_bundle)
+    plans, skipped = bm.plan_cases(bundle, parse_specs(["tensorrt@int8"]), ["fp32"], (1,))
+    assert not skipped, skipped
+    assert [(p.runtime, p.precision) for p in plans] == [("tensorrt", "int8")]
+    plans, skipped = bm.plan_cases(bundle, parse_specs(["tensorrt"]), None, (1,))
+    assert [(p.runtime, p.precision) for p in plans] == [("tensorrt", "fp32"), ("tensorrt", "int8")]
+    # int8-u8 is ONNX Runtime's CPU form: TensorRT refuses it when the spec is parsed
+    with pytest.raises(InputError, match="int8-u8"):
+        parse_spec("tensorrt@int8-u8")
+
+
+def test_cli_bench_tensorrt_at_int8(int8_engine_bundle, tmp_path) -> None:
+    from vggdeploy.cli import cli
+
+    out = tmp_path / "bench.json"
+    args = [
+        "bench", str(int8_engine_bundle), "--runtime", "tensorrt@int8", "--batch", "1,2",
+        "--warmup", "1", "--iterations", "2", "--json", str(out),
+    ]  # fmt: skip
+    run = CliRunner().invoke(cli, args)
+    assert run.exit_code == 0, run.output
+    assert "GPU split" in run.output and "skipped" not in run.output
+    result = json.loads(out.read_text())
+    assert [(c["runtime"], c["precision"], c["batch"]) for c in result["cases"]] == [
+        ("tensorrt", "int8", 1),
+        ("tensorrt", "int8", 2),
+    ]
+    for case in result["cases"]:
+        assert case["describe"]["precision"] == "int8"
+        assert case["split_ms"]["compute"]["mean"] > 0
 
 
 # -- the staged hooks themselves --------------------------------------------------------------------
@@ -312,8 +358,10 @@ def test_double_graph_replays_what_was_bound_at_capture(engine_bundle) -> None:
 def test_bench_sees_the_double_as_installed(trt) -> None:
     """The double is a module with a spec, as an imported `tensorrt` is, so bench's
     `importlib.util.find_spec` check treats TensorRT as installed (not a ValueError)."""
-    assert bm.choice_unavailable(bm.parse_runtime("tensorrt")) is None
-    assert bm.choice_unavailable(bm.parse_runtime("tensorrt:cuda-graphs")) is None
+    from vggdeploy.runtimes.registry import unavailable
+
+    assert unavailable(parse_spec("tensorrt")) is None
+    assert unavailable(parse_spec("tensorrt:cuda-graphs")) is None
 
 
 # -- on a real GPU ------------------------------------------------------------------------------------
@@ -339,7 +387,7 @@ def test_real_bench_split_on_a_gpu(tiny_bundle) -> None:
     bundle = Bundle.load(tiny_bundle)
     plans, skipped = bm.plan_cases(
         bundle,
-        [bm.parse_runtime("tensorrt"), bm.parse_runtime("tensorrt:cuda-graphs")],
+        parse_specs(["tensorrt", "tensorrt:cuda-graphs"]),
         None,
         (1, 8),
     )

@@ -1,7 +1,7 @@
-"""`vggdeploy bench`: statistics, planning, outputs and comparison.
+"""`vggdeploy bench`: timing, statistics, staged (GPU) split, outputs and comparison.
 
-Most tests drive the harness with a fake runtime and a fake clock, so latencies are exact and
-known; one test runs the real torch and onnxruntime runtimes on the tiny bundle.
+The harness is driven with a fake runtime (registered in the runtime registry as `fake`) and a
+fake clock, so latencies are exact and known.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vggdeploy import benchmark as bm
+import vggdeploy.bench.run as bench_run
+from vggdeploy import bench
 from vggdeploy.bundle import Bundle
 from vggdeploy.cli import main
-from vggdeploy.errors import CheckFailedError, InputError
-from vggdeploy.runtimes.base import Runtime, TensorSpec
+from vggdeploy.errors import CheckFailedError
+from vggdeploy.report import bench as view
+from vggdeploy.runtimes import registry
+from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec
+from vggdeploy.runtimes.registry import RuntimeSpec
 
 # -- fakes --------------------------------------------------------------------------------------
 
@@ -54,14 +58,15 @@ class Script:
 def make_fake_runtime(script: Script) -> type[Runtime]:
     class FakeRuntime(Runtime):
         name = "fake"
+        PRECISIONS = ("fp32",)
         checks = 0
 
         def __init__(self, bundle: Bundle, *, precision: str = "fp32") -> None:
             super().__init__()
             self.precision = precision
 
-        def describe(self) -> dict[str, Any]:
-            return {"runtime": "fake", "precision": self.precision, "threads": 1}
+        def describe(self) -> RuntimeDescription:
+            return RuntimeDescription("fake", self.label, self.precision, "cpu", {"threads": 1})
 
         @property
         def label(self) -> str:
@@ -85,25 +90,21 @@ def make_fake_runtime(script: Script) -> type[Runtime]:
     return FakeRuntime
 
 
+FAKE = RuntimeSpec("fake", (), "fp32")
+
+
 @pytest.fixture
 def fake_backend(monkeypatch: pytest.MonkeyPatch):
     """Register a `fake` runtime; returns a function installing its latency script."""
-    monkeypatch.setitem(
-        bm.BACKENDS,
-        "fake",
-        bm.Backend(
-            name="fake",
-            variants={"cpu": {}},
-            group=("cpu",),
-            default_variant="cpu",
-            native_precisions={"cpu": ("fp32",)},
-        ),
-    )
+    real = registry.runtime_class
 
     def install(per_batch: dict[int, list[float]]) -> tuple[FakeClock, type[Runtime]]:
         clock = FakeClock()
         cls = make_fake_runtime(Script(clock, per_batch))
-        monkeypatch.setattr(bm, "get_runtime", lambda name: cls)
+        monkeypatch.setitem(registry.RUNTIMES, "fake", "tests:FakeRuntime")
+        monkeypatch.setattr(
+            registry, "runtime_class", lambda name: cls if name == "fake" else real(name)
+        )
         return clock, cls
 
     return install
@@ -118,16 +119,16 @@ def fake_result(
 ) -> dict[str, Any]:
     clock, _ = install(per_batch)
     bundle = Bundle.load(bundle_root)
-    plans = [bm.Plan(bm.RuntimeChoice("fake"), "fp32", tuple(per_batch))]
-    opts = bm.BenchOptions(iterations=iterations, seconds=None, warmup_iterations=2, **options)
-    return bm.run_benchmark(bundle, plans, opts, clock=clock)
+    plans = [bench.Plan(FAKE, tuple(per_batch))]
+    opts = bench.BenchOptions(iterations=iterations, seconds=None, warmup_iterations=2, **options)
+    return bench.run_benchmark(bundle, plans, opts, clock=clock)
 
 
 # -- statistics ---------------------------------------------------------------------------------
 
 
 def test_summarize_known_values() -> None:
-    stats = bm.summarize([float(x) for x in range(1, 101)])
+    stats = bench.summarize([float(x) for x in range(1, 101)])
     assert stats["min"] == 1 and stats["max"] == 100
     assert stats["mean"] == pytest.approx(50.5)
     assert stats["median"] == pytest.approx(50.5)
@@ -140,14 +141,14 @@ def test_summarize_known_values() -> None:
 def test_time_calls_iterations_and_duration() -> None:
     clock = FakeClock()
     lat = iter([2.0, 4.0, 6.0, 8.0] * 100)
-    times = bm.time_calls(lambda _: clock.advance_ms(next(lat)), None, iterations=3, clock=clock)
+    times = bench.time_calls(lambda _: clock.advance_ms(next(lat)), None, iterations=3, clock=clock)
     assert times == [2_000_000, 4_000_000, 6_000_000]
     # by time: stops once 20 ms have passed, but not before min_iterations calls
-    times = bm.time_calls(
+    times = bench.time_calls(
         lambda _: clock.advance_ms(5.0), None, seconds=0.02, min_iterations=2, clock=clock
     )
     assert len(times) == 4 and sum(times) == 20_000_000
-    times = bm.time_calls(
+    times = bench.time_calls(
         lambda _: clock.advance_ms(50.0), None, seconds=0.02, min_iterations=3, clock=clock
     )
     assert len(times) == 3
@@ -166,8 +167,9 @@ def test_case_figures_from_known_latencies(tiny_bundle_ro: Path, fake_backend) -
     assert c1["latency_ms"]["median"] == pytest.approx(10.5)
     assert c1["latency_ms"]["p90"] == pytest.approx(np.percentile(latencies, 90))
     assert c1["throughput_ips"] == pytest.approx(1000 / 10.5)
-    flops = Bundle.load(tiny_bundle_ro).model["flops_per_image"]
-    assert c1["gflops_per_s"] == pytest.approx(flops * 1000 / 10.5 / 1e9)
+    flops = Bundle.load(tiny_bundle_ro).manifest.model.flops_per_image
+    assert flops and c1["gflops_per_s"] == pytest.approx(flops * 1000 / 10.5 / 1e9)
+    assert result["bundle"]["flops_per_image"] == flops
     c4 = by_batch[4]
     assert c4["latency_ms"]["median"] == pytest.approx(8.0) and c4["latency_ms"]["std"] == 0
     assert c4["throughput_ips"] == pytest.approx(4 * 1000 / 8.0)
@@ -176,19 +178,26 @@ def test_case_figures_from_known_latencies(tiny_bundle_ro: Path, fake_backend) -
     assert "end-to-end" in c4["timing"] and c4["split_ms"] is None
     m = result["method"]
     assert m["host"]["cpu"] and m["host"]["logical_cores"] >= 1
+    assert isinstance(m["host"]["cpu_features"], list)
     assert m["options"]["iterations"] == 20 and m["options"]["warmup_iterations"] == 2
     assert m["versions"]["vggdeploy"] and m["timestamp"]
-    assert c4["describe"] == {"runtime": "fake", "precision": "fp32", "threads": 1}
+    # the runtime's typed description, flattened (its details beside the common fields)
+    assert c4["describe"] == {
+        "runtime": "fake",
+        "label": "fake fp32",
+        "precision": "fp32",
+        "device": "cpu",
+        "threads": 1,
+    }
 
 
 def test_feed_checked_once_not_per_call(tiny_bundle_ro: Path, fake_backend) -> None:
     clock, cls = fake_backend({1: [1.0]})
     bundle = Bundle.load(tiny_bundle_ro)
-    plans = [bm.Plan(bm.RuntimeChoice("fake"), "fp32", (1,))]
-    bm.run_benchmark(
+    bench.run_benchmark(
         bundle,
-        plans,
-        bm.BenchOptions(iterations=50, seconds=None, warmup_iterations=5),
+        [bench.Plan(FAKE, (1,))],
+        bench.BenchOptions(iterations=50, seconds=None, warmup_iterations=5),
         clock=clock,
     )
     assert cls.checks == 1
@@ -199,9 +208,42 @@ def test_cv_warning_on_noisy_data(tiny_bundle_ro: Path, fake_backend) -> None:
     noisy = {c["batch"]: c for c in result["cases"]}
     assert noisy[1]["noisy"] and noisy[1]["cv"] == pytest.approx(0.5, rel=0.05)
     assert not noisy[2]["noisy"]
-    warnings = bm.noisy_warnings(result)
+    warnings = bench.noisy_warnings(result)
     assert len(warnings) == 1 and "b1" in warnings[0] and "51.3%" in warnings[0]
-    assert "warning:" in bm.render_markdown(result)
+    assert "warning:" in view.render_markdown(result)
+    assert "warning:" in view.render_text(result)
+
+
+def test_reporter_sees_every_case_and_nothing_prints(
+    tiny_bundle_ro: Path, fake_backend, capsys
+) -> None:
+    events: list[tuple] = []
+
+    class Recorder(bench.Reporter):
+        def start(self, total_cases: int) -> None:
+            events.append(("start", total_cases))
+
+        def case(self, label: str, phase: str) -> None:
+            events.append((phase, label))
+
+        def advance(self) -> None:
+            events.append(("advance",))
+
+        def stop(self) -> None:
+            events.append(("stop",))
+
+    clock, _ = fake_backend({1: [1.0], 2: [2.0]})
+    bench.run_benchmark(
+        Bundle.load(tiny_bundle_ro),
+        [bench.Plan(FAKE, (1, 2))],
+        bench.BenchOptions(iterations=3, seconds=None, warmup_iterations=1),
+        reporter=Recorder(),
+        clock=clock,
+    )
+    assert events[0] == ("start", 2) and events[-1] == ("stop",)
+    assert ("measuring", "fake fp32 b2") in events and events.count(("advance",)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
 
 
 # -- staged (GPU) timing ------------------------------------------------------------------------
@@ -258,13 +300,13 @@ class FakeStaged(Runtime):
 def test_staged_runtime_reports_trtexec_split(tiny_bundle_ro: Path, monkeypatch) -> None:
     clock = FakeClock()
     runtime = FakeStaged(clock).load()
-    assert isinstance(runtime, bm.StagedRuntime)
-    monkeypatch.setattr(bm, "_new_runtime", lambda bundle, plan, options: runtime)
-    plans = [bm.Plan(bm.RuntimeChoice("tensorrt"), "fp16", (1,))]
-    result = bm.run_benchmark(
+    assert isinstance(runtime, bench.StagedRuntime)
+    monkeypatch.setattr(bench_run, "_new_runtime", lambda bundle, plan, options: runtime)
+    plans = [bench.Plan(RuntimeSpec("tensorrt", (), "fp16"), (1,))]
+    result = bench.run_benchmark(
         Bundle.load(tiny_bundle_ro),
         plans,
-        bm.BenchOptions(iterations=10, seconds=None, warmup_iterations=1),
+        bench.BenchOptions(iterations=10, seconds=None, warmup_iterations=1),
         clock=clock,
     )
     case = result["cases"][0]
@@ -280,117 +322,9 @@ def test_staged_runtime_reports_trtexec_split(tiny_bundle_ro: Path, monkeypatch)
     assert len(runtime.staged) == 1 and runtime.staged[0]["input"].shape == (1, 3, 32, 32)
     assert runtime.fetched == 0
     assert "CUDA events" in case["timing"] and "pinned" in case["timing"]
-    assert result["method"]["gpu_split"] == bm.STAGED_SPLIT
-    md = bm.render_markdown(result)
+    assert result["method"]["gpu_split"] == bench.STAGED_SPLIT
+    md = view.render_markdown(result)
     assert "GPU split" in md and "| 0.500 | 3.000 | 0.250 | 3.750 | 3.800 |" in md
-
-
-# -- planning -----------------------------------------------------------------------------------
-
-
-def test_parse_runtime_and_options() -> None:
-    assert bm.parse_runtime("torch").spec == "torch"
-    assert bm.parse_runtime("torch:cpu").spec == "torch"
-    choice = bm.parse_runtime("torch:channels-last:cuda")
-    assert choice.spec == "torch:cuda:channels-last"
-    assert choice.kwargs() == {"device": "cuda", "channels_last": True}
-    assert bm.parse_runtime("torch:channels-last").kwargs() == {
-        "device": "cpu",
-        "channels_last": True,
-    }
-    assert bm.parse_runtime("onnxruntime:cuda").kwargs() == {"provider": "cuda"}
-    assert bm.parse_runtime("tensorrt:cuda-graphs").kwargs() == {"cuda_graphs": True}
-    for bad in ("tflite", "torch:nhwc", "onnxruntime:cuda:tensorrt"):
-        with pytest.raises(InputError):
-            bm.parse_runtime(bad)
-    assert bm.parse_batches("1,8,32") == (1, 8, 32)
-    for bad in ("0", "1,x", "1,1", ""):
-        with pytest.raises(InputError):
-            bm.parse_batches(bad)
-    assert bm.parse_amount("20", "--warmup") == ("iterations", 20)
-    assert bm.parse_amount("2s", "--warmup") == ("seconds", 2.0)
-    assert bm.parse_amount("500ms", "--warmup") == ("seconds", 0.5)
-    with pytest.raises(InputError):
-        bm.parse_amount("2.5", "--warmup")
-    assert bm.parse_threshold("5%") == pytest.approx(0.05)
-    assert bm.parse_threshold("0.1") == pytest.approx(0.1)
-
-
-def test_skipped_cases_listed_with_reasons(tiny_bundle_ro: Path, monkeypatch) -> None:
-    real_find_spec = bm.importlib.util.find_spec
-    monkeypatch.setattr(
-        bm.importlib.util,
-        "find_spec",
-        lambda name: None if name == "tensorrt" else real_find_spec(name),
-    )
-    bundle = Bundle.load(tiny_bundle_ro)
-    choices = [
-        bm.parse_runtime(r) for r in ("torch", "onnxruntime", "onnxruntime:cuda", "tensorrt")
-    ]
-    plans, skipped = bm.plan_cases(bundle, choices, ["fp32", "int8"], (1, 8))
-    ran = {(p.choice.spec, p.precision) for p in plans}
-    assert ran == {("torch", "fp32"), ("onnxruntime", "fp32")}
-    reasons = {(s.runtime, s.precision): s.reason for s in skipped}
-    assert "not installed" in reasons[("tensorrt", None)]
-    assert "CUDAExecutionProvider" in reasons[("onnxruntime:cuda", None)]
-    assert "onnx.int8" in reasons[("onnxruntime", "int8")]
-    assert "vggdeploy calibrate" in reasons[("onnxruntime", "int8")]
-    assert "int8" in reasons[("torch", "int8")]
-    # defaults: every runtime the host has, every artifact of the bundle
-    plans, skipped = bm.plan_cases(bundle, None, None, (1,))
-    assert {(p.choice.spec, p.precision) for p in plans} == {
-        ("torch", "fp32"),
-        ("onnxruntime", "fp32"),
-    }
-    assert {s.runtime for s in skipped} >= {"tensorrt", "onnxruntime:cuda", "torch:cuda"}
-
-
-def test_cli_lists_skipped_in_outputs(tiny_bundle_ro: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "r.json"
-    with pytest.raises(SystemExit) as exc:
-        main(
-            [
-                "bench",
-                str(tiny_bundle_ro),
-                "--runtime",
-                "onnxruntime,tensorrt",
-                "--precision",
-                "fp32,fp16",
-                "--batch",
-                "1",
-                "--iterations",
-                "3",
-                "--warmup",
-                "1",
-                "--json",
-                str(out),
-                "--markdown",
-            ]
-        )
-    assert exc.value.code == 0
-    text = capsys.readouterr().out
-    result = json.loads(out.read_text())
-    skipped = {(s["runtime"], s["precision"]) for s in result["skipped"]}
-    assert ("onnxruntime", "fp16") in skipped
-    assert any(r == "tensorrt" for r, _ in skipped)
-    assert "skipped onnxruntime fp16: the bundle has no onnx.fp16 artifact" in text
-    assert "| onnxruntime | fp32 | 1 |" in text
-
-
-def test_cli_bad_input_one_line(tiny_bundle_ro: Path, capsys) -> None:
-    for args, needle in (
-        (["--runtime", "tflite"], "unknown runtime 'tflite'"),
-        (["--batch", "0"], "--batch '0'"),
-        (["--precision", "int4"], "--precision 'int4'"),
-        (["--warmup", "lots"], "--warmup 'lots'"),
-        (["--runtime", "torch", "--precision", "int8"], "nothing to benchmark"),
-    ):
-        with pytest.raises(SystemExit) as exc:
-            main(["-q", "bench", str(tiny_bundle_ro), *args])
-        assert exc.value.code == 1
-        err = capsys.readouterr().err.strip().splitlines()
-        assert err[-1].startswith("error:") and needle in err[-1], err
-        assert "Traceback" not in "\n".join(err)
 
 
 # -- outputs ------------------------------------------------------------------------------------
@@ -398,20 +332,23 @@ def test_cli_bad_input_one_line(tiny_bundle_ro: Path, capsys) -> None:
 
 def test_json_csv_markdown_plot_written(tiny_bundle_ro: Path, tmp_path: Path, fake_backend):
     result = fake_result(tiny_bundle_ro, fake_backend, {1: [1.0, 1.1], 8: [6.0, 6.5]})
-    bm.write_json(result, tmp_path / "r.json")
-    bm.write_csv(result, tmp_path / "r.csv")
-    bm.write_plot(result, tmp_path / "r.png")
-    loaded = json.loads((tmp_path / "r.json").read_text())
-    assert loaded["schema"] == bm.RESULT_SCHEMA and len(loaded["cases"]) == 2
+    bench.write_json(result, tmp_path / "r.json")
+    bench.write_csv(result, tmp_path / "r.csv")
+    view.write_plot(result, tmp_path / "r.png")
+    loaded = bench.load_result(tmp_path / "r.json")
+    assert loaded["schema"] == bench.RESULT_SCHEMA and len(loaded["cases"]) == 2
     rows = list(csv.DictReader((tmp_path / "r.csv").open()))
     assert [r["batch"] for r in rows] == ["1", "8"]
-    assert set(bm.CSV_COLUMNS) == set(rows[0])
+    assert set(bench.CSV_COLUMNS) == set(rows[0])
     assert float(rows[1]["latency_median_ms"]) == pytest.approx(6.25)
     assert float(rows[1]["throughput_ips"]) == pytest.approx(8000 / 6.25, rel=1e-5)
+    assert bench.csv_text(result) == (tmp_path / "r.csv").read_text()
     png = (tmp_path / "r.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
-    md = bm.render_markdown(result)
+    md = view.render_markdown(result)
     assert md.count("| fake | fp32 |") == 2 and "median ms" in md
+    text = view.render_text(result)
+    assert text.count("fake") >= 2 and "median ms" in text and "MiB" in text
 
 
 def test_outputs_are_atomic(tiny_bundle_ro: Path, tmp_path: Path, fake_backend) -> None:
@@ -420,10 +357,10 @@ def test_outputs_are_atomic(tiny_bundle_ro: Path, tmp_path: Path, fake_backend) 
     dest.write_text("old")
     broken = {**result, "cases": [{**result["cases"][0], "oops": object()}]}
     with pytest.raises(TypeError):
-        bm.write_json(broken, dest)
+        bench.write_json(broken, dest)
     assert dest.read_text() == "old"
     with pytest.raises(KeyError):
-        bm.write_csv({"cases": [{"runtime": "x"}]}, tmp_path / "r.csv")
+        bench.write_csv({"cases": [{"runtime": "x"}]}, tmp_path / "r.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no .partial left
 
 
@@ -435,103 +372,45 @@ def test_compare_flags_regression_and_exit_code(
 ) -> None:
     old = fake_result(tiny_bundle_ro, fake_backend, {1: [10.0], 8: [40.0]})
     new = fake_result(tiny_bundle_ro, fake_backend, {1: [10.3], 8: [48.0]})
-    cmp = bm.compare_results(old, new, 0.05)
+    cmp = bench.compare_results(old, new, 0.05)
     status = {r["batch"]: r["status"] for r in cmp["rows"]}
     assert status == {1: "same", 8: "regression"} and cmp["regressions"] == 1
     ratio = {r["batch"]: r["latency_ratio"] for r in cmp["rows"]}
     assert ratio[8] == pytest.approx(1.2)
     with pytest.raises(CheckFailedError):
-        bm.check_regressions(cmp)
+        bench.check_regressions(cmp)
 
-    bm.write_json(old, tmp_path / "old.json")
-    bm.write_json(new, tmp_path / "new.json")
+    bench.write_json(old, tmp_path / "old.json")
+    bench.write_json(new, tmp_path / "new.json")
+    files = [str(tmp_path / "old.json"), str(tmp_path / "new.json")]
     with pytest.raises(SystemExit) as exc:
-        main(["bench", "--compare", str(tmp_path / "old.json"), str(tmp_path / "new.json")])
+        main(["bench", "--compare", *files])
     assert exc.value.code == 2
     captured = capsys.readouterr()
     assert "REGRESSION" in captured.out and "1.200" in captured.out
     assert captured.err.startswith("error: 1 case(s) slower by more than 5.0%")
-    # a looser threshold passes
+    # a looser threshold passes; the comparison goes to JSON on stdout and to Markdown
+    md = tmp_path / "cmp.md"
     with pytest.raises(SystemExit) as exc:
         main(
             [
                 "bench",
                 "--compare",
-                str(tmp_path / "old.json"),
-                str(tmp_path / "new.json"),
+                *files,
                 "--threshold",
                 "25%",
+                "--json",
+                "-",
+                "--markdown",
+                str(md),
             ]
         )
     assert exc.value.code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema"] == bench.COMPARE_SCHEMA and data["regressions"] == 0
+    assert "| fake | fp32 | 8 |" in md.read_text()
     # a file that is not a bench result is a one-line error
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(SystemExit) as exc:
-        main(["bench", "--compare", str(tmp_path / "x.json"), str(tmp_path / "new.json")])
+        main(["bench", "--compare", str(tmp_path / "x.json"), files[1]])
     assert exc.value.code == 1
-
-
-# -- real runtimes ------------------------------------------------------------------------------
-
-
-def test_real_runtimes_on_tiny_bundle(tiny_bundle_ro: Path, tmp_path: Path, capsys) -> None:
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("torch")
-    args = [
-        "bench",
-        str(tiny_bundle_ro),
-        "--runtime",
-        "torch,torch:channels-last,onnxruntime",
-        "--batch",
-        "1,2",
-        "--iterations",
-        "8",
-        "--warmup",
-        "2",
-        "--reference-bare-ort",
-        "--json",
-        str(tmp_path / "r.json"),
-        "--csv",
-        str(tmp_path / "r.csv"),
-        "--plot",
-        str(tmp_path / "r.png"),
-    ]
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    assert exc.value.code == 0
-    result = json.loads((tmp_path / "r.json").read_text())
-    got = {(c["runtime"], c["batch"]) for c in result["cases"]}
-    assert got == {(r, b) for r in ("torch", "torch:channels-last", "onnxruntime") for b in (1, 2)}
-    for case in result["cases"]:
-        assert case["iterations"] == 8 and case["latency_ms"]["min"] > 0
-        if case["runtime"] == "onnxruntime":
-            assert case["describe"]["providers"] == ["CPUExecutionProvider"]
-            ref = case["reference"]
-            assert ref["iterations"] == 8 and ref["latency_ms"]["median"] > 0
-            assert ref["providers"] == ["CPUExecutionProvider"]
-        else:
-            assert case["reference"] is None
-            assert case["describe"]["channels_last"] == (case["runtime"] == "torch:channels-last")
-    assert (tmp_path / "r.png").stat().st_size > 10_000
-    out = capsys.readouterr().out
-    assert "bare onnxruntime" in out and "torch:channels-last" in out
-
-
-def test_flops_follow_image_size_of_a_dense_bundle(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from vggdeploy.models import build_dense_model, count_flops, resolve_spec
-
-    spec = resolve_spec("C", width_divisor=16, hidden=64, num_classes=10)
-    model = {**spec.to_dict(), "dense": True, "image_size": 224}
-    bundle = Bundle.create(tmp_path, {"model": {**model, "flops_per_image": count_flops(spec)}})
-    net = build_dense_model(spec).eval()
-    for size in (224, 256, 320):
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            net(torch.zeros(1, 3, size, size))
-        assert bm.flops_per_image(bundle, size) == counter.get_total_flops()
-    # a fixed-size bundle refuses another size instead of timing a different model
-    fixed = Bundle.create(tmp_path, {"model": {**model, "dense": False}})
-    with pytest.raises(InputError, match="only a dense bundle"):
-        bm._image_size(fixed, bm.BenchOptions(image_size=256))

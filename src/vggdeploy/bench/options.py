@@ -1,0 +1,122 @@
+"""How `vggdeploy bench` measures: `BenchOptions` and the parsers of its option values."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from vggdeploy.errors import InputError
+
+DEFAULT_BATCHES = (1, 8, 32)
+DEFAULT_CV_THRESHOLD = 0.10  # trtexec warns above 10% coefficient of variation
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """`"1,8,32"` -> (1, 8, 32); each a positive integer, no repeats."""
+    message = f"--batch {text!r} must be comma-separated positive integers, e.g. 1,8,32"
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(message) from None
+    if not values or any(v < 1 for v in values):
+        raise InputError(message)
+    if len(set(values)) != len(values):
+        raise InputError(f"--batch {text!r} lists a batch size twice")
+    return values
+
+
+def parse_amount(text: str, option: str) -> tuple[str, float]:
+    """`"20"` -> ("iterations", 20); `"2s"` / `"500ms"` -> ("seconds", 2.0 / 0.5)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*(ms|s)?\s*", text or "")
+    if not m:
+        raise InputError(
+            f"{option} {text!r} must be a number of iterations (20) or a time (2s, 500ms)"
+        )
+    value, unit = float(m.group(1)), m.group(2)
+    if unit is None:
+        if value != int(value):
+            raise InputError(f"{option} {text!r}: iterations must be a whole number (or add 's')")
+        return "iterations", value
+    return "seconds", value / 1000 if unit == "ms" else value
+
+
+def parse_threshold(text: str, option: str = "--threshold") -> float:
+    """`"5%"` or `"0.05"` -> 0.05."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*(%)?\s*", text or "")
+    if not m:
+        raise InputError(f"{option} {text!r} must be a percentage such as 5% (or 0.05)")
+    value = float(m.group(1)) / (100 if m.group(2) else 1)
+    if not 0 <= value < 10:
+        raise InputError(f"{option} {text!r} is out of range")
+    return value
+
+
+@dataclass
+class BenchOptions:
+    """How each case is measured. `iterations`/`seconds` follow trtexec (see `time_calls`)."""
+
+    iterations: int | None = None
+    seconds: float | None = 3.0
+    min_iterations: int = 10
+    warmup_iterations: int | None = None
+    warmup_seconds: float | None = 0.5
+    cv_threshold: float = DEFAULT_CV_THRESHOLD
+    seed: int = 0
+    image_size: int | None = None
+    threads: int | None = None
+    cuda_graphs: bool = False
+    reference_bare_ort: bool = False
+    reference_rounds: int = 4
+    keep_samples: bool = False
+
+    def __post_init__(self) -> None:
+        if self.iterations is None and self.seconds is None:
+            raise InputError("give --iterations or --duration (or both)")
+        if self.iterations is not None and self.iterations < 1:
+            raise InputError(f"--iterations {self.iterations} must be at least 1")
+        if self.seconds is not None and self.seconds <= 0:
+            raise InputError(f"--duration {self.seconds} must be positive")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads {self.threads} must be at least 1")
+        if not 0 < self.cv_threshold < 10:
+            raise InputError(f"--cv-threshold {self.cv_threshold} is out of range")
+
+    @classmethod
+    def from_cli(
+        cls,
+        *,
+        warmup: str = "0.5s",
+        iterations: int | None = None,
+        duration: float | None = None,
+        cv_threshold: str = "10%",
+        **rest: Any,
+    ) -> BenchOptions:
+        """The options as `vggdeploy bench` spells them: `--warmup 2s|10`, `--cv-threshold 10%`;
+        with neither `--iterations` nor `--duration`, 3 s and at least 10 calls (as trtexec)."""
+        kind, amount = parse_amount(warmup, "--warmup")
+        default = duration is None and iterations is None
+        return cls(
+            iterations=iterations,
+            seconds=3.0 if default else duration,
+            min_iterations=10 if default else 1,
+            warmup_iterations=int(amount) if kind == "iterations" else None,
+            warmup_seconds=amount if kind == "seconds" else None,
+            cv_threshold=parse_threshold(cv_threshold, "--cv-threshold"),
+            **rest,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "iterations": self.iterations,
+            "duration_s": self.seconds,
+            "min_iterations": self.min_iterations if self.seconds is not None else None,
+            "warmup_iterations": self.warmup_iterations,
+            "warmup_s": self.warmup_seconds,
+            "cv_threshold": self.cv_threshold,
+            "seed": self.seed,
+            "image_size": self.image_size,
+            "threads": self.threads,
+            "cuda_graphs": self.cuda_graphs,
+            "reference_bare_ort": self.reference_bare_ort,
+        }

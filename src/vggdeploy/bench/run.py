@@ -1,0 +1,510 @@
+"""Running the cases of `vggdeploy bench`.
+
+For each plan (runtime spec at one precision) the runtime is opened and loaded once; for each
+batch size an input feed is built once (seeded, with the runtime's dtype and shape), checked
+once with `Runtime.check_feed`, warmed up, then timed call by call around
+`Runtime.infer_unchecked` (the contract's fast path: the checks ran once, outside the loop).
+
+GPU runtimes that implement `StagedRuntime` are timed trtexec-style: CUDA events around the
+host-to-device copy, the compute and the device-to-host copy, plus end-to-end host wall time. As
+in trtexec, the input is put into the runtime's pinned host buffers once per case, before the
+warm-up, so H2D and D2H time the transfers between pinned memory and the device only. Runtimes
+that do not (ONNX Runtime, PyTorch, every CPU runtime) report end-to-end time only, and the
+result says so.
+
+With `reference_bare_ort`, every ONNX Runtime case is also timed as a bare
+`InferenceSession.run` loop, alternating with the harness, so a result shows what the harness
+costs. Nothing here prints: progress goes through a `Reporter`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vggdeploy.bench.options import BenchOptions
+from vggdeploy.bench.plan import Plan, Skipped
+from vggdeploy.bench.results import make_result
+from vggdeploy.bench.timing import (
+    Clock,
+    PeakRss,
+    StagedRuntime,
+    coefficient_of_variation,
+    summarize,
+    time_calls,
+    time_staged,
+)
+from vggdeploy.errors import InputError, VggDeployError
+from vggdeploy.runtimes.registry import RuntimeSpec, open_runtime
+
+if TYPE_CHECKING:
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.records import ModelRecord
+    from vggdeploy.runtimes.base import Runtime, TensorSpec
+
+# The harness agrees with a bare loop when their medians differ by less than this, or by less
+# than twice the round-to-round spread of the ratio when that is larger.
+REFERENCE_MIN_TOLERANCE = 0.05
+#: CPU flags recorded in a result's host (what decides the integer kernels)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+class Reporter:
+    """Progress callbacks; the default does nothing. Never called inside a timed loop."""
+
+    def start(self, total_cases: int) -> None: ...
+    def case(self, label: str, phase: str) -> None: ...
+    def advance(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+# -- inputs and model facts ---------------------------------------------------------------------
+
+
+def resolve_shape(spec: TensorSpec, batch: int, image_size: int) -> tuple[int, ...]:
+    """Concrete shape for a spec: the batch axis, then height/width for a dense model."""
+    shape = []
+    for axis, dim in enumerate(spec.shape):
+        if isinstance(dim, int) and dim >= 0:
+            if axis == 0 and dim != batch:
+                raise InputError(
+                    f"input {spec.name!r} has a fixed batch of {dim}; batch {batch} cannot run "
+                    f"(re-export with --batch dynamic)"
+                )
+            shape.append(dim)
+        elif axis == 0:
+            shape.append(batch)
+        else:
+            shape.append(image_size)
+    return tuple(shape)
+
+
+def make_feed(
+    inputs: Sequence[TensorSpec], batch: int, image_size: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Seeded random inputs of each spec's dtype and shape (built once, outside timing)."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for spec in inputs:
+        shape = resolve_shape(spec, batch, image_size)
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            array = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+        elif dtype.kind in "iu":
+            array = rng.integers(0, 100, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            array = rng.integers(0, 2, size=shape).astype(dtype)
+        else:
+            raise InputError(f"input {spec.name!r} has dtype {dtype}, which bench cannot generate")
+        feed[spec.name] = np.ascontiguousarray(array)
+    return feed
+
+
+def flops_per_image(model: ModelRecord, image_size: int) -> int | None:
+    """FLOPs of one image at `image_size` (2 per multiply-accumulate), from the manifest."""
+    if image_size == model.image_size:
+        return model.flops_per_image
+    from vggdeploy.models import POOL_GRID, ModelSpec, count_flops
+
+    spec = ModelSpec.from_dict(model.to_json_dict())
+    if not model.dense:
+        return count_flops(spec, image_size)
+    # Dense form: the FCs are convolutions over the (size/32 - 6)^2 positions of the last map.
+    fc_macs = (
+        spec.last_width * POOL_GRID * POOL_GRID * spec.hidden
+        + spec.hidden * spec.hidden
+        + spec.hidden * spec.num_classes
+    )
+    positions = (image_size // 32 - POOL_GRID + 1) ** 2
+    return count_flops(spec, image_size) - 2 * fc_macs + 2 * fc_macs * positions
+
+
+def resolve_image_size(model: ModelRecord, requested: int | None) -> int:
+    """The input size to time: the bundle's own, or `requested` for a dense bundle."""
+    recorded = model.image_size
+    if requested is None or requested == recorded:
+        return recorded
+    if not model.dense:
+        raise InputError(
+            f"--image-size {requested}: this bundle was exported at {recorded}x{recorded} "
+            "with a fixed input size; only a dense bundle (export --dense) runs other sizes"
+        )
+    from vggdeploy.models import check_image_size
+
+    check_image_size(requested, dense=True)
+    return requested
+
+
+# -- the host -----------------------------------------------------------------------------------
+
+
+def host_info() -> dict[str, Any]:
+    """CPU model, cores, GPU, OS and Python: what a result depends on."""
+    from vggdeploy import host
+
+    cpu = host.cpu()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    info: dict[str, Any] = {
+        "cpu": cpu.name,
+        "cpu_flags": [f for f in CPU_FLAGS if f in cpu.flags],
+        "cpu_features": cpu.features,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "machine": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "hostname": platform.node(),
+        "gpu": None,
+    }
+    torch = sys.modules.get("torch")  # only when a case imported it: no import for a CPU run
+    if torch is not None and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+def _versions() -> dict[str, str]:
+    from vggdeploy.bundle import library_versions
+
+    return library_versions("numpy", "torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "onnx")
+
+
+# -- runtimes -----------------------------------------------------------------------------------
+
+
+def _new_runtime(bundle: Bundle, plan: Plan, options: BenchOptions) -> Runtime:
+    """Construct (not load) the plan's runtime. `--cuda-graphs` turns on TensorRT's variant
+    without changing the case's name (`tensorrt`, as asked)."""
+    spec = plan.spec
+    if options.cuda_graphs and spec.name == "tensorrt" and "cuda-graphs" not in spec.variants:
+        spec = RuntimeSpec(spec.name, (*spec.variants, "cuda-graphs"), spec.precision)
+    return open_runtime(bundle, spec, threads=options.threads)
+
+
+def _describe(runtime: Runtime) -> dict[str, Any]:
+    try:
+        described: Any = runtime.describe()
+        data = described.to_dict() if hasattr(described, "to_dict") else dict(described)
+        return json.loads(json.dumps(data, default=str))
+    except Exception as exc:  # describe is informative only; never lose a run over it
+        return {"runtime": runtime.name, "describe_error": str(exc)}
+
+
+def _ort_model_path(bundle: Bundle, described: dict[str, Any], precision: str) -> Path:
+    """The ONNX file the runtime loaded (its description's `artifact`), else the bundle's."""
+    value = described.get("artifact")
+    if isinstance(value, str) and Path(value).is_file():
+        return Path(value)
+    from vggdeploy import precision as P
+
+    return bundle.artifact_path(P.onnx_key(precision))
+
+
+def bare_ort_session(path: Path, device: str, threads: int | None) -> Any:
+    """A plain ONNX Runtime session with default options on the harness's provider: the
+    reference loop.
+
+    On the CPU this is `ortsession.cpu_session`, the toolchain's one CPU constructor. For the
+    CUDA and TensorRT providers it is built here: `cpu_session` is CPU-only by design, and a
+    reference for a GPU case must run on the same provider as the case to mean anything.
+    """
+    from vggdeploy.ortsession import cpu_session, import_ort
+
+    if device in (None, "cpu"):
+        return cpu_session(path, threads=threads)
+    from vggdeploy.runtimes.onnxrt import PROVIDERS
+
+    ort = import_ort()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads is not None:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=list(PROVIDERS[device]))
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def run_benchmark(
+    bundle: Bundle,
+    plans: Sequence[Plan],
+    options: BenchOptions,
+    *,
+    skipped: Sequence[Skipped] = (),
+    reporter: Reporter | None = None,
+    clock: Clock = time.perf_counter_ns,
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run every plan at each of its batch sizes; return the result document (see `--json`).
+
+    A plan whose runtime cannot load, or a batch it cannot run, becomes a skipped entry with
+    the reason; nothing is printed.
+    """
+    reporter = reporter or Reporter()
+    skipped = list(skipped)
+    cases: list[dict[str, Any]] = []
+    loads: list[dict[str, Any]] = []
+    rss = PeakRss()
+    model = bundle.manifest.model
+    image_size = resolve_image_size(model, options.image_size)
+    flops = flops_per_image(model, image_size)
+    started = datetime.now(timezone.utc)
+    reporter.start(sum(len(p.batches) for p in plans))
+    try:
+        for plan in plans:
+            label = f"{plan.runtime} {plan.precision}"
+            reporter.case(label, "loading")
+            rss.start()
+            t0 = time.perf_counter()
+            try:
+                runtime = _new_runtime(bundle, plan, options)
+                runtime.load()
+            except VggDeployError as exc:
+                skipped.append(Skipped(plan.runtime, plan.precision, str(exc)))
+                for _ in plan.batches:
+                    reporter.advance()
+                continue
+            load = {
+                "runtime": plan.runtime,
+                "precision": plan.precision,
+                "load_s": time.perf_counter() - t0,
+                "load_peak_rss_mb": rss.stop(),
+            }
+            loads.append(load)
+            try:
+                described = _describe(runtime)
+                for batch in plan.batches:
+                    reporter.case(f"{label} b{batch}", "measuring")
+                    try:
+                        case = _run_case(
+                            bundle, plan, runtime, described, batch, image_size, flops,
+                            options, rss, clock,
+                        )  # fmt: skip
+                    except VggDeployError as exc:
+                        skipped.append(Skipped(plan.runtime, plan.precision, str(exc), batch))
+                        reporter.advance()
+                        continue
+                    case["describe"] = described
+                    case["load_s"] = load["load_s"]
+                    cases.append(case)
+                    reporter.advance()
+            finally:
+                runtime.close()
+    finally:
+        reporter.stop()
+    return make_result(
+        bundle={
+            "path": str(bundle.root),
+            "model": model.name,
+            "image_size": image_size,
+            "flops_per_image": flops,
+            "artifacts": {
+                k: {"sha256": v.sha256, "precision": v.precision}
+                for k, v in bundle.artifacts.items()
+            },
+        },
+        method={
+            "timestamp": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "host": host_info(),
+            "versions": _versions(),
+            "torch_threads": _torch_threads(),
+            "options": options.to_dict(),
+            "argv": list(argv) if argv is not None else None,
+            "peak_rss": rss.description,
+        },
+        cases=cases,
+        skipped=[s.to_dict() for s in skipped],
+        loads=loads,
+    )
+
+
+def _timed(step: Callable[[Any], Any], feed: Any, options: BenchOptions, clock: Clock) -> list[int]:
+    return time_calls(
+        step,
+        feed,
+        iterations=options.iterations,
+        seconds=options.seconds,
+        min_iterations=options.min_iterations if options.seconds is not None else 1,
+        clock=clock,
+    )
+
+
+def _warm_up(step: Callable[[Any], Any], feed: Any, options: BenchOptions, clock: Clock) -> int:
+    if options.warmup_iterations is not None:
+        done = time_calls(step, feed, iterations=options.warmup_iterations, clock=clock)
+    else:
+        done = time_calls(step, feed, seconds=options.warmup_seconds or 0.0, clock=clock)
+    return len(done)
+
+
+def _run_case(
+    bundle: Bundle,
+    plan: Plan,
+    runtime: Runtime,
+    described: dict[str, Any],
+    batch: int,
+    image_size: int,
+    flops: int | None,
+    options: BenchOptions,
+    rss: PeakRss,
+    clock: Clock,
+) -> dict[str, Any]:
+    feed = make_feed(runtime.inputs, batch, image_size, options.seed)
+    runtime.check_feed(feed)  # once: the feed does not change inside the loop
+    staged = isinstance(runtime, StagedRuntime)
+    split: dict[str, list[float]] | None = None
+    reference: dict[str, Any] | None = None
+
+    if staged:
+        # Into pinned memory once, as trtexec fills its host buffers once: every warm-up and
+        # timed iteration copies the same pinned input to the device.
+        runtime.stage_inputs(feed)
+
+        def step(_: Any) -> Any:
+            return time_staged(runtime, iterations=1, clock=clock)  # warm-up only
+    else:
+        step = runtime.infer_unchecked  # the contract's checks ran above
+
+    use_reference = options.reference_bare_ort and plan.spec.name == "onnxruntime"
+    if use_reference:  # created before the memory window opens
+        ref_path = _ort_model_path(bundle, described, plan.precision)
+        ref_session = bare_ort_session(ref_path, plan.spec.device or "cpu", options.threads)
+    rss.start()
+    warmup_done = _warm_up(step, feed, options, clock)
+    wall0 = clock()
+    if staged:
+        host_ns, split = time_staged(
+            runtime,
+            iterations=options.iterations,
+            seconds=options.seconds,
+            min_iterations=options.min_iterations if options.seconds is not None else 1,
+            clock=clock,
+        )
+    elif use_reference:
+        host_ns, reference = _with_bare_reference(
+            ref_session, ref_path, runtime, feed, options, clock
+        )
+    else:
+        host_ns = _timed(step, feed, options, clock)
+    wall_s = (clock() - wall0) / 1e9
+    peak = rss.stop()
+
+    latencies = [t / 1e6 for t in host_ns]
+    stats = summarize(latencies)
+    cv = coefficient_of_variation(stats)
+    throughput = batch * 1000.0 / stats["mean"] if stats["mean"] > 0 else 0.0
+    case: dict[str, Any] = {
+        "runtime": plan.runtime,
+        "runtime_name": plan.spec.name,
+        "variants": list(plan.spec.variants),
+        "precision": plan.precision,
+        "batch": batch,
+        "label": runtime.label,
+        "input_shapes": {k: list(v.shape) for k, v in feed.items()},
+        "input_dtypes": {k: str(v.dtype) for k, v in feed.items()},
+        "warmup_iterations": warmup_done,
+        "iterations": len(latencies),
+        "measured_s": wall_s,
+        "latency_ms": stats,
+        "cv": cv,
+        "noisy": cv > options.cv_threshold,
+        "throughput_ips": throughput,
+        "flops_per_image": flops,
+        "gflops_per_s": flops * throughput / 1e9 if flops else None,
+        "peak_rss_mb": peak,
+        "timing": (
+            "CUDA events per stage (H2D, compute, D2H: transfers between pinned host buffers "
+            "and the device; input staged into pinned memory once, untimed) + host end-to-end"
+            if staged
+            else "host end-to-end wall clock (this runtime exposes no H2D/compute/D2H split)"
+        ),
+        "split_ms": {k: summarize(v) for k, v in split.items()} if split else None,
+        "reference": reference,
+    }
+    if reference is not None:
+        case["peak_rss_note"] = "includes the bare reference session's working memory"
+    if options.keep_samples:
+        case["samples_ms"] = [round(x, 6) for x in latencies]
+    return case
+
+
+def _with_bare_reference(
+    session: Any,
+    path: Path,
+    runtime: Runtime,
+    feed: dict[str, np.ndarray],
+    options: BenchOptions,
+    clock: Clock,
+) -> tuple[list[int], dict[str, Any]]:
+    """Time the harness loop and a bare `session.run` loop in alternating rounds (drift cancels)."""
+    run = session.run
+
+    def bare(f: dict[str, np.ndarray]) -> Any:
+        return run(None, f)
+
+    _warm_up(bare, feed, options, clock)
+    rounds = max(1, options.reference_rounds)
+    per_round: list[int] = []
+    if options.iterations is not None:
+        rounds = min(rounds, options.iterations)
+        # exactly `iterations` calls each, spread over the rounds (10 in 4: 3, 3, 2, 2)
+        base, extra = divmod(options.iterations, rounds)
+        per_round = [base + (r < extra) for r in range(rounds)]
+    per_s = None if options.seconds is None else options.seconds / rounds
+    per_min = max(1, math.ceil(options.min_iterations / rounds))
+    harness_ns: list[int] = []
+    bare_ns: list[int] = []
+    round_ratios: list[float] = []
+    for r in range(rounds):
+        h_start, b_start = len(harness_ns), len(bare_ns)
+        order = ((runtime.infer_unchecked, harness_ns), (bare, bare_ns))
+        for fn, into in order if r % 2 == 0 else order[::-1]:
+            into += time_calls(
+                fn,
+                feed,
+                iterations=per_round[r] if per_round else None,
+                seconds=per_s,
+                min_iterations=per_min if per_s is not None else 1,
+                clock=clock,
+            )
+        round_ratios.append(
+            float(np.median(harness_ns[h_start:])) / float(np.median(bare_ns[b_start:]))
+        )
+    ref_stats = summarize([t / 1e6 for t in bare_ns])
+    h_stats = summarize([t / 1e6 for t in harness_ns])
+    ratio = h_stats["median"] / ref_stats["median"]
+    # Noise: how much the ratio moves from round to round (rounds alternate, so drift cancels).
+    spread = float(np.std(round_ratios, ddof=1)) if len(round_ratios) > 1 else 0.0
+    tolerance = max(REFERENCE_MIN_TOLERANCE, 2 * spread)
+    return harness_ns, {
+        "what": f"bare onnxruntime.InferenceSession.run on {path.name}, default session options"
+        + (f", {options.threads} threads" if options.threads else ""),
+        "providers": session.get_providers(),
+        "rounds": rounds,
+        "iterations": len(bare_ns),
+        "latency_ms": ref_stats,
+        "cv": coefficient_of_variation(ref_stats),
+        "median_ratio": ratio,
+        "round_ratios": round_ratios,
+        "tolerance": tolerance,
+        "agrees": abs(ratio - 1) <= tolerance,
+    }
