@@ -1,0 +1,146 @@
+"""What `vggdeploy pipeline` is asked for, and the images it calibrates and measures on."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vggdeploy import inputs
+from vggdeploy import precision as P
+from vggdeploy.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: The precisions the pipeline makes: every one a TensorRT engine is built in. "int8" makes both
+#: INT8 files (`model.int8.onnx` for TensorRT and `model.int8-u8.onnx` for ONNX Runtime).
+MADE_PRECISIONS: tuple[str, ...] = P.ENGINE_NAMES
+DEFAULT_BENCH_RUNTIMES = ("onnxruntime", "tensorrt")
+
+# Fewer real photos than this in the package data: use generated images instead (and say so).
+MIN_DEFAULT_IMAGES = 6
+SYNTHETIC_DIR = "synthetic_images"
+SYNTHETIC_WARNING = (
+    "calibrating on SYNTHETIC images (no real photographs were found): INT8 scales and INT8 "
+    "accuracy figures from them mean little - pass --images DIR with a few hundred real images"
+)
+DEFAULT_IMAGES_NOTE = (
+    "the {n} photographs shipped with vggdeploy (public domain / CC0, far from ImageNet's "
+    "distribution): enough for a working INT8 model and a smoke test, not a substitute for "
+    "a few hundred images from your own data (--images DIR)"
+)
+RANDOM_WEIGHTS_WARNING = (
+    "the weights are random (--weights random): every figure here is about numerical "
+    "agreement between runtimes and precisions, not accuracy; use --weights imagenet "
+    "or a checkpoint for real predictions"
+)
+RANDOM_INT8_WARNING = (
+    "INT8 checks are informational with random weights: an untrained network has near-tied "
+    "logits, so quantization noise flips its top-1 and lowers cosine far more than in a trained "
+    "model; judge INT8 with --weights imagenet or your checkpoint, and real --images"
+)
+
+
+@dataclass
+class PipelineOptions:
+    """What `vggdeploy pipeline` was asked for."""
+
+    weights: str = "random"
+    seed: int = 0
+    image_size: int = 224
+    precisions: tuple[str, ...] = MADE_PRECISIONS
+    images: str | None = None
+    calib_samples: int | None = None  # None: 3/4 of the images, at most 64; the rest held out
+    calib_method: str = "entropy"
+    batches: tuple[int, ...] = (1, 8)
+    bench_iterations: int = 10
+    bench_runtimes: tuple[str, ...] = DEFAULT_BENCH_RUNTIMES
+    #: None: what `vggdeploy validate` compares without --samples
+    validate_samples: int | None = None
+    force: bool = False
+    # Model overrides, for small test models (like `vggdeploy export`).
+    num_classes: int | None = None
+    width_divisor: int | None = None
+    hidden: int | None = None
+
+    def __post_init__(self) -> None:
+        from vggdeploy.runtimes.registry import parse_specs
+
+        self.precisions = tuple(dict.fromkeys(self.precisions))
+        P.check(self.precisions, MADE_PRECISIONS)
+        if "fp32" not in self.precisions:
+            # fp32 is the export itself and the reference every other precision is built from.
+            raise InputError(
+                "--precision must include fp32 (the exported model every other precision is made "
+                "from), e.g. --precision fp32,int8"
+            )
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise InputError("--batch must list positive batch sizes, e.g. 1,8")
+        if self.bench_iterations < 1:
+            raise InputError(f"--bench-iterations {self.bench_iterations} must be at least 1")
+        if self.calib_samples is not None and self.calib_samples < 1:
+            raise InputError(f"--calib-samples {self.calib_samples} must be at least 1")
+        if self.validate_samples is not None and self.validate_samples < 1:
+            raise InputError(f"--validate-samples {self.validate_samples} must be at least 1")
+        self.bench_runtimes = tuple(s.text for s in parse_specs(self.bench_runtimes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- images -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Images:
+    """The image folder calibration and FP16 range measurement use, and how to describe it."""
+
+    dir: Path
+    kind: str  # "user" | "default" | "synthetic"
+    count: int
+    warning: str | None = None
+    note: str | None = None
+    sha256: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "dir": str(self.dir), "count": self.count, "sha256": self.sha256}
+
+
+def resolve_images(images: str | None, out: Path) -> Images:
+    """`--images`, else the photographs shipped with vggdeploy, else generated synthetic ones."""
+    from vggdeploy.calibration.data import fingerprint_images
+    from vggdeploy.preprocess import find_images
+
+    if images:
+        paths = find_images(images)
+        found = Images(Path(images), "user", len(paths))
+    else:
+        folder = inputs.default_images_dir()
+        try:
+            paths = find_images(folder)
+        except InputError:
+            paths = []
+        if len(paths) >= MIN_DEFAULT_IMAGES:
+            note = DEFAULT_IMAGES_NOTE.format(n=len(paths))
+            found = Images(folder, "default", len(paths), note=f"no --images given: using {note}")
+        else:
+            dest = out / SYNTHETIC_DIR
+            inputs.synthetic_images(dest)
+            paths = find_images(dest)
+            log.warning("warning: %s", SYNTHETIC_WARNING)
+            found = Images(dest, "synthetic", len(paths), warning=SYNTHETIC_WARNING)
+    found.sha256 = fingerprint_images(paths, found.dir)
+    return found
+
+
+def calibration_split(n_images: int, asked: int | None) -> int:
+    """Calibration samples: as asked, else 3/4 of the images (at most 64), the rest held out."""
+    if asked is not None:
+        if asked > n_images:
+            raise InputError(
+                f"--calib-samples {asked} is more than the {n_images} images available: "
+                f"use {n_images} or fewer, or add images"
+            )
+        return asked
+    return max(1, min(64, n_images * 3 // 4)) if n_images >= 4 else n_images
