@@ -115,7 +115,7 @@ def test_module_entry_points() -> None:
 
 
 def test_models_json_lists_eleven_models() -> None:
-    proc = _run("models", "--json")
+    proc = _run("models", "--json", "-")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["image_size"] == 224
@@ -155,7 +155,7 @@ def test_models_table() -> None:
 
 
 def test_models_at_another_size() -> None:
-    proc = _run("models", "--json", "--image-size", "448")
+    proc = _run("models", "--json", "-", "--image-size", "448")
     rows = {r["name"]: r for r in json.loads(proc.stdout)["models"]}
     assert rows["vgg16"]["gflops"] > 3.9 * 30.94
 

@@ -17,11 +17,21 @@ from typing import Any
 import click
 
 from vggdeploy import __version__
-from vggdeploy.errors import InputError, VggDeployError
+from vggdeploy.cli_options import (
+    CONTEXT,
+    allow_fallback_option,
+    batch_option,
+    emit_json,
+    json_option,
+    parse_precisions,
+    parse_runtimes,
+    precision_option,
+    runtime_option,
+    threads_option,
+)
+from vggdeploy.errors import InputError, RuntimeUnavailableError, VggDeployError
 
 log = logging.getLogger("vggdeploy")
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -119,52 +129,20 @@ def format_table(headers: list[str], rows: list[list[Any]], align: str | None = 
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("the zoo")
 @click.option(
     "--image-size", default=224, show_default=True, help="Input size for the GFLOPs column."
 )
-def models(as_json: bool, image_size: int) -> None:
+def models(json_path: str | None, image_size: int) -> None:
     """List the model zoo: names, paper config, weight layers, parameters, GFLOPs."""
-    from vggdeploy.models import check_image_size, count_flops, count_parameters, list_specs
-    from vggdeploy.weights import IMAGENET_URLS
+    from vggdeploy.report.models import render_zoo
+    from vggdeploy.zoo import zoo_table
 
-    check_image_size(image_size)
-    rows = []
-    for spec in list_specs():
-        rows.append(
-            {
-                "name": spec.name,
-                "config": spec.config,
-                "batch_norm": spec.batch_norm,
-                "weight_layers": spec.weight_layers,
-                "parameters": count_parameters(spec),
-                "gflops": round(count_flops(spec, image_size) / 1e9, 2),
-                "imagenet_weights": spec.name in IMAGENET_URLS,
-            }
-        )
-    if as_json:
-        _print_json({"image_size": image_size, "flops": "2 x multiply-accumulates", "models": rows})
-        return
-    table = format_table(
-        ["name", "config", "BN", "layers", "parameters", "GFLOPs", "imagenet"],
-        [
-            [
-                r["name"],
-                r["config"],
-                "yes" if r["batch_norm"] else "-",
-                r["weight_layers"],
-                f"{r['parameters']:,}",
-                f"{r['gflops']:.2f}",
-                "yes" if r["imagenet_weights"] else "-",
-            ]
-            for r in rows
-        ],
-        align="lllrrrl",
-    )
-    click.echo(table)
-    click.echo(
-        f"\nGFLOPs at {image_size}x{image_size}, counting a multiply-accumulate as 2 FLOPs. Paper names (A, A-LRN, B, C, D, E, and -bn) work too."
-    )
+    data = zoo_table(image_size)
+    if json_path:
+        emit_json(data, json_path)
+    if json_path != "-":
+        click.echo(render_zoo(data))
 
 
 # -- export -----------------------------------------------------------------------------------
@@ -287,57 +265,51 @@ def export(
         force=force,
     )
     bundle = export_bundle(spec, WeightsSource.parse(weights, seed), Path(out), options)
-    parity = bundle.manifest["parity"]
+    parity = bundle.manifest.parity
     click.echo(
-        f"exported {spec.name} to {bundle.root / 'model.onnx'} in {bundle.manifest['export']['seconds']:.1f} s; "
+        f"exported {spec.name} to {bundle.artifact_path('onnx.fp32')} in "
+        f"{bundle.manifest.export['seconds']:.1f} s; "
         f"parity vs PyTorch: max rel diff {parity['worst_max_rel']:.1e}, cosine {parity['worst_cosine']:.6f} "
         f"over {len(parity['checks'])} checks - passed"
     )
 
 
-# -- runtimes: validate, predict (issue 3) ----------------------------------------------------
-
-_RUNTIME_HELP = (
-    "NAME[:WHERE][@PRECISION]: torch, torch:cuda, onnxruntime:cpu, onnxruntime:cuda, "
-    "onnxruntime:tensorrt, tensorrt@fp16 ..."
-)
-_PRECISIONS = ["fp32", "fp16", "int8", "int8-u8"]
+# -- runtimes: validate, predict --------------------------------------------------------------
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("bundle", type=click.Path(file_okay=False))
-@click.option(
-    "--runtime",
-    "runtimes",
-    multiple=True,
-    help=f"A target to compare with the reference (repeatable). {_RUNTIME_HELP} "
-    "Default: onnxruntime:cpu on every ONNX in the bundle, plus its TensorRT engines if this host can run them.",
+@runtime_option(
+    "A target to compare with the reference (repeatable or comma-separated). Default: "
+    "onnxruntime:cpu on every ONNX in the bundle, plus its TensorRT engines where this host "
+    "can run them."
 )
 @click.option(
     "--reference",
-    default="torch",
+    default="torch@fp32",
     show_default=True,
-    help="What every target is compared with (same syntax as --runtime).",
+    help="What every target is compared with (same SPEC grammar as --runtime).",
 )
-@click.option(
-    "--precision",
-    "precisions",
-    multiple=True,
-    type=click.Choice(_PRECISIONS),
-    help="Only these precisions (repeatable) for targets without @PRECISION.",
-)
+@precision_option("Precisions for targets without @PRECISION")
 @click.option(
     "--images",
     type=click.Path(file_okay=False),
-    help="Folder of real images (bundle preprocessing) instead of random inputs.",
+    help="Folder of real images (bundle preprocessing) for every target. Default: random "
+    "tensors for fp32/fp16 and the shipped photographs for INT8.",
 )
 @click.option(
     "--samples",
-    type=int,
-    help="Inputs to compare (default 16 random; all images with --images).",
+    type=click.IntRange(min=1),
+    help="Inputs to compare (default 16 random; all images).",
 )
-@click.option("--batch", default=8, show_default=True, help="Batch size.")
-@click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
+@batch_option(8)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed for random inputs.",
+)
 @click.option(
     "--tol",
     "tols",
@@ -345,18 +317,9 @@ _PRECISIONS = ["fp32", "fp16", "int8", "int8-u8"]
     metavar="PRECISION.METRIC=VALUE",
     help="Override a tolerance, e.g. fp16.cosine=0.9995 or int8.top1=0.95 (repeatable).",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, allow_dash=True),
-    help="Write the report as JSON to FILE ('-': stdout instead of the table).",
-)
-@click.option(
-    "--allow-fallback",
-    is_flag=True,
-    help="Accept an ONNX Runtime session that fell back to another provider (warns).",
-)
-@click.option("--threads", type=int, help="Intra-op threads for onnxruntime and torch.")
+@json_option("the report")
+@allow_fallback_option()
+@threads_option()
 def validate(
     bundle: str,
     runtimes: tuple[str, ...],
@@ -375,75 +338,67 @@ def validate(
 
     Reports max/p99 absolute error, error relative to the output's largest magnitude and range,
     cosine similarity, top-1 agreement and top-5 overlap; each precision is judged by its own
-    tolerances. Exit 0 when every check passes, 2 when any fails.
+    tolerances. INT8 is always judged on real images (yours, or the shipped photographs), never
+    on random tensors. Exit 0 when every check passes, 2 when any fails.
     """
-    from vggdeploy.bundle import Bundle, atomic_write_json
+    from vggdeploy.bundle import Bundle
     from vggdeploy.errors import CheckFailedError
-    from vggdeploy.validate import (
-        DEFAULT_SAMPLES,
-        InputSet,
-        default_targets,
-        expand_targets,
-        parse_target,
-        parse_tolerances,
-        validate_bundle,
-    )
+    from vggdeploy.metrics import parse_tolerances
+    from vggdeploy.report.validate import render_validation
+    from vggdeploy.runtimes.registry import expand, parse_spec
+    from vggdeploy.validate import validate_bundle
 
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads {threads} must be a positive integer")
     overrides = parse_tolerances(tols)
     b = Bundle.load(bundle)
-    options = {"threads": threads, "allow_fallback": allow_fallback}
-    targets = expand_targets(b, runtimes, precisions, **options)
-    ref = parse_target(reference, threads=threads)
-    if images:
-        inputs = InputSet.images(b, images, samples=samples, batch=batch)
-    else:
-        inputs = InputSet.random(b, samples=samples or DEFAULT_SAMPLES, batch=batch, seed=seed)
-    # Defaults skip what this host cannot run (engines without TensorRT); named targets must run.
-    skip = targets is None
-    if targets is None:
-        targets = default_targets(b, **options)
-    report = validate_bundle(b, targets, inputs, overrides, reference=ref, skip_unavailable=skip)
-    if json_path == "-":
-        _print_json(report.to_dict())
-    else:
-        click.echo(report.render())
-        if json_path:
-            atomic_write_json(json_path, report.to_dict())
+    specs = parse_runtimes(runtimes)
+    wanted = parse_precisions(precisions)
+    ref = parse_spec(reference, precision="fp32")
+    if specs or wanted:
+        from vggdeploy.runtimes.registry import RuntimeSpec
+
+        specs = expand(b, specs or [RuntimeSpec("onnxruntime")], wanted)
+    report = validate_bundle(
+        b,
+        specs or None,
+        images=images,
+        samples=samples,
+        batch=batch,
+        seed=seed,
+        tolerances=overrides,
+        reference=ref,
+        options={"threads": threads, "allow_fallback": allow_fallback},
+        progress=log.info,
+    )
+    if json_path != "-":
+        click.echo(render_validation(report))
+    if json_path:
+        emit_json(report.to_dict(), json_path)
+        if json_path != "-":
             click.echo(f"report written to {json_path}")
     if not report.passed:
-        raise CheckFailedError(f"validation {report.summary()} (listed above)")
+        raise CheckFailedError(f"validation {report.summary()}")
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True)
+@runtime_option("The runtime to classify with.", multiple=False, default="onnxruntime")
+@click.option("--precision", help="Precision when SPEC has no @PRECISION (default fp32).")
 @click.option(
-    "--runtime", default="onnxruntime", show_default=True, help=f"Runtime to use. {_RUNTIME_HELP}"
+    "--top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes per image."
 )
-@click.option(
-    "--precision",
-    type=click.Choice(_PRECISIONS),
-    help="Model precision (default fp32; tensorrt: its runtime's default).",
-)
-@click.option("--top", default=5, show_default=True, help="Classes to show per image.")
-@click.option("--batch", default=8, show_default=True, help="Images per inference call.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.option("--threads", type=int, help="Intra-op threads for onnxruntime and torch.")
-@click.option(
-    "--allow-fallback",
-    is_flag=True,
-    help="Accept an ONNX Runtime session that fell back to another provider (warns).",
-)
+@batch_option(8)
+@json_option("the predictions")
+@threads_option()
+@allow_fallback_option()
 def predict(
     bundle: str,
     images: tuple[str, ...],
-    runtime: str,
+    runtimes: str,
     precision: str | None,
     top: int,
     batch: int,
-    as_json: bool,
+    json_path: str | None,
     threads: int | None,
     allow_fallback: bool,
 ) -> None:
@@ -453,29 +408,29 @@ def predict(
     code is non-zero if any failed.
     """
     from vggdeploy.bundle import Bundle
-    from vggdeploy.predict import predict_images, render_predictions
-    from vggdeploy.validate import open_runtime, parse_target
+    from vggdeploy.predict import predict_images
+    from vggdeploy.report.predict import render_predictions
+    from vggdeploy.runtimes.registry import open_runtime, parse_spec, unavailable
 
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads {threads} must be a positive integer")
     b = Bundle.load(bundle)
-    target = parse_target(runtime, precision, threads=threads, allow_fallback=allow_fallback)
-    with open_runtime(b, target) as rt:
+    spec = parse_spec(runtimes, precision=precision or "fp32")
+    if reason := unavailable(spec, b, allow_fallback=allow_fallback):
+        raise RuntimeUnavailableError(f"{spec.text}: {reason}")
+    with open_runtime(b, spec, threads=threads, allow_fallback=allow_fallback) as rt:
         results = predict_images(rt, b, images, top=top, batch=batch)
-        info = rt.describe()
+        info = rt.describe().to_dict()
     failed = [r for r in results if not r.ok]
-    if as_json:
-        _print_json(
-            {
-                "bundle": str(b.root),
-                "runtime": info,
-                "top": top,
-                "results": [r.to_dict() for r in results],
-                "failed": len(failed),
-            }
-        )
-    else:
+    if json_path != "-":
         click.echo(render_predictions(results))
+    if json_path:
+        data = {
+            "bundle": str(b.root),
+            "runtime": info,
+            "top": top,
+            "results": [r.to_dict() for r in results],
+            "failed": len(failed),
+        }
+        emit_json(data, json_path)
     if failed:
         raise InputError(
             f"{len(failed)} of {len(results)} files could not be classified (see above)"
@@ -521,7 +476,7 @@ def predict(
     help="tensorrt: int8 symmetric activations -> model.int8.onnx; onnxruntime: uint8 "
     "activations -> model.int8-u8.onnx.",
 )
-@click.option("--batch-size", default=16, show_default=True, type=int, help="Images per batch.")
+@batch_option(16, "Images per batch.")
 @click.option(
     "--cache",
     type=click.Path(dir_okay=False),
@@ -532,7 +487,7 @@ def predict(
     type=int,
     help="Held-out images for the int8 vs fp32 check (default: up to 64 not used to calibrate).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option("the summary")
 def calibrate(
     bundle: str,
     images: str,
@@ -541,10 +496,10 @@ def calibrate(
     samples: int,
     seed: int,
     target: str,
-    batch_size: int,
+    batch: int,
     cache: str | None,
     holdout: int | None,
-    as_json: bool,
+    json_path: str | None,
 ) -> None:
     """Calibrate BUNDLE on --images and write an INT8 Q/DQ ONNX (per-channel int8 weights).
 
@@ -555,46 +510,36 @@ def calibrate(
     """
     from vggdeploy.bundle import Bundle
     from vggdeploy.calibration import CalibrationOptions, calibrate_bundle
+    from vggdeploy.report.calibrate import json_summary, render_calibration
+    from vggdeploy.report.progress import progress_bar
 
-    options = CalibrationOptions(
-        method=method,
-        target=target,
-        samples=samples,
-        seed=seed,
-        percentile=percentile,
-        batch_size=batch_size,
-        cache=cache,
-        holdout=holdout,
-        progress=log.isEnabledFor(logging.INFO) and not as_json,
-    )
-    summary = calibrate_bundle(Bundle.load(bundle), images, options)
-    if as_json:
-        _print_json({k: v for k, v in summary.items() if k != "ranges"})
-        return
-    held = summary["holdout"]
-    if summary["cache_reused"]:
-        source = "reused the cache, no data pass"
-    else:
-        source = f"{summary['data_pass_seconds']:.1f} s data pass"
-    click.echo(
-        f"wrote {summary['path']} ({summary['target']}, {summary['method']}, "
-        f"{summary['samples']} images, {summary['quantized_ops']} quantized ops; {source}; "
-        f"cache {summary['cache']})"
-    )
-    if held.get("images"):
-        click.echo(
-            f"held-out int8 vs fp32 on {held['images']} images: cosine {held['cosine']:.4f} "
-            f"(worst image {held['cosine_min']:.4f}), top-1 agreement {held['top1_agreement']:.3f}, "
-            f"top-5 overlap {held['top5_overlap']:.3f} - "
-            + ("within tolerance" if held["passed"] else "BELOW TOLERANCE")
+    show = log.isEnabledFor(logging.INFO) and json_path != "-"
+    with progress_bar("calibrating", samples, enabled=show) as bar:
+        done = [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            bar.update(done[0], samples)
+
+        options = CalibrationOptions(
+            method=method,
+            target=target,
+            samples=samples,
+            seed=seed,
+            percentile=percentile,
+            batch_size=batch,
+            cache=cache,
+            holdout=holdout,
+            progress=advance,
         )
+        summary = calibrate_bundle(Bundle.load(bundle), images, options)
+    if json_path:
+        emit_json(json_summary(summary), json_path)
+    if json_path == "-":
+        return
+    click.echo(render_calibration(summary))
     for line in summary["warnings"]:
         click.secho(f"WARNING: {line}", fg="yellow", bold=True)
-
-
-def _comma_list(values: tuple[str, ...]) -> list[str]:
-    """Repeatable options that also take comma-separated values: ("a,b", "c") -> [a, b, c]."""
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
 @cli.command(context_settings=CONTEXT)
@@ -612,7 +557,7 @@ def _comma_list(values: tuple[str, ...]) -> list[str]:
 )
 @click.option("--samples", default=64, show_default=True, help="Inputs to measure on.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the inputs / image draw.")
-@click.option("--batch-size", default=8, show_default=True, help="Inputs per measured batch.")
+@batch_option(8, "Inputs per measured batch.")
 @click.option(
     "--keep-fp32",
     "keep",
@@ -627,17 +572,17 @@ def _comma_list(values: tuple[str, ...]) -> list[str]:
     show_default=True,
     help="Keep a tensor in fp32 when max|activation| x headroom reaches the fp16 max 65504.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("the report")
 def convert(
     bundle: str,
     precision: str,
     images: str | None,
     samples: int,
     seed: int,
-    batch_size: int,
+    batch: int,
     keep: tuple[str, ...],
     headroom: float,
-    as_json: bool,
+    json_path: str | None,
 ) -> None:
     """Convert BUNDLE's ONNX to fp16: model.fp16.onnx, float32 inputs and outputs.
 
@@ -648,12 +593,14 @@ def convert(
     rounding only; judge fp16 numerics on the GPU.
     """
     from vggdeploy.bundle import Bundle
-    from vggdeploy.evaluate import progress_bar
-    from vggdeploy.exporter.fp16 import convert_fp16, format_report, split_keep_fp32
+    from vggdeploy.cli_options import comma_list
+    from vggdeploy.exporter.fp16 import FILE_NAME, convert_fp16, split_keep_fp32
+    from vggdeploy.report.convert import render_convert
+    from vggdeploy.report.progress import progress_bar
 
     b = Bundle.load(bundle)
-    ops, nodes = split_keep_fp32(b, _comma_list(keep))
-    show = log.isEnabledFor(logging.INFO) and not as_json
+    ops, nodes = split_keep_fp32(b, comma_list(keep))
+    show = log.isEnabledFor(logging.INFO) and json_path != "-"
     with progress_bar("measuring activations (batches)", None, enabled=show) as bar:
         report = convert_fp16(
             b,
@@ -661,16 +608,15 @@ def convert(
             keep_fp32_nodes=nodes,
             images=images,
             samples=samples,
-            batch_size=batch_size,
+            batch_size=batch,
             seed=seed,
             headroom=headroom,
             progress=bar.update,
         )
-    if as_json:
-        _print_json(report)
-        return
-    click.echo(f"wrote {b.root / 'model.fp16.onnx'} (onnx.fp16, float32 inputs and outputs)")
-    click.echo(format_report(report))
+    if json_path:
+        emit_json(report, json_path)
+    if json_path != "-":
+        click.echo(render_convert(report, str(b.root / FILE_NAME)))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -681,91 +627,62 @@ def convert(
     type=click.Path(file_okay=False),
     help="Labelled folder: one sub-folder per class, named like the bundle's labels.",
 )
+@runtime_option(
+    "Runtimes to evaluate (repeatable or comma-separated). Default: onnxruntime:cpu on every "
+    "ONNX in the bundle, plus its engines where this host can run them."
+)
+@precision_option("Precisions for runtimes without @PRECISION")
+@batch_option(32, "Images per batch.")
 @click.option(
-    "--runtime",
-    "runtimes",
-    multiple=True,
-    help="NAME[:WHERE][@PRECISION] as in validate: onnxruntime, onnxruntime:cuda, torch, "
-    "tensorrt@int8 ... (repeatable or comma-separated). Default: onnxruntime:cpu on every "
-    "ONNX in the bundle, plus its engines where this host can run them.",
+    "--limit", type=click.IntRange(min=1), help="Evaluate a seeded random subset of N images."
 )
 @click.option(
-    "--precision",
-    "precisions",
-    multiple=True,
-    help="fp32, fp16, int8, int8-u8 (repeatable or comma-separated) for runtimes without @.",
+    "--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed for --limit."
 )
-@click.option("--batch-size", default=32, show_default=True, help="Images per batch.")
-@click.option("--limit", type=int, help="Evaluate a seeded random subset of N images.")
-@click.option("--seed", default=0, show_default=True, help="Seed for --limit.")
-@click.option("--threads", type=int, help="Intra-op threads for onnxruntime and torch.")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, allow_dash=True),
-    help="Write the results as JSON to FILE ('-': stdout instead of the table).",
-)
+@threads_option()
+@json_option("the results")
 def evaluate(
     bundle: str,
     images: str,
     runtimes: tuple[str, ...],
     precisions: tuple[str, ...],
-    batch_size: int,
+    batch: int,
     limit: int | None,
     seed: int,
     threads: int | None,
     json_path: str | None,
 ) -> None:
-    """Top-1 and top-5 accuracy of BUNDLE on a labelled image folder, side by side.
+    """Top-1/top-5 accuracy of BUNDLE on a labelled image folder, per runtime and precision.
 
-    Every runtime and precision runs on the same decoded batches; the table shows accuracy,
-    the change against fp32 in percentage points, and how often the top-1 class agrees with
-    fp32. Without labels in the bundle, class folders map to outputs in alphabetical order.
+    The folder holds one sub-folder per class (ImageFolder layout), matched to the bundle's
+    labels; every runtime sees the same decoded batches. Deltas are percentage points against
+    fp32.
     """
-    from vggdeploy.bundle import Bundle, atomic_write_json
-    from vggdeploy.evaluate import TABLE_HEADERS, evaluate_bundle, format_results
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.evaluate import evaluate_bundle
+    from vggdeploy.report.evaluate import render_evaluation
+    from vggdeploy.report.progress import progress_bar
 
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads {threads} must be a positive integer")
     b = Bundle.load(bundle)
-    report = evaluate_bundle(
-        b,
-        images,
-        runtimes=_comma_list(runtimes),
-        precisions=_comma_list(precisions),
-        batch_size=batch_size,
-        limit=limit,
-        seed=seed,
-        threads=threads,
-        progress=log.isEnabledFor(logging.INFO) and json_path != "-",
-    )
-    if json_path == "-":
-        click.echo(json.dumps(report, indent=2, default=str))
-        return
-    if json_path:
-        atomic_write_json(json_path, json.loads(json.dumps(report, default=str)))
-    sample = f" (random {report['count']}, seed {seed})" if report["limit"] else ""
-    click.echo(
-        f"{report['count']} images{sample}, {report['classes']} classes from {images}: "
-        f"{report['class_mapping']['note']}"
-    )
-    click.echo(format_table(TABLE_HEADERS, format_results(report), align="llrrrrr"))
-    ref = next((r["agreement_with"] for r in report["results"] if r["agreement_with"]), None)
-    if ref:
-        click.echo(
-            f"diff: percentage points vs fp32 on the same runtime; agrees: same top-1 as {ref}"
+    show = log.isEnabledFor(logging.INFO) and json_path != "-"
+    with progress_bar("evaluating", None, enabled=show) as bar:
+        report = evaluate_bundle(
+            b,
+            images,
+            specs=parse_runtimes(runtimes),
+            precisions=parse_precisions(precisions),
+            batch=batch,
+            limit=limit,
+            seed=seed,
+            threads=threads,
+            progress=bar.update,
         )
-    if any(r["precision"] == "fp16" and r["runtime"] == "onnxruntime" for r in report["results"]):
-        cpu = [r for r in report["results"] if r["precision"] == "fp16"]
-        if any(r["options"].get("provider", "cpu") == "cpu" for r in cpu):
-            click.echo(
-                "note: ONNX Runtime CPU runs fp16 models in fp32 with fp16-rounded weights; "
-                "fp16 arithmetic is only exercised on a GPU"
-            )
-    for s in report["skipped"]:
-        click.echo(f"skipped {s['target']}: {s['reason']}")
+    if json_path != "-":
+        click.echo(render_evaluation(report, images))
     if json_path:
-        click.echo(f"wrote {json_path}")
+        emit_json(report, json_path)
+        if json_path != "-":
+            click.echo(f"wrote {json_path}")
 
 
 # -- TensorRT engines: build (issue 5) --------------------------------------------------------
@@ -869,44 +786,22 @@ def build(
         device_id=device_id,
         verbosity=ctx.obj.get("verbose", 0) if ctx.obj else 0,
     )
+    from vggdeploy.report.build import render_build
+
     record = build_engine(bundle, options)
-    check = record["precision_check"]
-    gpu = record["gpu"]
-    profiles_text = "; ".join(
-        ", ".join(f"{k} {v['min']}..{v['max']}" for k, v in p.items()) for p in record["profiles"]
-    )
-    click.echo(
-        f"built {bundle.root / record['path']} ({record['size'] / 1e6:.1f} MB) in "
-        f"{record['build_seconds']:.1f} s with TensorRT {record['tensorrt_version']} on "
-        f"{gpu['name']} (compute capability {gpu['compute_capability']}); profiles: "
-        f"{profiles_text}; precision check: {check['by_precision'].get(precision, 0)}/"
-        f"{check['convolutions']} convolutions run in {precision} - passed"
-    )
+    click.echo(render_build(record, bundle.root))
 
 
 # -- benchmark: bench (issue 6) ---------------------------------------------------------------
 
 
-def _split_multi(values: tuple[str, ...]) -> list[str]:
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
-
-
 @cli.command(context_settings=CONTEXT)
 @click.argument("bundle", required=False, type=click.Path(file_okay=False))
-@click.option(
-    "--runtime",
-    "runtimes",
-    multiple=True,
-    help="Runtime to time, repeatable or comma-separated: torch, torch:channels-last, "
-    "torch:cuda, onnxruntime, onnxruntime:cuda, onnxruntime:tensorrt, tensorrt, "
-    "tensorrt:cuda-graphs. Default: every one this host can run.",
+@runtime_option(
+    "Runtime to time, repeatable or comma-separated; a spec with @PRECISION runs only that "
+    "precision. Default: every runtime this host can run."
 )
-@click.option(
-    "--precision",
-    "precisions",
-    multiple=True,
-    help="fp32, fp16, int8, int8-u8 (repeatable or comma-separated). Default: every artifact.",
-)
+@precision_option("Precisions to time for specs without @PRECISION. Default: every artifact.")
 @click.option("--batch", "batch", default="1,8,32", show_default=True, help="Batch sizes.")
 @click.option(
     "--warmup",
@@ -920,7 +815,7 @@ def _split_multi(values: tuple[str, ...]) -> list[str]:
     type=float,
     help="Seconds per case (default 3 s and at least 10 calls, as trtexec, when neither is given).",
 )
-@click.option("--threads", type=int, help="Intra-op threads for torch and onnxruntime.")
+@threads_option()
 @click.option("--image-size", type=int, help="Input size for a dense bundle (default: its own).")
 @click.option("--cuda-graphs", is_flag=True, help="TensorRT: launch the engine as a CUDA graph.")
 @click.option(
@@ -936,19 +831,26 @@ def _split_multi(values: tuple[str, ...]) -> list[str]:
     help="Warn when a case's latency std/mean exceeds this.",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
+@json_option("every figure (with --compare: the comparison)")
 @click.option(
-    "--json", "json_out", type=click.Path(dir_okay=False), help="Write every figure as JSON."
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    metavar="FILE",
+    help="Write every figure as CSV to FILE ('-': standard output, instead of the table).",
 )
 @click.option(
-    "--csv", "csv_out", type=click.Path(dir_okay=False), help="Write every figure as CSV."
-)
-@click.option(
-    "--markdown", is_flag=True, help="Print Markdown tables instead of the terminal table."
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    metavar="FILE",
+    help="Write the tables as Markdown to FILE ('-': standard output, instead of the table).",
 )
 @click.option(
     "--plot",
-    "plot_out",
+    "plot_path",
     type=click.Path(dir_okay=False),
+    metavar="FILE",
     help="Write latency and throughput vs batch size as an image (PNG, SVG, PDF).",
 )
 @click.option("--samples", is_flag=True, help="Keep every latency sample in the --json file.")
@@ -979,10 +881,10 @@ def bench(
     reference_bare_ort: bool,
     cv_threshold: str,
     seed: int,
-    json_out: str | None,
-    csv_out: str | None,
-    markdown: bool,
-    plot_out: str | None,
+    json_path: str | None,
+    csv_path: str | None,
+    markdown_path: str | None,
+    plot_path: str | None,
     samples: bool,
     compare: tuple[str, str] | None,
     threshold: str,
@@ -998,25 +900,26 @@ def bench(
     Exit codes: 0 done; 1 bad input or nothing could run;
     with --compare, 2 when any case's median latency regressed beyond --threshold.
     """
-    from vggdeploy import benchmark as bm
+    from vggdeploy import bench as stage
+    from vggdeploy.report import bench as view
 
+    to_stdout = [p for p in (json_path, csv_path, markdown_path) if p == "-"]
+    if len(to_stdout) > 1:
+        raise InputError("only one of --json, --csv and --markdown can be '-' (standard output)")
     if compare:
         if bundle:
             raise InputError("--compare takes two result files and no BUNDLE: drop one of them")
-        _bench_compare(compare, bm.parse_threshold(threshold), json_out, markdown)
+        _bench_compare(compare, stage.parse_threshold(threshold), json_path, markdown_path)
         return
     if not bundle:
         raise InputError("give a BUNDLE to benchmark (or --compare OLD.json NEW.json)")
     from vggdeploy.bundle import Bundle
 
-    kind, amount = bm.parse_amount(warmup, "--warmup")
-    options = bm.BenchOptions(
+    options = stage.BenchOptions.from_cli(
+        warmup=warmup,
         iterations=iterations,
-        seconds=duration if (duration is not None or iterations is not None) else 3.0,
-        min_iterations=10 if (duration is None and iterations is None) else 1,
-        warmup_iterations=int(amount) if kind == "iterations" else None,
-        warmup_seconds=amount if kind == "seconds" else None,
-        cv_threshold=bm.parse_threshold(cv_threshold),
+        duration=duration,
+        cv_threshold=cv_threshold,
         seed=seed,
         image_size=image_size,
         threads=threads,
@@ -1024,15 +927,12 @@ def bench(
         reference_bare_ort=reference_bare_ort,
         keep_samples=samples,
     )
-    choices = [bm.parse_runtime(r) for r in _split_multi(runtimes)] or None
-    wanted = _split_multi(precisions) or None
-    for p in wanted or ():
-        if p not in bm.PRECISIONS:
-            raise InputError(f"--precision {p!r}: choose from {', '.join(bm.PRECISIONS)}")
-    if cuda_graphs and choices and not any(c.name == "tensorrt" for c in choices):
+    specs = parse_runtimes(runtimes) or None
+    wanted = parse_precisions(precisions) or None
+    if cuda_graphs and specs and not any(s.name == "tensorrt" for s in specs):
         raise InputError("--cuda-graphs applies to the tensorrt runtime: add --runtime tensorrt")
     loaded = Bundle.load(bundle)
-    plans, skipped = bm.plan_cases(loaded, choices, wanted, bm.parse_batches(batch))
+    plans, skipped = stage.plan_cases(loaded, specs, wanted, stage.parse_batches(batch))
     for s in skipped:
         log.warning("skipping %s", s)
     if not plans:
@@ -1042,100 +942,64 @@ def bench(
 
     from rich.console import Console
 
+    from vggdeploy.report.progress import CaseProgress
+
     err = Console(stderr=True)
-    show_progress = err.is_terminal and logging.getLogger().getEffectiveLevel() <= logging.INFO
-    reporter = _RichReporter(err) if show_progress else None
-    result = bm.run_benchmark(
-        loaded, plans, options, skipped=skipped, reporter=reporter, argv=sys.argv[1:]
+    show_progress = err.is_terminal and log.isEnabledFor(logging.INFO)
+    result = stage.run_benchmark(
+        loaded,
+        plans,
+        options,
+        skipped=skipped,
+        reporter=CaseProgress(err) if show_progress else None,
+        argv=sys.argv[1:],
     )
     if not result["cases"]:
-        for line in bm.iter_skipped_lines(result):
+        for line in stage.skipped_lines(result):
             click.echo(f"skipped {line}", err=True)
         raise InputError("no case could run on this host (reasons above)")
-    if json_out:
-        bm.write_json(result, json_out)
-    if csv_out:
-        bm.write_csv(result, csv_out)
-    if plot_out:
-        bm.write_plot(result, plot_out)
-    if markdown:
-        click.echo(bm.render_markdown(result), nl=False)
-    else:
-        # Never narrower than the table: a wrapped line beats a truncated number.
-        out = Console(highlight=False)
-        out = Console(width=max(out.width, 150) if out.is_terminal else 200, highlight=False)
-        bm.print_rich(result, out)
-    for path in (json_out, csv_out, plot_out):
-        if path:
+    if not to_stdout:
+        click.echo(view.render_text(result), nl=False)
+    if json_path:
+        emit_json(result, json_path)
+    if csv_path:
+        _emit_text(stage.csv_text(result), csv_path)
+    if markdown_path:
+        _emit_text(view.render_markdown(result), markdown_path)
+    if plot_path:
+        view.write_plot(result, plot_path)
+    for path in (json_path, csv_path, markdown_path, plot_path):
+        if path and path != "-":
             log.info("wrote %s", path)
 
 
-class _RichReporter:
-    """Progress over cases on stderr. Refreshed only between phases (auto_refresh off), so no
-    display thread competes with the timed loop."""
+def _emit_text(text: str, dest: str) -> None:
+    """Text to standard output (`-`) or atomically to a file."""
+    if dest == "-":
+        click.echo(text, nl=False)
+    else:
+        from vggdeploy.bundle import atomic_write_text
 
-    def __init__(self, console: Any) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            auto_refresh=False,
-            transient=True,
-        )
-        self._task: Any = None
-
-    def start(self, total_cases: int) -> None:
-        self._progress.start()
-        self._task = self._progress.add_task("bench", total=total_cases)
-        self._progress.refresh()
-
-    def case(self, label: str, phase: str) -> None:
-        self._progress.update(self._task, description=f"{phase} {label}")
-        self._progress.refresh()
-
-    def advance(self) -> None:
-        self._progress.advance(self._task)
-        self._progress.refresh()
-
-    def stop(self) -> None:
-        self._progress.stop()
+        atomic_write_text(dest, text)
 
 
 def _bench_compare(
-    files: tuple[str, str], threshold: float, json_out: str | None, markdown: bool
+    files: tuple[str, str], threshold: float, json_path: str | None, markdown_path: str | None
 ) -> None:
-    from vggdeploy import benchmark as bm
+    from vggdeploy import bench as stage
+    from vggdeploy.report import bench as view
 
-    old, new = bm.load_result(files[0]), bm.load_result(files[1])
-    cmp = bm.compare_results(old, new, threshold)
+    old, new = stage.load_result(files[0]), stage.load_result(files[1])
+    cmp = stage.compare_results(old, new, threshold)
     if not cmp["rows"]:
         raise InputError(f"{files[0]} and {files[1]} have no case in common to compare")
-    headers, rows, notes = bm.render_comparison(cmp)
-    if json_out:
-        bm.write_json({"schema": "vggdeploy.bench-compare/1", **cmp}, json_out)
-    if markdown:
-        click.echo("| " + " | ".join(headers) + " |")
-        click.echo("|" + "|".join("---" if i < 3 else "---:" for i in range(len(headers))) + "|")
-        for r in rows:
-            click.echo("| " + " | ".join(r) + " |")
-        click.echo("")
-        for n in notes:
-            click.echo(f"- {n}")
-    else:
-        click.echo(format_table(headers, rows, align="lllrrrrrl"))
-        for n in notes:
-            click.echo(n)
-    bm.check_regressions(cmp)
+    if "-" not in (json_path, markdown_path):
+        click.echo(view.render_comparison_text(cmp), nl=False)
+    if json_path:
+        emit_json(cmp, json_path)
+    if markdown_path:
+        _emit_text(view.render_comparison_markdown(cmp), markdown_path)
+    stage.check_regressions(cmp)
 
 
 # -- shipping: pipeline, inspect, pack, unpack, package (issue 7) -----------------------------
@@ -1156,21 +1020,36 @@ def _bench_compare(
 @click.option(
     "--images",
     type=click.Path(exists=True, file_okay=False),
-    help="Images for calibration and validation (default: the photographs shipped with vggdeploy).",
+    help="Images for calibration, FP16 ranges and validation (default: the photographs shipped "
+    "with vggdeploy for calibration; validation then judges like `vggdeploy validate`).",
 )
 @click.option(
-    "--precision", default="fp32,fp16,int8", show_default=True, help="Precisions to make."
+    "--precision",
+    "precisions",
+    multiple=True,
+    metavar="P[,P...]",
+    help="Precisions to make, fp32 among them (default: fp32,fp16,int8; int8 makes both INT8 "
+    "files, for TensorRT and ONNX Runtime; repeatable or comma-separated).",
 )
 @click.option("--image-size", default=224, show_default=True, help="Input height and width.")
-@click.option("--batch", default="1,8", show_default=True, help="Batch sizes to benchmark.")
+@click.option(
+    "--batch",
+    default="1,8",
+    show_default=True,
+    metavar="B[,B...]",
+    help="Batch sizes to benchmark.",
+)
 @click.option(
     "--bench-iterations", default=10, show_default=True, help="Timed calls per benchmark case."
 )
 @click.option(
     "--bench-runtime",
-    default="onnxruntime,tensorrt",
-    show_default=True,
-    help="Runtimes to benchmark (bench --runtime names; unavailable ones are listed as skipped).",
+    "bench_runtimes",
+    multiple=True,
+    metavar="SPEC",
+    help="Runtimes to benchmark (default: onnxruntime,tensorrt; unavailable ones are listed as "
+    "skipped; repeatable or comma-separated). SPEC: NAME[:VARIANT...][@PRECISION] as in "
+    "`vggdeploy bench --runtime`.",
 )
 @click.option(
     "--calib-samples",
@@ -1184,30 +1063,35 @@ def _bench_compare(
     show_default=True,
 )
 @click.option(
-    "--validate-samples", default=16, show_default=True, help="Images compared in validation."
+    "--validate-samples",
+    type=int,
+    help="Samples compared in validation (default: as `vggdeploy validate`: 16 random inputs, "
+    "every image).",
 )
 @click.option("--force", is_flag=True, help="Redo every stage, even those up to date.")
 @click.option("--num-classes", type=int, help="Classes (default 1000).")
 @click.option("--width-divisor", type=int, help="Divide every conv width by this (small models).")
 @click.option("--hidden", type=int, help="Width of the two hidden FC layers (default 4096).")
+@json_option("the run's report (report.json)")
 def pipeline(
     model: str,
     out: str,
     weights: str,
     seed: int,
     images: str | None,
-    precision: str,
+    precisions: tuple[str, ...],
     image_size: int,
     batch: str,
     bench_iterations: int,
-    bench_runtime: str,
+    bench_runtimes: tuple[str, ...],
     calib_samples: int | None,
     calib_method: str,
-    validate_samples: int,
+    validate_samples: int | None,
     force: bool,
     num_classes: int | None,
     width_divisor: int | None,
     hidden: int | None,
+    json_path: str | None,
 ) -> None:
     """Export, validate, convert/calibrate, build, validate all, bench, and report, in OUT.
 
@@ -1215,29 +1099,29 @@ def pipeline(
     The main job on any machine, e.g. a CPU laptop in a few minutes:
       vggdeploy pipeline vgg16 --out runs/vgg16
     OUT/bundle is the bundle; OUT/report.md and OUT/report.json say what was made and how it
-    agrees and runs. TensorRT engines are built only where TensorRT and a GPU are present
-    (otherwise the build stage says why it skipped). Running again only redoes stages whose
-    inputs changed (by sha256); --force redoes all. Exits with code 2 if a check failed.
+    agrees and runs. Validation judges the bundle as `vggdeploy validate OUT/bundle` does.
+    TensorRT engines are built only where TensorRT and a GPU are present (otherwise the build
+    stage says why it skipped). Running again only redoes stages whose inputs changed (by
+    sha256); --force redoes all. Exits with code 2 if a check failed.
     """
-    from vggdeploy.pipeline import PipelineOptions, run_pipeline
+    from vggdeploy.cli_options import comma_list, parse_int_list
+    from vggdeploy.pipeline import MADE_PRECISIONS, PipelineOptions, run_pipeline
+    from vggdeploy.report.pipeline import RichPipelineReporter, render_summary, write_report
 
-    def ints(text: str, name: str) -> tuple[int, ...]:
-        values = _parse_int_list(text, name)
-        if not values:
-            raise InputError(f"{name} {text!r} must list positive integers, e.g. 1,8")
-        return values
-
+    batches = parse_int_list(batch, "--batch")
+    if not batches:
+        raise InputError(f"--batch {batch!r} must list positive integers, e.g. 1,8")
     options = PipelineOptions(
         weights=weights,
         seed=seed,
         image_size=image_size,
-        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
+        precisions=tuple(parse_precisions(precisions, MADE_PRECISIONS)) or MADE_PRECISIONS,
         images=images,
         calib_samples=calib_samples,
         calib_method=calib_method,
-        batches=ints(batch, "--batch"),
+        batches=batches,
         bench_iterations=bench_iterations,
-        bench_runtimes=tuple(r.strip() for r in bench_runtime.split(",") if r.strip()),
+        **({"bench_runtimes": tuple(comma_list(bench_runtimes))} if bench_runtimes else {}),
         validate_samples=validate_samples,
         force=force,
         num_classes=num_classes,
@@ -1245,13 +1129,31 @@ def pipeline(
         hidden=hidden,
     )
     argv = sys.argv[1:] if sys.argv and Path(sys.argv[0]).name.startswith("vggdeploy") else None
-    run_pipeline(model, out, options, say=click.echo, argv=argv)
+    to_stdout = json_path == "-"
+    echo = (lambda text: click.echo(text, err=True)) if to_stdout else click.echo
+    reporter = RichPipelineReporter(echo)
+    data = None
+    try:
+        data = run_pipeline(model, out, options, reporter=reporter, argv=argv)
+    finally:
+        reporter.close()
+        report_md = write_report(out)  # also after a failed check: the report says what failed
+        if report_md is not None:
+            from vggdeploy.pipeline import REPORT_JSON
+
+            report = json.loads((Path(out) / REPORT_JSON).read_text("utf-8"))
+            if json_path:
+                emit_json(report, json_path)
+            if data is None:
+                echo(f"report: {report_md} (and {REPORT_JSON})")
+            else:
+                echo(render_summary(report, out))
 
 
 @cli.command("inspect", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def inspect_cmd(path: str, as_json: bool) -> None:
+@json_option("what was found")
+def inspect_cmd(path: str, json_path: str | None) -> None:
     """Show what a bundle, an .onnx or an .engine file holds, and check it.
 
     \b
@@ -1262,12 +1164,13 @@ def inspect_cmd(path: str, as_json: bool) -> None:
     An .engine: size, sha256, and its tensors where TensorRT and a GPU are available.
     """
     from vggdeploy.errors import CheckFailedError
-    from vggdeploy.inspect_bundle import format_report, inspect_path
+    from vggdeploy.inspect import inspect_path
+    from vggdeploy.report.inspect import format_report
 
     info = inspect_path(path)
-    if as_json:
-        _print_json(info)
-    else:
+    if json_path is not None:
+        emit_json(info, json_path)
+    if json_path != "-":
         click.echo(format_report(info))
     if info.get("problems"):
         raise CheckFailedError(
@@ -1290,25 +1193,19 @@ def pack(bundle: str, output: str, no_engines: bool) -> None:
     """Pack BUNDLE into one checksummed archive to copy to another machine (e.g. a Jetson).
 
     \b
-    Every artifact is checked against its sha256 first; the packed manifest has no absolute
-    paths of this machine; SHA256SUMS inside works with `sha256sum -c`. On the target:
+    Every artifact is checked against its sha256 as it is packed (a mismatch leaves no archive);
+    the packed manifest has no absolute paths of this machine; SHA256SUMS inside works with
+    `sha256sum -c`. On the target:
       vggdeploy unpack vgg16.tar.gz -o bundles/vgg16
       vggdeploy build bundles/vgg16 --precision fp16     (engines are built per device)
     """
     from vggdeploy.packaging import pack_bundle
+    from vggdeploy.report.packaging import format_pack
+    from vggdeploy.report.progress import byte_progress
 
-    result = pack_bundle(bundle, output, include_engines=not no_engines)
-    click.echo(
-        f"packed {len(result.files)} files into {result.archive} ({result.size / 1e6:.1f} MB, "
-        f"sha256 {result.sha256})"
-    )
-    if result.excluded:
-        click.echo(f"left out: {', '.join(result.excluded)} (build engines on the target)")
-    if result.paths_made_relative:
-        click.echo(
-            f"absolute paths replaced by file names in the packed manifest: "
-            f"{', '.join(result.paths_made_relative)}"
-        )
+    with byte_progress() as progress:
+        result = pack_bundle(bundle, output, include_engines=not no_engines, progress=progress)
+    click.echo(format_pack(result))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -1327,16 +1224,12 @@ def unpack(archive: str, output: str, force: bool) -> None:
     Refuses absolute paths, '..' entries, links and device files before writing anything.
     """
     from vggdeploy.packaging import unpack_bundle
+    from vggdeploy.report.packaging import format_unpack
+    from vggdeploy.report.progress import byte_progress
 
-    result = unpack_bundle(archive, output, force=force)
-    click.echo(
-        f"unpacked {result.manifest['model']['name']} to {result.root}: "
-        f"{len(result.artifacts)} artifact(s), every sha256 verified"
-    )
-    from vggdeploy.inspect_bundle import is_engine
-
-    if not any(is_engine(r) for r in result.artifacts.values()):
-        click.echo(f"next, on this device: vggdeploy build {result.root} --precision fp16")
+    with byte_progress() as progress:
+        result = unpack_bundle(archive, output, force=force, progress=progress)
+    click.echo(format_unpack(result))
 
 
 def _parse_int_list(value: str | None, name: str) -> tuple[int, ...]:
@@ -1364,7 +1257,7 @@ def _parse_int_list(value: str | None, name: str) -> tuple[int, ...]:
 @click.option(
     "--max-queue-delay", default=100, show_default=True, help="Dynamic batcher delay (µs)."
 )
-@click.option("--precision", help="Only these precisions, e.g. fp16,int8 (default: all).")
+@precision_option("Only the artifacts of these precisions (default: all)")
 @click.option("--backend", default="onnx,trt", show_default=True, help="onnx, trt, or both.")
 @click.option(
     "--kind",
@@ -1390,7 +1283,7 @@ def package(
     dynamic_batching: bool,
     preferred_batch: str | None,
     max_queue_delay: int,
-    precision: str | None,
+    precisions: tuple[str, ...],
     backend: str,
     kind: str,
     engines_from: tuple[str, ...],
@@ -1399,54 +1292,32 @@ def package(
     """Write a Triton Inference Server model repository for BUNDLE.
 
     \b
-    One model per artifact: <name>_onnx_<precision> (platform onnxruntime_onnx) and
-    <name>_trt_<precision> (platform tensorrt_plan; one plan per compute capability via
-    cc_model_filenames when several engines are built). Serve it with:
+    One model per artifact, named after its artifact key: <name>_onnx_<precision> (platform
+    onnxruntime_onnx; onnx.int8 and onnx.int8-u8 are two models, <name>_onnx_int8 and
+    <name>_onnx_int8-u8) and <name>_trt_<precision> (platform tensorrt_plan; one plan per
+    compute capability via cc_model_filenames when several engines are built). Serve it with:
       docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 \\
         -v $PWD/REPO:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
         tritonserver --model-repository=/models
     """
+    from vggdeploy.cli_options import comma_list, parse_int_list
     from vggdeploy.packaging import TritonOptions, package_triton
+    from vggdeploy.report.packaging import format_triton
 
-    backends = tuple(b.strip() for b in backend.split(",") if b.strip())
-    if not backends or any(b not in ("onnx", "trt") for b in backends):
-        raise InputError(f"--backend {backend!r}: use onnx, trt or onnx,trt")
-    precisions = tuple(p.strip() for p in (precision or "").split(",") if p.strip())
-    bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
-    if bad:
-        raise InputError(f"--precision {', '.join(bad)}: choose from fp32, fp16, int8")
     options = TritonOptions(
         name=name,
         max_batch=max_batch,
         instances=instances,
         dynamic_batching=dynamic_batching,
-        preferred_batch=_parse_int_list(preferred_batch, "--preferred-batch"),
+        preferred_batch=parse_int_list(preferred_batch, "--preferred-batch"),
         max_queue_delay_us=max_queue_delay,
-        precisions=precisions,
-        backends=backends,
+        precisions=tuple(parse_precisions(precisions)),
+        backends=tuple(comma_list(backend)),
         onnx_kind=kind,
         force=force,
     )
     result = package_triton(bundle, out, options, engines_from=engines_from)
-    rows = [
-        [m["name"], m["platform"], m["precision"], m["max_batch_size"], ", ".join(m["files"])]
-        for m in result.models
-    ]
-    click.echo(format_table(["model", "platform", "precision", "max batch", "files"], rows))
-    for m in result.models:
-        for note in m["notes"]:
-            click.echo(f"note: {m['name']}: {note}")
-    click.echo(
-        "config.pbtxt checked against Triton's ModelConfig schema"
-        if result.schema_checked
-        else "tritonclient is not installed: config.pbtxt not checked against Triton's schema "
-        "(pip install 'vggdeploy[triton]')"
-    )
-    click.echo(
-        f"serve: docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 "
-        f"-v {Path(out).resolve()}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 "
-        "tritonserver --model-repository=/models"
-    )
+    click.echo(format_triton(result))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,132 @@
+"""Options and parameter types shared by the commands in `cli.py`.
+
+Cheap to import: nothing here pulls in torch, ONNX or a runtime backend, so `--help` stays fast.
+One spelling per idea: `--runtime` takes the registry's spec grammar, `--precision` the names in
+`vggdeploy.precision`, `--batch` a batch size, `--json FILE` writes JSON (`-`: standard output
+instead of the table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import click
+
+from vggdeploy import precision as P
+from vggdeploy.errors import InputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+#: the spec grammar in one line, for --help (runtimes.registry.SPEC_HELP without importing it)
+RUNTIME_SPEC_HELP = (
+    "NAME[:VARIANT...][@PRECISION], e.g. torch, torch:channels-last, onnxruntime:cpu@fp32, "
+    "onnxruntime:cuda, tensorrt@int8, tensorrt:cuda-graphs"
+)
+
+
+def json_option(what: str = "the results") -> Callable[[F], F]:
+    return click.option(
+        "--json",
+        "json_path",
+        type=click.Path(dir_okay=False, allow_dash=True),
+        metavar="FILE",
+        help=f"Write {what} as JSON to FILE ('-': standard output, instead of the table).",
+    )
+
+
+def runtime_option(
+    help_text: str, *, multiple: bool = True, default: Any = None
+) -> Callable[[F], F]:
+    return click.option(
+        "--runtime",
+        "runtimes",
+        multiple=multiple,
+        default=default,
+        metavar="SPEC",
+        help=f"{help_text} SPEC: {RUNTIME_SPEC_HELP}.",
+    )
+
+
+def precision_option(help_text: str, choices: Iterable[str] = P.NAMES) -> Callable[[F], F]:
+    names = ", ".join(choices)
+    return click.option(
+        "--precision",
+        "precisions",
+        multiple=True,
+        metavar="P[,P...]",
+        help=f"{help_text} ({names}; repeatable or comma-separated).",
+    )
+
+
+def threads_option() -> Callable[[F], F]:
+    return click.option(
+        "--threads", type=click.IntRange(min=1), help="Intra-op threads for onnxruntime and torch."
+    )
+
+
+def allow_fallback_option() -> Callable[[F], F]:
+    return click.option(
+        "--allow-fallback",
+        is_flag=True,
+        help="Accept an ONNX Runtime session that fell back to another provider (warns).",
+    )
+
+
+def batch_option(default: int, help_text: str = "Batch size.") -> Callable[[F], F]:
+    return click.option(
+        "--batch", default=default, show_default=True, type=click.IntRange(1, 4096), help=help_text
+    )
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+
+def comma_list(values: Iterable[str] | str | None) -> list[str]:
+    """`("a,b", "c")` -> ["a", "b", "c"]."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    return [v.strip() for text in values for v in text.split(",") if v.strip()]
+
+
+def parse_precisions(
+    values: Iterable[str] | str | None, allowed: Iterable[str] = P.NAMES
+) -> list[str]:
+    names = comma_list(values)
+    P.check(names, allowed)
+    return names
+
+
+def parse_runtimes(values: Iterable[str] | str | None) -> list[Any]:
+    """Runtime specs (`RuntimeSpec`) from repeatable, comma-separated `--runtime` values."""
+    from vggdeploy.runtimes.registry import parse_spec
+
+    return [parse_spec(text) for text in comma_list(values)]
+
+
+def parse_int_list(value: str | None, name: str) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        values = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{name} {value!r} must be comma-separated integers") from None
+    if any(v < 1 for v in values):
+        raise InputError(f"{name} {value!r} must list positive integers")
+    return values
+
+
+def emit_json(data: Any, dest: str) -> None:
+    """JSON to standard output (`-`) or atomically to a file."""
+    if dest == "-":
+        from vggdeploy.report.tables import json_text
+
+        click.echo(json_text(data))
+    else:
+        from vggdeploy.bundle import atomic_write_json
+
+        atomic_write_json(dest, data)

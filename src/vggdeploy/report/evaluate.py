@@ -1,0 +1,60 @@
+"""Drawing `evaluate`'s results: accuracy per runtime and precision, deltas against fp32."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_results(report: dict[str, Any]) -> list[list[str]]:
+    """Table rows: runtime, precision, top-1, top-5, deltas in points, top-1 agreement."""
+    rows = []
+    for r in report["results"]:
+
+        def delta(value: float | None) -> str:
+            return "-" if value is None else f"{value:+.2f}"
+
+        rows.append(
+            [
+                r["label"],
+                r["precision"],
+                f"{100 * r['top1']:.2f}%",
+                f"{100 * r['top5']:.2f}%",
+                delta(r["delta_top1"]),
+                delta(r["delta_top5"]),
+                "-" if r["agreement_top1"] is None else f"{100 * r['agreement_top1']:.2f}%",
+            ]
+        )
+    return rows
+
+
+TABLE_HEADERS = ["runtime", "precision", "top-1", "top-5", "top-1 diff", "top-5 diff", "agrees"]
+
+
+def render_evaluation(report: dict[str, Any], images: str) -> str:
+    from vggdeploy.report.tables import text_table
+
+    lines = []
+    sample = (
+        f" (random {report['count']}, seed {report['limit']['seed']})" if report["limit"] else ""
+    )
+    lines.append(
+        f"{report['count']} images{sample}, {report['classes']} classes from {images}: "
+        f"{report['class_mapping']['note']}"
+    )
+    lines.append(text_table(TABLE_HEADERS, format_results(report), align="llrrrrr"))
+    ref = next((r["agreement_with"] for r in report["results"] if r["agreement_with"]), None)
+    if ref:
+        lines.append(
+            f"diff: percentage points vs fp32 on the same runtime; agrees: same top-1 as {ref}"
+        )
+    if any(
+        r["precision"] == "fp16" and r["device"] == "cpu" and r["runtime"] == "onnxruntime"
+        for r in report["results"]
+    ):
+        lines.append(
+            "note: ONNX Runtime CPU runs fp16 models in fp32 with fp16-rounded weights; "
+            "fp16 arithmetic is only exercised on a GPU"
+        )
+    for s in report["skipped"]:
+        lines.append(f"skipped {s['target']}: {s['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""Text for `vggdeploy pack`, `unpack` and `package`: draws what `vggdeploy.packaging` returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vggdeploy.report.tables import mib, text_table
+
+if TYPE_CHECKING:
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.packaging import PackResult, TritonResult
+
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:<yy.mm>-py3"
+
+
+def format_pack(result: PackResult) -> str:
+    lines = [
+        f"packed {len(result.files)} files ({mib(result.content_bytes)}) into {result.archive} "
+        f"({mib(result.size)}, sha256 {result.sha256})"
+    ]
+    if result.excluded:
+        lines.append(f"left out: {', '.join(result.excluded)} (build engines on the target)")
+    if result.paths_made_relative:
+        lines.append(
+            "absolute paths replaced by file names in the packed manifest: "
+            f"{', '.join(result.paths_made_relative)}"
+        )
+    return "\n".join(lines)
+
+
+def format_unpack(bundle: Bundle) -> str:
+    lines = [
+        f"unpacked {bundle.manifest.model.name} to {bundle.root}: "
+        f"{len(bundle.artifacts)} artifact(s), every sha256 verified"
+    ]
+    if not bundle.manifest.engines():
+        lines.append(f"next, on this device: vggdeploy build {bundle.root} --precision fp16")
+    return "\n".join(lines)
+
+
+def format_triton(result: TritonResult) -> str:
+    rows = [
+        [
+            m.name,
+            m.platform,
+            m.precision,
+            m.max_batch_size,
+            ", ".join(m.sources),
+            ", ".join(m.files),
+        ]
+        for m in result.models
+    ]
+    headers = ["model", "platform", "precision", "max batch", "from artifact (file)", "files"]
+    lines = [text_table(headers, rows, "lllrll")]
+    lines += [f"note: {m.name}: {note}" for m in result.models for note in m.notes]
+    lines.append(
+        "config.pbtxt checked against Triton's ModelConfig schema"
+        if result.schema_checked
+        else "tritonclient is not installed: config.pbtxt not checked against Triton's schema "
+        "(pip install 'vggdeploy[triton]')"
+    )
+    lines.append(
+        f"serve: docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 "
+        f"-v {Path(result.repository).resolve()}:/models {TRITON_IMAGE} "
+        "tritonserver --model-repository=/models"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,397 @@
+"""Drawing a pipeline run: `report.md` (and `bench.md`, `bench.png`) from `report.json`, the
+summary printed at the end, and `RichPipelineReporter`, the live progress of each stage."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vggdeploy.bundle import atomic_write_text
+from vggdeploy.pipeline import BUNDLE_DIR, REPORT_JSON, STAGES
+from vggdeploy.report.tables import markdown_table, mib, text_table
+
+IMAGE_KINDS = {
+    "default": "the photographs shipped with vggdeploy (public domain / CC0)",
+    "user": "your --images folder",
+    "synthetic": "SYNTHETIC generated images (no real photographs found)",
+}
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+def write_report(out: str | Path) -> Path | None:
+    """Draw OUT/report.md (and OUT/bench.md, OUT/bench.png) from OUT/report.json; None when the
+    run wrote no report.json (it stopped before its first stage)."""
+    out = Path(out)
+    path = out / REPORT_JSON
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text("utf-8"))
+    bench = data.get("bench")
+    if bench is not None:
+        from vggdeploy.report.bench import render_markdown, write_plot
+
+        atomic_write_text(out / "bench.md", render_markdown(bench))
+        if bench.get("cases"):
+            write_plot(bench, out / "bench.png")
+        else:
+            (out / "bench.png").unlink(missing_ok=True)
+    atomic_write_text(out / "report.md", render_report_md(data, out))
+    return out / "report.md"
+
+
+# -- the terminal ---------------------------------------------------------------------------------
+
+
+def stage_line(name: str, status: str, seconds: float, summary: str) -> str:
+    """`[3/7] convert-fp16: done in 4.2 s - model.fp16.onnx, ...`: one finished stage."""
+    prefix = f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}" if name in STAGES else name
+    if status == "done":
+        return f"{prefix}: done in {seconds:.1f} s" + (f" - {summary}" if summary else "")
+    if status == "up to date":
+        return f"{prefix}: up to date" + (f" ({summary})" if summary else "")
+    if status == "failed":
+        return f"{prefix}: FAILED - {summary}"
+    return f"{prefix}: {status} - {summary}" if summary else f"{prefix}: {status}"
+
+
+def render_summary(data: dict[str, Any], out: str | Path) -> str:
+    """The end of `vggdeploy pipeline`: every stage, the warnings, the verdict, the files."""
+    rows = [
+        [s["name"], s["status"], _seconds(s), _cut(_note(s), 100)] for s in data.get("stages", [])
+    ]
+    lines = [text_table(["stage", "status", "seconds", "notes"], rows, "llrl"), ""]
+    lines += [f"warning: {w}" for w in data.get("warnings", [])]
+    validation = data.get("validate")
+    if validation:
+        lines.append(f"validation: {validation['summary']}")
+    failures = data.get("failures") or []
+    lines.append(f"FAILED: {len(failures)} stage(s)" if failures else "pipeline: done")
+    lines.append(f"report: {Path(out) / 'report.md'} (and {REPORT_JSON})")
+    return "\n".join(lines)
+
+
+class RichPipelineReporter:
+    """Stage lines through `echo`; while a stage runs, a spinner with the stage's current step
+    and elapsed time on stderr (only when stderr is a terminal; cleared when the stage ends)."""
+
+    def __init__(self, echo: Callable[[str], None], *, live: bool | None = None) -> None:
+        self.echo = echo
+        self.live = sys.stderr.isatty() if live is None else live
+        self._bar: Any = None
+        self._task: Any = None
+        self._name = ""
+        self._started = 0.0
+
+    def stage_started(self, name: str) -> None:
+        self._stop()
+        self._name, self._started = name, time.perf_counter()
+        if not self.live:
+            return
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            SpinnerColumn(),
+            TimeElapsedColumn(),  # first, so a long step never pushes it off a narrow terminal
+            TextColumn("{task.description}"),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(self._label(""), total=None)
+
+    def progress(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=self._label(text))
+
+    def stage_finished(self, name: str, status: str, seconds: float, summary: str) -> None:
+        self._stop()
+        self.echo(stage_line(name, status, seconds, summary))
+
+    def note(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.echo(text)
+
+    def close(self) -> None:
+        self._stop()
+
+    def _label(self, text: str) -> str:
+        prefix = (
+            f"[{STAGES.index(self._name) + 1}/{len(STAGES)}] {self._name}"
+            if self._name in STAGES
+            else self._name
+        )
+        return f"{prefix}: {text}" if text else f"{prefix} ..."
+
+    def _stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = self._task = None
+
+
+# -- report.md ------------------------------------------------------------------------------------
+
+
+def _seconds(stage: dict[str, Any]) -> str:
+    return {"done": f"{stage['seconds']:.1f}", "up to date": f"({stage['seconds']:.1f})"}.get(
+        stage["status"], "-"
+    )
+
+
+def _note(stage: dict[str, Any]) -> str:
+    if stage["status"] in ("done", "up to date"):
+        return stage.get("detail") or ""
+    return stage.get("reason") or ""
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return format(value, spec)
+
+
+def _stage(data: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((s for s in data["stages"] if s["name"] == name), None)
+
+
+def render_report_md(data: dict[str, Any], out: str | Path) -> str:
+    """report.md from the report data (report.json)."""
+    out = Path(out)
+    lines = [f"# vggdeploy pipeline: {data['model']}", ""]
+    if data.get("command"):
+        lines += [f"`{shlex.join(['vggdeploy', *data['command']])}`", ""]
+    lines += [
+        f"Run {data['started']} on {data['host']['system']} {data['host']['machine']} "
+        f"({data['host']['cpus']} CPUs), vggdeploy {data['vggdeploy']}, wall time "
+        f"{data['wall_s']:.0f} s. Bundle: `{BUNDLE_DIR}/`.",
+        "",
+    ]
+    lines += _model_section(data)
+    if data["warnings"] or data["failures"]:
+        lines += [f"> **FAILED** {f}" for f in data["failures"]]
+        lines += [f"> **warning**: {w}" for w in data["warnings"]]
+        lines.append("")
+
+    rows = [[s["name"], s["status"], _seconds(s), _note(s)] for s in data["stages"]]
+    lines += [
+        "## Stages",
+        "",
+        markdown_table(["stage", "status", "seconds", "notes"], rows, "llrl"),
+    ]
+    lines += ["", "Seconds in parentheses: the earlier run that produced an up-to-date stage.", ""]
+
+    if data.get("artifacts"):
+        rows = [
+            [
+                key,
+                f"`{a['path']}`",
+                a.get("precision") or "-",
+                mib(a.get("size")),
+                f"`{(a.get('sha256') or '')[:16]}`",
+            ]
+            for key, a in data["artifacts"].items()
+        ]
+        headers = ["artifact", "file", "precision", "size", "sha256 (first 16)"]
+        lines += ["## Artifacts", "", markdown_table(headers, rows, "lllrl"), ""]
+
+    lines += _images_section(data)
+    lines += _parity_section(data)
+    lines += _calibration_section(data)
+    lines += _validation_section(data)
+    lines += _engines_section(data)
+    lines += _bench_section(data, out)
+    bundle = out / BUNDLE_DIR
+    lines += [
+        "## Next steps",
+        "",
+        f"- `vggdeploy inspect {bundle}`: every artifact, checked against its sha256.",
+        f"- `vggdeploy validate {bundle}`: the same validation again (or with `--images DIR`).",
+        f"- `vggdeploy pack {bundle} -o {data['model']}.tar.gz --no-engines`, copy it to the "
+        "GPU machine (e.g. a Jetson), `vggdeploy unpack` it and `vggdeploy build BUNDLE "
+        "--precision fp16` (or int8) there: engines are specific to a GPU and TensorRT version.",
+        f"- `vggdeploy package {bundle} --format triton --out model_repository "
+        "--dynamic-batching`: a Triton Inference Server model repository.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _model_section(data: dict[str, Any]) -> list[str]:
+    m = data.get("model_facts") or {}
+    if not m:
+        return []
+    gflops = (m.get("flops_per_image") or 0) / 1e9
+    weights = data.get("weights", {})
+    seed = f" (seed {weights.get('seed')})" if weights.get("source") == "random" else ""
+    return [
+        f"**Model**: {m.get('name')} (VGG config {m.get('config')}"
+        f"{', batch norm' if m.get('batch_norm') else ''}), {m.get('parameters') or 0:,} "
+        f"parameters, {gflops:.2f} GFLOPs per image at {m.get('image_size')}x"
+        f"{m.get('image_size')}; weights: {weights.get('source')}{seed}",
+        "",
+    ]
+
+
+def _images_section(data: dict[str, Any]) -> list[str]:
+    images = data["options"].get("images") or {}
+    if not images:
+        return []
+    asked = data["options"].get("validate_samples")
+    samples = f"up to {asked} samples" if asked else "its default samples"
+    judged = (
+        "your --images folder, like `vggdeploy validate --images`"
+        if images["kind"] == "user"
+        else "the rule of `vggdeploy validate`: seeded random tensors for fp32/fp16, the "
+        "photographs shipped with vggdeploy for INT8"
+    )
+    return [
+        "## Images",
+        "",
+        f"Calibration and FP16 range measurement used {images['count']} images: "
+        f"{IMAGE_KINDS[images['kind']]}. INT8 calibration drew its samples from them and held "
+        f"the rest out for its own int8-vs-fp32 check. Validation compares {samples} on {judged}.",
+        "",
+    ]
+
+
+def _parity_section(data: dict[str, Any]) -> list[str]:
+    parity = data.get("parity")
+    if not parity:
+        return []
+    return [
+        "## Export parity (PyTorch vs ONNX Runtime, fp32)",
+        "",
+        f"{len(parity.get('checks', []))} checks on seeded random inputs: worst max rel diff "
+        f"{parity['worst_max_rel']:.2e}, worst cosine {parity['worst_cosine']:.7f} - "
+        f"{'passed' if parity['passed'] else 'FAILED'}.",
+        "",
+    ]
+
+
+def _holdout_text(hold: dict[str, Any]) -> str:
+    if "cosine" not in hold:
+        return hold.get("skipped", "-")
+    return (
+        f"cosine {hold['cosine']:.4f} (worst image {_fmt(hold.get('cosine_min'), '.4f')}), "
+        f"top-1 agreement {_fmt(hold.get('top1_agreement'), '.2f')} on "
+        f"{hold.get('images', '?')} held-out images"
+        + ("" if hold.get("passed", True) else " - BELOW TOLERANCE")
+    )
+
+
+def _calibration_section(data: dict[str, Any]) -> list[str]:
+    calib = _stage(data, "calibrate-int8")
+    targets = (calib or {}).get("result", {}).get("targets")
+    if not targets:
+        return []
+    rows = [
+        [
+            key,
+            t["target"],
+            t["method"],
+            t["samples"],
+            t["quantized_ops"],
+            _holdout_text(t.get("holdout") or {}),
+        ]
+        for key, t in targets.items()
+    ]
+    headers = ["artifact", "target", "method", "samples", "quantized ops", "held-out vs fp32"]
+    return ["## INT8 calibration", "", markdown_table(headers, rows, "lllrrl"), ""]
+
+
+def _inputs_text(inputs: dict[str, Any]) -> str:
+    return "; ".join(inputs) if inputs else "-"
+
+
+def _validation_section(data: dict[str, Any]) -> list[str]:
+    validation = data.get("validate")
+    if not validation:
+        return []
+    result = (_stage(data, "validate") or {}).get("result") or {}
+    informational = bool(result.get("int8_informational"))
+    lines = [
+        "## Validation (every artifact vs PyTorch fp32, as `vggdeploy validate`)",
+        "",
+        f"Reference {validation['reference']['label']}; inputs: "
+        f"{_inputs_text(validation.get('inputs') or {})}.",
+        "",
+    ]
+    rows = []
+    for t in validation["targets"]:
+        if t["status"] != "compared":
+            rows.append([t["label"], "-", "-", "-", "-", f"skipped: {t['reason']}"])
+            continue
+        mt = t["metrics"]
+        verdict = "PASS" if t["passed"] else "FAIL"
+        precision = (t.get("target") or {}).get("precision") or "fp32"
+        if not t["checks"]:
+            verdict = "not judged"
+        elif not t["passed"] and informational and precision.startswith("int8"):
+            verdict = "FAIL (informational: random weights)"
+        rows.append(
+            [
+                t["label"],
+                _fmt(mt.get("cosine"), ".6f"),
+                _fmt(mt.get("max_rel"), ".2e"),
+                _fmt(mt.get("top1"), ".3f"),
+                _fmt(mt.get("top5"), ".3f"),
+                verdict,
+            ]
+        )
+    headers = ["target", "cosine", "max rel", "top-1 agree", "top-5 overlap", "verdict"]
+    lines += [markdown_table(headers, rows, "lrrrrl"), ""]
+    lines += [f"- {n}" for n in validation.get("notes", [])]
+    lines += [f"- {validation['summary']}", ""]
+    return lines
+
+
+def _engines_section(data: dict[str, Any]) -> list[str]:
+    build = _stage(data, "build")
+    lines = ["## TensorRT engines", ""]
+    if build and build["status"] == "skipped":
+        lines += [f"Not built here: {build['reason']}.", ""]
+    elif build and build.get("result"):
+        rows = [
+            [
+                p,
+                r.get("tensorrt_version"),
+                (r.get("gpu") or {}).get("name"),
+                (r.get("gpu") or {}).get("compute_capability"),
+                r.get("build_seconds"),
+            ]
+            for p, r in build["result"].items()
+        ]
+        headers = ["precision", "TensorRT", "GPU", "compute capability", "build s"]
+        lines += [markdown_table(headers, rows, "llllr"), ""]
+    return lines
+
+
+def _bench_section(data: dict[str, Any], out: Path) -> list[str]:
+    bench_md = out / "bench.md"
+    if data.get("bench") is None or not bench_md.is_file():
+        return []
+    lines = ["## Benchmark", "", bench_md.read_text("utf-8").strip(), ""]
+    if "onnx.int8" in (data.get("artifacts") or {}):
+        lines += [
+            "`model.int8.onnx` (int8 activations, for TensorRT) is not timed on ONNX Runtime: "
+            "its CPU kernels are made for the u8-activation `model.int8-u8.onnx` (int8-u8 above).",
+            "",
+        ]
+    if (out / "bench.png").is_file():
+        lines += ["![latency and throughput](bench.png)", ""]
+    return lines
