@@ -8,6 +8,7 @@ instead of the table).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -17,6 +18,9 @@ from vggdeploy import precision as P
 from vggdeploy.errors import InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: the package's logger; `-v`/`-q` set its level (progress lines go through it)
+log = logging.getLogger("vggdeploy")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -130,3 +134,13 @@ def emit_json(data: Any, dest: str) -> None:
         from vggdeploy.bundle import atomic_write_json
 
         atomic_write_json(dest, data)
+
+
+def emit_text(text: str, dest: str) -> None:
+    """Text to standard output (`-`) or atomically to a file."""
+    if dest == "-":
+        click.echo(text, nl=False)
+    else:
+        from vggdeploy.bundle import atomic_write_text
+
+        atomic_write_text(dest, text)

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -32,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vggdeploy.bench.environment import host_info, torch_threads, versions
 from vggdeploy.bench.options import BenchOptions
 from vggdeploy.bench.plan import Plan, Skipped
 from vggdeploy.bench.results import make_result
@@ -55,8 +53,6 @@ if TYPE_CHECKING:
 # The harness agrees with a bare loop when their medians differ by less than this, or by less
 # than twice the round-to-round spread of the ratio when that is larger.
 REFERENCE_MIN_TOLERANCE = 0.05
-#: CPU flags recorded in a result's host (what decides the integer kernels)
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 class Reporter:
@@ -146,45 +142,6 @@ def resolve_image_size(model: ModelRecord, requested: int | None) -> int:
 
 
 # -- the host -----------------------------------------------------------------------------------
-
-
-def host_info() -> dict[str, Any]:
-    """CPU model, cores, GPU, OS and Python: what a result depends on."""
-    from vggdeploy import host
-
-    cpu = host.cpu()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    info: dict[str, Any] = {
-        "cpu": cpu.name,
-        "cpu_flags": [f for f in CPU_FLAGS if f in cpu.flags],
-        "cpu_features": cpu.features,
-        "logical_cores": os.cpu_count(),
-        "usable_cores": usable,
-        "machine": platform.machine(),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "hostname": platform.node(),
-        "gpu": None,
-    }
-    torch = sys.modules.get("torch")  # only when a case imported it: no import for a CPU run
-    if torch is not None and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def _torch_threads() -> int | None:
-    torch = sys.modules.get("torch")
-    return torch.get_num_threads() if torch is not None else None
-
-
-def _versions() -> dict[str, str]:
-    from vggdeploy.bundle import library_versions
-
-    return library_versions("numpy", "torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "onnx")
 
 
 # -- runtimes -----------------------------------------------------------------------------------
@@ -325,8 +282,8 @@ def run_benchmark(
             "timestamp": started.isoformat(timespec="seconds"),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "host": host_info(),
-            "versions": _versions(),
-            "torch_threads": _torch_threads(),
+            "versions": versions(),
+            "torch_threads": torch_threads(),
             "options": options.to_dict(),
             "argv": list(argv) if argv is not None else None,
             "peak_rss": rss.description,

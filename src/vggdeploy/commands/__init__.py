@@ -1,0 +1,1 @@
+"""The commands of `vggdeploy`, grouped by what they do; `cli.py` registers them."""

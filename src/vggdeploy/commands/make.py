@@ -1,0 +1,434 @@
+"""Commands that make artifacts: export, convert, calibrate, build."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from vggdeploy.cli_options import (
+    CONTEXT,
+    batch_option,
+    emit_json,
+    json_option,
+    log,
+)
+from vggdeploy.errors import InputError
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def _parse_batch(value: str) -> int | None:
+    if value == "dynamic":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"--batch {value!r} must be 'dynamic' or a positive integer") from None
+
+
+def _parse_floats(value: str | None, name: str) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise InputError(f"{name} {value!r} must be three comma-separated numbers") from None
+    if len(parts) != 3:
+        raise InputError(f"{name} {value!r} must be three comma-separated numbers")
+    return parts  # type: ignore[return-value]
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.option(
+    "--weights",
+    default="random",
+    show_default=True,
+    help="'random' (seeded), 'imagenet', or a .pth/.pt/.safetensors file.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed for random weights.")
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False), help="Bundle folder to create."
+)
+@click.option(
+    "--image-size", default=224, show_default=True, help="Input height and width (multiple of 32)."
+)
+@click.option(
+    "--batch", default="dynamic", show_default=True, help="'dynamic' or a fixed batch size."
+)
+@click.option("--opset", default=18, show_default=True, help="ONNX opset.")
+@click.option(
+    "--dense",
+    is_flag=True,
+    help="Export the paper's fully convolutional form with dynamic height/width.",
+)
+@click.option("--num-classes", type=int, help="Classes (default 1000).")
+@click.option("--width-divisor", type=int, help="Divide every conv width by this (small models).")
+@click.option("--hidden", type=int, help="Width of the two hidden FC layers (default 4096).")
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False),
+    help="Class names, one a line (ImageNet names ship for --weights imagenet).",
+)
+@click.option(
+    "--resize",
+    type=int,
+    help="Preprocessing: shorter side before the crop (default image-size*256/224).",
+)
+@click.option("--mean", help="Preprocessing mean, e.g. 0.485,0.456,0.406.")
+@click.option("--std", help="Preprocessing std, e.g. 0.229,0.224,0.225.")
+@click.option(
+    "--channel-order", type=click.Choice(["RGB", "BGR"]), help="Preprocessing channel order."
+)
+@click.option("--force", is_flag=True, help="Replace the contents of a non-empty --out.")
+def export(
+    model: str,
+    weights: str,
+    seed: int,
+    out: str,
+    image_size: int,
+    batch: str,
+    opset: int,
+    dense: bool,
+    num_classes: int | None,
+    width_divisor: int | None,
+    hidden: int | None,
+    labels: str | None,
+    resize: int | None,
+    mean: str | None,
+    std: str | None,
+    channel_order: str | None,
+    force: bool,
+) -> None:
+    """Export MODEL to a bundle: a checked ONNX file and manifest.json.
+
+    The ONNX has a dynamic batch axis (and dynamic height/width with --dense), and is compared
+    with PyTorch in ONNX Runtime at every exported size; a parity failure exits with code 2.
+    """
+    from vggdeploy.models import resolve_spec
+    from vggdeploy.preprocess import Preprocessing
+
+    spec = resolve_spec(model, num_classes=num_classes, width_divisor=width_divisor, hidden=hidden)
+    from vggdeploy.models import check_image_size
+
+    check_image_size(image_size, dense=dense)
+    pre = Preprocessing.for_size(
+        image_size,
+        mean=_parse_floats(mean, "--mean"),
+        std=_parse_floats(std, "--std"),
+        channel_order=channel_order,
+    )
+    if resize is not None:
+        pre = Preprocessing.from_dict({**pre.to_dict(), "resize": resize})
+
+    from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
+    from vggdeploy.weights import WeightsSource
+
+    options = ExportOptions(
+        image_size=image_size,
+        batch=_parse_batch(batch),
+        opset=opset,
+        dense=dense,
+        labels=labels,
+        preprocessing=pre,
+        force=force,
+    )
+    bundle = export_bundle(spec, WeightsSource.parse(weights, seed), Path(out), options)
+    parity = bundle.manifest.parity
+    click.echo(
+        f"exported {spec.name} to {bundle.artifact_path('onnx.fp32')} in "
+        f"{bundle.manifest.export['seconds']:.1f} s; "
+        f"parity vs PyTorch: max rel diff {parity['worst_max_rel']:.1e}, cosine {parity['worst_cosine']:.6f} "
+        f"over {len(parity['checks'])} checks - passed"
+    )
+
+
+# -- calibration and conversion: calibrate, convert, evaluate (issue 4) -----------------------
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option(
+    "--images",
+    required=True,
+    type=click.Path(),
+    help="Folder of calibration images (searched recursively; jpg, png, bmp, tiff, webp...).",
+)
+@click.option(
+    "--method",
+    default="entropy",
+    show_default=True,
+    help="Range method: entropy (KL search, TensorRT's), minmax, or percentile.",
+)
+@click.option(
+    "--percentile",
+    default=99.99,
+    show_default=True,
+    type=float,
+    help="Percentile of |x| kept by --method percentile.",
+)
+@click.option(
+    "--samples",
+    default=512,
+    show_default=True,
+    type=int,
+    help="Calibration images drawn from --images.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the image draw.")
+@click.option(
+    "--target",
+    default="tensorrt",
+    show_default=True,
+    help="tensorrt: int8 symmetric activations -> model.int8.onnx; onnxruntime: uint8 "
+    "activations -> model.int8-u8.onnx.",
+)
+@batch_option(16, "Images per batch.")
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False),
+    help="Calibration cache file (default: calibration.cache.json in the bundle).",
+)
+@click.option(
+    "--holdout",
+    type=int,
+    help="Held-out images for the int8 vs fp32 check (default: up to 64 not used to calibrate).",
+)
+@json_option("the summary")
+def calibrate(
+    bundle: str,
+    images: str,
+    method: str,
+    percentile: float,
+    samples: int,
+    seed: int,
+    target: str,
+    batch: int,
+    cache: str | None,
+    holdout: int | None,
+    json_path: str | None,
+) -> None:
+    """Calibrate BUNDLE on --images and write an INT8 Q/DQ ONNX (per-channel int8 weights).
+
+    Ranges come from one streaming pass of the fp32 model (memory does not grow with
+    --samples), kept in a calibration cache so a re-run with other --method/--target skips
+    the data pass. The file is checked against its target's Q/DQ rules and compared with fp32
+    on held-out images; agreement below the int8 tolerance prints a warning.
+    """
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.calibration import CalibrationOptions, calibrate_bundle
+    from vggdeploy.report.calibrate import json_summary, render_calibration
+    from vggdeploy.report.progress import progress_bar
+
+    show = log.isEnabledFor(logging.INFO) and json_path != "-"
+    with progress_bar("calibrating", samples, enabled=show) as bar:
+        done = [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            bar.update(done[0], samples)
+
+        options = CalibrationOptions(
+            method=method,
+            target=target,
+            samples=samples,
+            seed=seed,
+            percentile=percentile,
+            batch_size=batch,
+            cache=cache,
+            holdout=holdout,
+            progress=advance,
+        )
+        summary = calibrate_bundle(Bundle.load(bundle), images, options)
+    if json_path:
+        emit_json(json_summary(summary), json_path)
+    if json_path == "-":
+        return
+    click.echo(render_calibration(summary))
+    for line in summary["warnings"]:
+        click.secho(f"WARNING: {line}", fg="yellow", bold=True)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option(
+    "--precision",
+    required=True,
+    type=click.Choice(["fp16"]),
+    help="Target precision (INT8 is `vggdeploy calibrate`).",
+)
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False),
+    help="Measure activations on these images (bundle preprocessing). Default: random pixels.",
+)
+@click.option("--samples", default=64, show_default=True, help="Inputs to measure on.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the inputs / image draw.")
+@batch_option(8, "Inputs per measured batch.")
+@click.option(
+    "--keep-fp32",
+    "keep",
+    multiple=True,
+    metavar="OP|NODE[,...]",
+    help="ONNX op types (Conv, Gemm...) or node names to keep in fp32, besides the ones whose "
+    "activations overflow (repeatable or comma-separated).",
+)
+@click.option(
+    "--headroom",
+    default=2.0,
+    show_default=True,
+    help="Keep a tensor in fp32 when max|activation| x headroom reaches the fp16 max 65504.",
+)
+@json_option("the report")
+def convert(
+    bundle: str,
+    precision: str,
+    images: str | None,
+    samples: int,
+    seed: int,
+    batch: int,
+    keep: tuple[str, ...],
+    headroom: float,
+    json_path: str | None,
+) -> None:
+    """Convert BUNDLE's ONNX to fp16: model.fp16.onnx, float32 inputs and outputs.
+
+    The fp32 model first runs on --images (or random pixels) with every intermediate tensor
+    exposed; ops whose activations overflow the fp16 range (or come within --headroom of it)
+    stay in fp32 and are reported. The result passes the ONNX checker and is compared with
+    fp32 on ONNX Runtime CPU - which computes fp16 ops in fp32, so that parity checks weight
+    rounding only; judge fp16 numerics on the GPU.
+    """
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.cli_options import comma_list
+    from vggdeploy.exporter.fp16 import FILE_NAME, convert_fp16, split_keep_fp32
+    from vggdeploy.report.convert import render_convert
+    from vggdeploy.report.progress import progress_bar
+
+    b = Bundle.load(bundle)
+    ops, nodes = split_keep_fp32(b, comma_list(keep))
+    show = log.isEnabledFor(logging.INFO) and json_path != "-"
+    with progress_bar("measuring activations (batches)", None, enabled=show) as bar:
+        report = convert_fp16(
+            b,
+            keep_fp32_ops=ops,
+            keep_fp32_nodes=nodes,
+            images=images,
+            samples=samples,
+            batch_size=batch,
+            seed=seed,
+            headroom=headroom,
+            progress=bar.update,
+        )
+    if json_path:
+        emit_json(report, json_path)
+    if json_path != "-":
+        click.echo(render_convert(report, str(b.root / FILE_NAME)))
+
+
+# -- TensorRT engines: build (issue 5) --------------------------------------------------------
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("bundle_dir", metavar="BUNDLE", type=click.Path(file_okay=False))
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default="fp16",
+    show_default=True,
+    help="Which ONNX to build: model.onnx, model.fp16.onnx (convert) or model.int8.onnx (calibrate).",
+)
+@click.option("--min-batch", type=int, help="Smallest batch the engine accepts (default 1).")
+@click.option("--opt-batch", type=int, help="Batch TensorRT tunes for (default 8).")
+@click.option("--max-batch", type=int, help="Largest batch the engine accepts (default 32).")
+@click.option("--min-size", help="Dense bundles: smallest HxW (or one number), e.g. 224.")
+@click.option("--opt-size", help="Dense bundles: the HxW TensorRT tunes for.")
+@click.option("--max-size", help="Dense bundles: largest HxW, e.g. 512x512.")
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    help="An optimization profile b=MIN:OPT:MAX[,h=..,w=..]; repeat for several "
+    "(instead of --min/--opt/--max-*).",
+)
+@click.option(
+    "--workspace", help="Builder workspace limit, e.g. 4GiB or 512MiB (default: TensorRT's)."
+)
+@click.option(
+    "--opt-level", type=int, help="Builder optimization level 0-5 (TensorRT's default 3)."
+)
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False),
+    help="Timing cache file: loaded if it exists, saved after the build.",
+)
+@click.option(
+    "--hardware-compat",
+    type=click.Choice(["none", "ampere+", "same-cc"]),
+    default="none",
+    show_default=True,
+    help="Let the engine run on other GPUs: Ampere and later, or any GPU of the same compute capability.",
+)
+@click.option(
+    "--version-compatible",
+    is_flag=True,
+    help="Let the engine run on later TensorRT versions (embeds the lean runtime).",
+)
+@click.option(
+    "--exclude-lean-runtime",
+    is_flag=True,
+    help="With --version-compatible: do not embed the lean runtime (smaller; the host supplies it).",
+)
+@click.option("--device", "device_id", default=0, show_default=True, help="CUDA device index.")
+@click.pass_context
+def build(
+    ctx: click.Context,
+    bundle_dir: str,
+    precision: str,
+    min_batch: int | None,
+    opt_batch: int | None,
+    max_batch: int | None,
+    min_size: str | None,
+    opt_size: str | None,
+    max_size: str | None,
+    profiles: tuple[str, ...],
+    workspace: str | None,
+    opt_level: int | None,
+    timing_cache: str | None,
+    hardware_compat: str,
+    version_compatible: bool,
+    exclude_lean_runtime: bool,
+    device_id: int,
+) -> None:
+    """Build a TensorRT engine (model.<precision>.engine) for this GPU from a bundle.
+
+    Run it on the machine that will serve the engine (a Jetson included): engines are not
+    portable across GPU architectures or TensorRT versions. The network is strongly typed, so
+    the precision is the ONNX's; afterwards the engine inspector confirms the convolutions
+    really run in that precision (exit 2 if not, and no engine is written).
+    """
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.exporter.engine import BuildOptions, build_engine, build_profiles, parse_size
+
+    bundle = Bundle.load(bundle_dir)
+    options = BuildOptions(
+        precision=precision,
+        profiles=build_profiles(
+            profiles,
+            batch=(min_batch, opt_batch, max_batch),
+            size=(min_size, opt_size, max_size),
+        ),
+        workspace=parse_size(workspace) if workspace is not None else None,
+        opt_level=opt_level,
+        timing_cache=Path(timing_cache) if timing_cache else None,
+        hardware_compat=hardware_compat,
+        version_compatible=version_compatible,
+        exclude_lean_runtime=exclude_lean_runtime,
+        device_id=device_id,
+        verbosity=ctx.obj.get("verbose", 0) if ctx.obj else 0,
+    )
+    from vggdeploy.report.build import render_build
+
+    record = build_engine(bundle, options)
+    click.echo(render_build(record, bundle.root))

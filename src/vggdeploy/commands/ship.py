@@ -1,0 +1,298 @@
+"""Commands that ship a bundle: pipeline, pack, unpack, package."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from vggdeploy.cli_options import (
+    CONTEXT,
+    emit_json,
+    json_option,
+    parse_int_list,
+    parse_precisions,
+    precision_option,
+)
+from vggdeploy.errors import InputError
+
+# -- shipping: pipeline, inspect, pack, unpack, package (issue 7) -----------------------------
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Run folder (bundle + report)."
+)
+@click.option(
+    "--weights",
+    default="random",
+    show_default=True,
+    help="'random' (seeded), 'imagenet', or a .pth/.pt/.safetensors file.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed for random weights and sampling.")
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False),
+    help="Images for calibration, FP16 ranges and validation (default: the photographs shipped "
+    "with vggdeploy for calibration; validation then judges like `vggdeploy validate`).",
+)
+@click.option(
+    "--precision",
+    "precisions",
+    multiple=True,
+    metavar="P[,P...]",
+    help="Precisions to make, fp32 among them (default: fp32,fp16,int8; int8 makes both INT8 "
+    "files, for TensorRT and ONNX Runtime; repeatable or comma-separated).",
+)
+@click.option("--image-size", default=224, show_default=True, help="Input height and width.")
+@click.option(
+    "--batch",
+    default="1,8",
+    show_default=True,
+    metavar="B[,B...]",
+    help="Batch sizes to benchmark.",
+)
+@click.option(
+    "--bench-iterations", default=10, show_default=True, help="Timed calls per benchmark case."
+)
+@click.option(
+    "--bench-runtime",
+    "bench_runtimes",
+    multiple=True,
+    metavar="SPEC",
+    help="Runtimes to benchmark (default: onnxruntime,tensorrt; unavailable ones are listed as "
+    "skipped; repeatable or comma-separated). SPEC: NAME[:VARIANT...][@PRECISION] as in "
+    "`vggdeploy bench --runtime`.",
+)
+@click.option(
+    "--calib-samples",
+    type=int,
+    help="Calibration images (default: 3/4 of the images, at most 64; the rest are held out).",
+)
+@click.option(
+    "--calib-method",
+    type=click.Choice(["entropy", "minmax", "percentile"]),
+    default="entropy",
+    show_default=True,
+)
+@click.option(
+    "--validate-samples",
+    type=int,
+    help="Samples compared in validation (default: as `vggdeploy validate`: 16 random inputs, "
+    "every image).",
+)
+@click.option("--force", is_flag=True, help="Redo every stage, even those up to date.")
+@click.option("--num-classes", type=int, help="Classes (default 1000).")
+@click.option("--width-divisor", type=int, help="Divide every conv width by this (small models).")
+@click.option("--hidden", type=int, help="Width of the two hidden FC layers (default 4096).")
+@json_option("the run's report (report.json)")
+def pipeline(
+    model: str,
+    out: str,
+    weights: str,
+    seed: int,
+    images: str | None,
+    precisions: tuple[str, ...],
+    image_size: int,
+    batch: str,
+    bench_iterations: int,
+    bench_runtimes: tuple[str, ...],
+    calib_samples: int | None,
+    calib_method: str,
+    validate_samples: int | None,
+    force: bool,
+    num_classes: int | None,
+    width_divisor: int | None,
+    hidden: int | None,
+    json_path: str | None,
+) -> None:
+    """Export, validate, convert/calibrate, build, validate all, bench, and report, in OUT.
+
+    \b
+    The main job on any machine, e.g. a CPU laptop in a few minutes:
+      vggdeploy pipeline vgg16 --out runs/vgg16
+    OUT/bundle is the bundle; OUT/report.md and OUT/report.json say what was made and how it
+    agrees and runs. Validation judges the bundle as `vggdeploy validate OUT/bundle` does.
+    TensorRT engines are built only where TensorRT and a GPU are present (otherwise the build
+    stage says why it skipped). Running again only redoes stages whose inputs changed (by
+    sha256); --force redoes all. Exits with code 2 if a check failed.
+    """
+    from vggdeploy.cli_options import comma_list
+    from vggdeploy.pipeline import MADE_PRECISIONS, PipelineOptions, run_pipeline
+    from vggdeploy.report.pipeline import RichPipelineReporter, render_summary, write_report
+
+    batches = parse_int_list(batch, "--batch")
+    if not batches:
+        raise InputError(f"--batch {batch!r} must list positive integers, e.g. 1,8")
+    options = PipelineOptions(
+        weights=weights,
+        seed=seed,
+        image_size=image_size,
+        precisions=tuple(parse_precisions(precisions, MADE_PRECISIONS)) or MADE_PRECISIONS,
+        images=images,
+        calib_samples=calib_samples,
+        calib_method=calib_method,
+        batches=batches,
+        bench_iterations=bench_iterations,
+        **({"bench_runtimes": tuple(comma_list(bench_runtimes))} if bench_runtimes else {}),
+        validate_samples=validate_samples,
+        force=force,
+        num_classes=num_classes,
+        width_divisor=width_divisor,
+        hidden=hidden,
+    )
+    argv = sys.argv[1:] if sys.argv and Path(sys.argv[0]).name.startswith("vggdeploy") else None
+    to_stdout = json_path == "-"
+    echo = (lambda text: click.echo(text, err=True)) if to_stdout else click.echo
+    reporter = RichPipelineReporter(echo)
+    data = None
+    try:
+        data = run_pipeline(model, out, options, reporter=reporter, argv=argv)
+    finally:
+        reporter.close()
+        report_md = write_report(out)  # also after a failed check: the report says what failed
+        if report_md is not None:
+            from vggdeploy.pipeline import REPORT_JSON
+
+            report = json.loads((Path(out) / REPORT_JSON).read_text("utf-8"))
+            if json_path:
+                emit_json(report, json_path)
+            if data is None:
+                echo(f"report: {report_md} (and {REPORT_JSON})")
+            else:
+                echo(render_summary(report, out))
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.tar.gz to write."
+)
+@click.option(
+    "--no-engines",
+    is_flag=True,
+    help="Leave TensorRT engines out (they only run on the GPU and TensorRT that built them).",
+)
+def pack(bundle: str, output: str, no_engines: bool) -> None:
+    """Pack BUNDLE into one checksummed archive to copy to another machine (e.g. a Jetson).
+
+    \b
+    Every artifact is checked against its sha256 as it is packed (a mismatch leaves no archive);
+    the packed manifest has no absolute paths of this machine; SHA256SUMS inside works with
+    `sha256sum -c`. On the target:
+      vggdeploy unpack vgg16.tar.gz -o bundles/vgg16
+      vggdeploy build bundles/vgg16 --precision fp16     (engines are built per device)
+    """
+    from vggdeploy.packaging import pack_bundle
+    from vggdeploy.report.packaging import format_pack
+    from vggdeploy.report.progress import byte_progress
+
+    with byte_progress() as progress:
+        result = pack_bundle(bundle, output, include_engines=not no_engines, progress=progress)
+    click.echo(format_pack(result))
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Bundle folder to create.",
+)
+@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
+def unpack(archive: str, output: str, force: bool) -> None:
+    """Unpack an archive made by `vggdeploy pack` and verify every sha256.
+
+    Refuses absolute paths, '..' entries, links and device files before writing anything.
+    """
+    from vggdeploy.packaging import unpack_bundle
+    from vggdeploy.report.packaging import format_unpack
+    from vggdeploy.report.progress import byte_progress
+
+    with byte_progress() as progress:
+        result = unpack_bundle(archive, output, force=force, progress=progress)
+    click.echo(format_unpack(result))
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["triton"]), default="triton", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Model repository.")
+@click.option("--name", help="Base model name (default: the bundle's model, e.g. vgg16).")
+@click.option(
+    "--max-batch",
+    type=int,
+    help="max_batch_size (default 32, or the engine profile's max if smaller).",
+)
+@click.option("--instances", default=1, show_default=True, help="Instances per model.")
+@click.option("--dynamic-batching", is_flag=True, help="Let Triton batch requests together.")
+@click.option("--preferred-batch", help="Preferred batch sizes for the dynamic batcher, e.g. 4,8.")
+@click.option(
+    "--max-queue-delay", default=100, show_default=True, help="Dynamic batcher delay (µs)."
+)
+@precision_option("Only the artifacts of these precisions (default: all)")
+@click.option("--backend", default="onnx,trt", show_default=True, help="onnx, trt, or both.")
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "gpu", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="Instance kind for the ONNX models (engines are always KIND_GPU).",
+)
+@click.option(
+    "--engines-from",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Another copy of BUNDLE built on another GPU; its engines join (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Replace models of the same name in --out.")
+def package(
+    bundle: str,
+    fmt: str,
+    out: str,
+    name: str | None,
+    max_batch: int | None,
+    instances: int,
+    dynamic_batching: bool,
+    preferred_batch: str | None,
+    max_queue_delay: int,
+    precisions: tuple[str, ...],
+    backend: str,
+    kind: str,
+    engines_from: tuple[str, ...],
+    force: bool,
+) -> None:
+    """Write a Triton Inference Server model repository for BUNDLE.
+
+    \b
+    One model per artifact, named after its artifact key: <name>_onnx_<precision> (platform
+    onnxruntime_onnx; onnx.int8 and onnx.int8-u8 are two models, <name>_onnx_int8 and
+    <name>_onnx_int8-u8) and <name>_trt_<precision> (platform tensorrt_plan; one plan per
+    compute capability via cc_model_filenames when several engines are built). Serve it with:
+      docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 \\
+        -v $PWD/REPO:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
+        tritonserver --model-repository=/models
+    """
+    from vggdeploy.cli_options import comma_list
+    from vggdeploy.packaging import TritonOptions, package_triton
+    from vggdeploy.report.packaging import format_triton
+
+    options = TritonOptions(
+        name=name,
+        max_batch=max_batch,
+        instances=instances,
+        dynamic_batching=dynamic_batching,
+        preferred_batch=parse_int_list(preferred_batch, "--preferred-batch"),
+        max_queue_delay_us=max_queue_delay,
+        precisions=tuple(parse_precisions(precisions)),
+        backends=tuple(comma_list(backend)),
+        onnx_kind=kind,
+        force=force,
+    )
+    result = package_triton(bundle, out, options, engines_from=engines_from)
+    click.echo(format_triton(result))
