@@ -85,6 +85,27 @@ def batch_option(default: int, help_text: str = "Batch size.") -> Callable[[F], 
     )
 
 
+def model_size_options() -> Callable[[F], F]:
+    """`--num-classes`, `--width-divisor`, `--hidden`: smaller variants with the same key layout."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--hidden",
+            type=click.IntRange(min=1),
+            help="Width of the two hidden FC layers (default 4096).",
+        )(f)
+        f = click.option(
+            "--width-divisor",
+            type=click.IntRange(1, 64),
+            help="Divide every conv width by this (small models).",
+        )(f)
+        return click.option(
+            "--num-classes", type=click.IntRange(min=1), help="Classes (default 1000)."
+        )(f)
+
+    return decorate
+
+
 # -- parsing ------------------------------------------------------------------------------------
 
 

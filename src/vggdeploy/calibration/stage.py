@@ -1,4 +1,4 @@
-"""The `calibrate` stage: INT8 post-training quantization of a bundle: calibrate, write Q/DQ ONNX, check held-out images.
+"""The `calibrate` stage: calibrate a bundle, write Q/DQ ONNX, check held-out images.
 
 `calibrate_bundle(bundle, images, CalibrationOptions(...))` is the whole stage:
 

@@ -13,6 +13,7 @@ from vggdeploy.cli_options import (
     emit_json,
     json_option,
     log,
+    model_size_options,
 )
 from vggdeploy.errors import InputError
 
@@ -64,9 +65,7 @@ def _parse_floats(value: str | None, name: str) -> tuple[float, float, float] | 
     is_flag=True,
     help="Export the paper's fully convolutional form with dynamic height/width.",
 )
-@click.option("--num-classes", type=int, help="Classes (default 1000).")
-@click.option("--width-divisor", type=int, help="Divide every conv width by this (small models).")
-@click.option("--hidden", type=int, help="Width of the two hidden FC layers (default 4096).")
+@model_size_options()
 @click.option(
     "--labels",
     type=click.Path(dir_okay=False),

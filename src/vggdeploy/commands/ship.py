@@ -12,6 +12,7 @@ from vggdeploy.cli_options import (
     CONTEXT,
     emit_json,
     json_option,
+    model_size_options,
     parse_int_list,
     parse_precisions,
     precision_option,
@@ -85,9 +86,7 @@ from vggdeploy.errors import InputError
     "every image).",
 )
 @click.option("--force", is_flag=True, help="Redo every stage, even those up to date.")
-@click.option("--num-classes", type=int, help="Classes (default 1000).")
-@click.option("--width-divisor", type=int, help="Divide every conv width by this (small models).")
-@click.option("--hidden", type=int, help="Width of the two hidden FC layers (default 4096).")
+@model_size_options()
 @json_option("the run's report (report.json)")
 def pipeline(
     model: str,
