@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: (path, sha256) of ONNX files already checked to be self-contained in this process
+_SELF_CONTAINED: set[tuple[str, str]] = set()
+
 MANIFEST_NAME = "manifest.json"
 #: the lock file beside the manifest; every read-modify-write of the manifest holds it
 LOCK_NAME = ".manifest.lock"
@@ -228,7 +231,30 @@ class Bundle:
                 f"{path} does not match the sha256 in the manifest (modified or corrupt): "
                 "re-create it"
             )
+        if verify and record.kind == "onnx":
+            self._refuse_external_data(key, path, record.sha256)
         return path
+
+    def _refuse_external_data(self, key: str, path: Path, sha256: str) -> None:
+        """vggdeploy bundles hold self-contained ONNX files: a file that points at external data
+        could make a runtime read outside the bundle (or data no checksum covers), so it is
+        refused. Checked once per file content in a process."""
+        if (str(path), sha256) in _SELF_CONTAINED:
+            return
+        from vggdeploy.onnxutil import external_data_tensors
+
+        try:
+            external = external_data_tensors(path)
+        except ValueError as exc:
+            raise BundleError(f"{path} ({key}) is {exc}: re-create it") from None
+        if external:
+            raise BundleError(
+                f"{path} ({key}) keeps tensor {external[0]!r}"
+                + (f" and {len(external) - 1} more" if len(external) > 1 else "")
+                + " in external data files; vggdeploy bundles hold self-contained ONNX files "
+                "(nothing outside the file is read): re-create it"
+            )
+        _SELF_CONTAINED.add((str(path), sha256))
 
     def add_artifact(self, key: str, path: str | os.PathLike[str], **facts: Any) -> ArtifactRecord:
         """Record a file already written inside the bundle, with its size and sha256.

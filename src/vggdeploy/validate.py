@@ -142,6 +142,8 @@ class ValidationReport:
     tolerances: dict[str, dict[str, float]]
     results: list[TargetResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: artifacts the manifest lists whose files are missing: each one fails the validation
+    missing: list[str] = field(default_factory=list)
 
     @property
     def checks(self) -> list[Check]:
@@ -161,12 +163,18 @@ class ValidationReport:
 
     @property
     def passed(self) -> bool:
-        """True when every check passed and at least one target was compared."""
-        return bool(self.checks) and not self.failures
+        """True when every check passed, no listed artifact is missing, and at least one target
+        was compared."""
+        return bool(self.checks) and not self.failures and not self.missing
 
     def summary(self) -> str:
         checks, failures, n = self.checks, self.failures, len(self.compared)
         targets = f"{n} target" + ("" if n == 1 else "s")
+        if self.missing:
+            lost = len(self.missing)
+            return f"FAILED: {lost} listed artifact{'' if lost == 1 else 's'} missing" + (
+                f"; {len(failures)} of {len(checks)} checks failed on {targets}" if checks else ""
+            )
         if not checks:
             return "FAILED: nothing was compared (every target was skipped)"
         if failures:
@@ -183,6 +191,7 @@ class ValidationReport:
             "tolerances": self.tolerances,
             "targets": [r.to_dict() for r in self.results],
             "failures": [c.to_dict() for c in self.failures],
+            "missing": self.missing,
             "notes": self.notes,
         }
 
@@ -236,6 +245,9 @@ def validate_bundle(
             raise InputError(f"target {spec.text} has no precision (expand it first)")
     limits = merge_tolerances(tolerances)
 
+    # A file the manifest lists but the bundle lacks fails the validation (never a skip).
+    missing = [m for spec in specs if (m := missing_artifact(bundle, spec))]
+    specs = [s for s in specs if not missing_artifact(bundle, s)]
     # Construct every runtime first (cheap): a bad option or a missing artifact fails now,
     # not after the reference has run.
     prepared = [_prepare(bundle, spec, skip_unavailable, options) for spec in specs]
@@ -268,6 +280,7 @@ def validate_bundle(
         reference_runtime=ref_info,
         inputs={text: s.to_dict() for text, s in sets.items()},
         tolerances={s.precision: limits.get(s.precision, {}) for s in specs if s.precision},
+        missing=missing,
     )
     for spec, runtime, reason in prepared:
         if runtime is None:
@@ -289,6 +302,18 @@ def validate_bundle(
         if result.runtime.get("fallback"):
             report.notes.append(f"{result.label} did not run on the provider asked for")
     return report
+
+
+def missing_artifact(bundle: Bundle, spec: RuntimeSpec) -> str | None:
+    """Why `spec`'s artifact is listed in the manifest but not on disk, or None."""
+    kind = spec.cls.ARTIFACT_KIND
+    key = f"{kind}.{spec.precision}"
+    if kind is None or key not in bundle.artifacts or bundle.has_artifact(key):
+        return None
+    return (
+        f"{bundle.artifacts[key].path} is listed in the manifest as {key} but missing: re-create "
+        f"it with `{P.make_command(key, str(bundle.root))}`"
+    )
 
 
 def _prepare(

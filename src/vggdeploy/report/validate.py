@@ -53,8 +53,11 @@ def render_validation(report: ValidationReport) -> str:
         lines.append(text_table(["target", "metric", "value", "limit", "result"], rows, "llrll"))
     for result in report.skipped:
         lines.append(f"SKIPPED {result.label}: {result.reason}")
+    for text in report.missing:
+        lines.append(f"MISSING {text}")
     for note in report.notes:
         lines.append(f"note: {note}")
     lines += ["", report.summary()]
     lines += [f"  -[x] {check_line(c)}" for c in report.failures]
+    lines += [f"  -[x] missing: {text}" for text in report.missing]
     return "\n".join(lines)

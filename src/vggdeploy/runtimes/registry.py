@@ -249,12 +249,11 @@ def open_available(bundle: Bundle, spec: RuntimeSpec, **options: Any) -> Runtime
 
 def default_validation_specs(bundle: Bundle) -> list[RuntimeSpec]:
     """What `validate` and `pipeline` compare by default: ONNX Runtime CPU on every ONNX file,
-    then every TensorRT engine (those this host cannot run are reported as skipped)."""
+    then every TensorRT engine the manifest lists (those this host cannot run are reported as
+    skipped; a listed file that is missing is the caller's to report)."""
     specs = []
     for key in sorted(bundle.artifacts, key=P.artifact_order):
         kind, name = P.split_key(key)
-        if not bundle.has_artifact(key):
-            continue
         if kind == P.ONNX:
             specs.append(RuntimeSpec("onnxruntime", (), name))
         elif kind == P.ENGINE:
