@@ -116,7 +116,7 @@ def predict_images(
 
     for pred in results:
         try:
-            array = preprocess_image(load_image(pred.path), pre)
+            array = preprocess_image(load_image(pred.path, pre.resize), pre)
         except VggDeployError as exc:
             pred.error = _without_path(str(exc), pred.path)
             continue

@@ -8,6 +8,7 @@ The defaults are torchvision's ImageNet ones. Only NumPy and Pillow are needed h
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,26 +101,115 @@ def _resample(name: str) -> int:
 _RESAMPLE = ("nearest", "bilinear", "bicubic", "lanczos")
 
 
-def load_image(path: str | os.PathLike[str]) -> Any:
+#: The most pixels (width x height, as the file's header states) an image may have. Decoding
+#: is refused beyond it, before any pixel is read, because a tiny file can claim a huge canvas
+#: (a 20000x20000 PNG compresses to a few kilobytes and decodes to 1.2 GB): 8192 x 8192 is
+#: above any camera photo a classifier is fed (a 50-megapixel frame is 8660 x 5773) and
+#: decodes to at most 192 MB of RGB. It is below Pillow's own `Image.MAX_IMAGE_PIXELS`
+#: (89 megapixels), so Pillow's DecompressionBombWarning never fires for an image we accept and
+#: its DecompressionBombError is reported as this same limit.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+#: The formats Pillow may identify a file as. Anything else (EPS would start Ghostscript, and
+#: there are dozens of rarer decoders) is refused whatever the file is called. MPO is the
+#: multi-picture JPEG many cameras write.
+IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+
+
+def load_image(path: str | os.PathLike[str], size: int | None = None) -> Any:
     """An RGB Pillow image, EXIF orientation applied, from any common mode.
 
     Grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit images all become 8-bit
-    RGB. A file that is not an image or is truncated raises `InputError` naming the file.
+    RGB; an animated GIF/WebP/PNG gives its first frame. With `size` (the bundle's resize), a
+    large JPEG is decoded in draft mode at the smallest 1/2, 1/4 or 1/8 scale that keeps both
+    sides at least `size`, so memory stays bounded. Every problem raises one `InputError`
+    naming the file: not a regular file, unreadable, not an image of `IMAGE_FORMATS`, more
+    than `MAX_IMAGE_PIXELS` pixels (checked from the header, before decoding), empty,
+    truncated or corrupt.
     """
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()  # force decoding now, so truncation shows up here
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+        f = _open_regular(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not an image file") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied: make the file readable") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        if os.fstat(f.fileno()).st_size == 0:
+            f.close()
+            raise InputError(f"{path}: the file is empty (0 bytes)")
+        with f, warnings.catch_warnings():
+            # Pillow's own bomb check, in case its limit was lowered below ours.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(f, formats=_formats()) as img:
+                width, height = img.size
+                if width < 1 or height < 1:
+                    raise InputError(f"{path}: the image is empty ({width}x{height} pixels)")
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise _too_large(path, f"{width}x{height} pixels")
+                if size and img.format in ("JPEG", "MPO"):
+                    img.draft("RGB", (size, size))
+                img.load()  # decode now, so truncation shows up here
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
+    except Image.DecompressionBombError as exc:
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        what = f"{int(claimed.group(1)):,} pixels" if claimed else "a decompression bomb"
+        raise _too_large(path, what) from None
     except UnidentifiedImageError:
+        # (the formats outside IMAGE_FORMATS are not opened at all, so "can read" holds)
         raise InputError(f"{path}: not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: cannot decode image ({exc}); is the file truncated?") from None
+    except MemoryError:
+        raise InputError(f"{path}: not enough memory to decode the image") from None
+    except (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError) as exc:
+        raise InputError(
+            f"{path}: cannot decode image ({_first_line(exc)}); is the file truncated or damaged?"
+        ) from None
+
+
+def _formats() -> list[str]:
+    from PIL import Image
+
+    Image.init()  # registers every plugin (MPO is not among Pillow's pre-loaded ones)
+    return [f for f in IMAGE_FORMATS if f in Image.OPEN]
+
+
+def _open_regular(path: Path) -> Any:
+    """`path` opened for reading, refused unless it is a regular file (a FIFO or a device
+    named x.jpg would block or never end). O_NONBLOCK makes opening a FIFO return at once."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(mode):
+            raise OSError("not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _too_large(path: Path, what: str) -> InputError:
+    return InputError(
+        f"{path}: the image is too large ({what}; the limit is {MAX_IMAGE_PIXELS:,} pixels, "
+        "8192x8192): downscale it first"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def to_rgb(img: Any) -> Any:
@@ -140,22 +230,36 @@ def to_rgb(img: Any) -> Any:
     if img.mode == "F":
         arr = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
         img = Image.fromarray(arr, mode="L")
+    if img.mode not in ("RGB", "L", "1", "CMYK", "YCbCr", "RGBX", "I;16", "I"):
+        try:
+            return img.convert("RGB")
+        except ValueError:
+            raise InputError(f"image mode {img.mode} cannot be converted to RGB") from None
     return img.convert("RGB")
 
 
 def preprocess_image(img: Any, pre: Preprocessing) -> np.ndarray:
     """One RGB Pillow image -> a (3, crop, crop) float32 array."""
-    w, h = img.size
+    w0, h0 = w, h = img.size
     if min(w, h) != pre.resize:
         # torchvision's Resize(int): the shorter side becomes `resize`, the aspect ratio is kept.
         if w <= h:
             w, h = pre.resize, int(pre.resize * h / w)
         else:
             w, h = int(pre.resize * w / h), pre.resize
-        img = img.resize((w, h), _resample(pre.interpolation))
     left = int(round((w - pre.crop) / 2.0))
     top = int(round((h - pre.crop) / 2.0))
-    img = img.crop((left, top, left + pre.crop, top + pre.crop))
+    if (w, h) == (w0, h0):
+        img = img.crop((left, top, left + pre.crop, top + pre.crop))
+    elif w * h <= 4 * pre.resize * pre.resize:
+        img = img.resize((w, h), _resample(pre.interpolation))
+        img = img.crop((left, top, left + pre.crop, top + pre.crop))
+    else:
+        # A very elongated image (1 x 60000) would resize to billions of pixels; resample only
+        # the source region that lands in the crop (same sample positions and filter support).
+        sx, sy = w0 / w, h0 / h
+        box = (left * sx, top * sy, (left + pre.crop) * sx, (top + pre.crop) * sy)
+        img = img.resize((pre.crop, pre.crop), _resample(pre.interpolation), box=box)
     arr = np.asarray(img, dtype=np.float32) * np.float32(pre.scale)
     if pre.channel_order == "BGR":
         arr = arr[..., ::-1]
@@ -168,7 +272,7 @@ def preprocess_image(img: Any, pre: Preprocessing) -> np.ndarray:
 
 def load_batch(paths: Sequence[str | os.PathLike[str]], pre: Preprocessing) -> np.ndarray:
     """Preprocess several files into one (N, 3, crop, crop) float32 batch."""
-    return np.stack([preprocess_image(load_image(p), pre) for p in paths])
+    return np.stack([preprocess_image(load_image(p, pre.resize), pre) for p in paths])
 
 
 def find_images(root: str | os.PathLike[str]) -> list[Path]:

@@ -10,6 +10,13 @@ from vggdeploy.errors import InputError
 
 DEFAULT_BATCHES = (1, 8, 32)
 DEFAULT_CV_THRESHOLD = 0.10  # trtexec warns above 10% coefficient of variation
+#: The largest batch timed, as every other command's --batch: 4096 224x224 inputs are already a
+#: 2.4 GB float32 array; a larger number is a typo, refused before anything is allocated.
+MAX_BATCH = 4096
+#: Timed or warm-up calls per case, and seconds per case: beyond these a run is a typo.
+MAX_ITERATIONS = 10_000_000
+MAX_SECONDS = 24 * 3600.0
+MAX_SEED = 2**32 - 1
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -21,6 +28,8 @@ def parse_batches(text: str) -> tuple[int, ...]:
         raise InputError(message) from None
     if not values or any(v < 1 for v in values):
         raise InputError(message)
+    if max(values) > MAX_BATCH:
+        raise InputError(f"--batch {max(values)} is too large: at most {MAX_BATCH} per case")
     if len(set(values)) != len(values):
         raise InputError(f"--batch {text!r} lists a batch size twice")
     return values
@@ -37,8 +46,13 @@ def parse_amount(text: str, option: str) -> tuple[str, float]:
     if unit is None:
         if value != int(value):
             raise InputError(f"{option} {text!r}: iterations must be a whole number (or add 's')")
+        if value > MAX_ITERATIONS:
+            raise InputError(f"{option} {text!r} is too many: at most {MAX_ITERATIONS:,}")
         return "iterations", value
-    return "seconds", value / 1000 if unit == "ms" else value
+    seconds = value / 1000 if unit == "ms" else value
+    if seconds > MAX_SECONDS:
+        raise InputError(f"{option} {text!r} is too long: at most {MAX_SECONDS:.0f}s")
+    return "seconds", seconds
 
 
 def parse_threshold(text: str, option: str = "--threshold") -> float:
@@ -73,14 +87,31 @@ class BenchOptions:
     def __post_init__(self) -> None:
         if self.iterations is None and self.seconds is None:
             raise InputError("give --iterations or --duration (or both)")
-        if self.iterations is not None and self.iterations < 1:
-            raise InputError(f"--iterations {self.iterations} must be at least 1")
-        if self.seconds is not None and self.seconds <= 0:
-            raise InputError(f"--duration {self.seconds} must be positive")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"--threads {self.threads} must be at least 1")
+        if self.iterations is not None and not 1 <= self.iterations <= MAX_ITERATIONS:
+            raise InputError(
+                f"--iterations {self.iterations} must be between 1 and {MAX_ITERATIONS:,}"
+            )
+        if self.seconds is not None and not 0 < self.seconds <= MAX_SECONDS:
+            # `not 0 < x` also refuses NaN; infinity is above MAX_SECONDS.
+            raise InputError(
+                f"--duration {self.seconds} must be a positive number of seconds, at most "
+                f"{MAX_SECONDS:.0f}"
+            )
+        for name, value in (("--warmup", self.warmup_seconds),):
+            if value is not None and not 0 <= value <= MAX_SECONDS:
+                raise InputError(f"{name} {value} must be 0 to {MAX_SECONDS:.0f} seconds")
+        if self.warmup_iterations is not None and not 0 <= self.warmup_iterations <= MAX_ITERATIONS:
+            raise InputError(f"--warmup {self.warmup_iterations} must be 0 to {MAX_ITERATIONS:,}")
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise InputError(f"--threads {self.threads} must be between 1 and 1024")
         if not 0 < self.cv_threshold < 10:
             raise InputError(f"--cv-threshold {self.cv_threshold} is out of range")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed {self.seed} must be between 0 and {MAX_SEED}")
+        if self.image_size is not None:
+            from vggdeploy.models import check_image_size
+
+            check_image_size(self.image_size)
 
     @classmethod
     def from_cli(

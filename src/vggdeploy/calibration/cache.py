@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -55,40 +56,146 @@ def load_cache(
 ) -> tuple[HistogramCollector, dict[str, Any]] | None:
     """(statistics, ranges computed so far) if `path` matches `key`; None if no usable cache.
 
-    A cache the user named (`explicit`) that belongs to another model or data set is refused
-    with `InputError`; the default cache inside the bundle is simply recomputed.
+    The file is untrusted: it is parsed as strict JSON (never pickle; NaN and infinities are
+    refused) and every field is checked before use. A cache the user named (`explicit`) that
+    is damaged or belongs to another model or data set is refused with one `InputError` line
+    naming the file and the fix; the default cache inside the bundle is recomputed instead
+    (with a warning when damaged), and one that leads outside the bundle through a symbolic
+    link is not read.
     """
+    where = f"calibration cache {path}"
+    if explicit and path.exists() and not path.is_file():
+        raise InputError(f"{where} is not a regular file: pass another --cache")
     if not path.is_file():
         return None
+    if not explicit and not path.resolve().is_relative_to(path.parent.resolve()):
+        log.warning("warning: ignoring %s: it leads outside the bundle (a symbolic link)", where)
+        return None
     try:
-        data = json.loads(path.read_text("utf-8"))
-        if data.get("format") != CACHE_FORMAT or data.get("version") != CACHE_VERSION:
-            raise ValueError("not a vggdeploy calibration cache of this version")
+        data = _read(path)
         stored_key = {k: data[k] for k in ("model_sha256", "data_sha256", "settings")}
-    except (OSError, ValueError, KeyError, AttributeError) as exc:
+    except _Damaged as exc:
         if not explicit:
-            log.info("ignoring unreadable calibration cache %s (%s)", path, exc)
+            log.warning("warning: %s is damaged (%s): recomputing it", where, exc)
+            return None
+        raise InputError(f"{where} is damaged ({exc}): delete it or pass another --cache") from None
+    except OSError as exc:
+        if not explicit:
+            log.warning("warning: cannot read %s (%s): recomputing it", where, exc.strerror or exc)
             return None
         raise InputError(
-            f"calibration cache {path} cannot be read ({exc}): delete it or pass another --cache"
+            f"{where} cannot be read ({exc.strerror or exc}): fix its permissions or pass "
+            "another --cache"
         ) from None
     mismatch = _mismatch(stored_key, key)
     if mismatch is None:
         try:
-            return HistogramCollector.from_dict(data["tensors"]), dict(data.get("ranges") or {})
-        except (KeyError, TypeError, ValueError) as exc:
+            tensors = _check_tensors(data["tensors"], key["settings"]["tensors"])
+            ranges = data.get("ranges")
+            kept = dict(ranges) if isinstance(ranges, dict) else {}  # for reading only
+            return HistogramCollector.from_dict(tensors), kept
+        except (_Damaged, KeyError, TypeError, ValueError, OverflowError, IndexError) as exc:
             if not explicit:
+                log.warning("warning: %s is damaged (%s): recomputing it", where, exc)
                 return None
             raise InputError(
-                f"calibration cache {path} is damaged ({exc}): delete it or pass another --cache"
+                f"{where} is damaged ({exc}): delete it or pass another --cache"
             ) from None
     if not explicit:
-        log.info("calibration cache %s is for %s: recomputing it", path, mismatch)
+        log.info("%s is for %s: recomputing it", where, mismatch)
         return None
     raise InputError(
-        f"calibration cache {path} was made for {mismatch}: delete the file or pass a "
-        "different --cache"
+        f"{where} was made for {mismatch}: delete the file or pass a different --cache"
     )
+
+
+#: A real cache is a few hundred kilobytes (2048 bins per tensor, stored sparsely).
+MAX_CACHE_BYTES = 64 << 20
+_MAX_COUNT = 1 << 62  # histogram counts are int64
+
+
+class _Damaged(ValueError):
+    """Why a cache file cannot be used (becomes part of one error line)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Damaged(f"{name} is not JSON")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The cache's top level, checked for shape (format, version, key fields)."""
+    size = path.stat().st_size
+    if size > MAX_CACHE_BYTES:
+        raise _Damaged(f"{size:,} bytes, more than any calibration cache")
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise _Damaged("not UTF-8 text") from None
+    except RecursionError:
+        raise _Damaged("nested too deeply") from None
+    except ValueError as exc:
+        raise _Damaged(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _Damaged(f"a JSON {type(data).__name__}, not an object")
+    if data.get("format") != CACHE_FORMAT or data.get("version") != CACHE_VERSION:
+        raise _Damaged(f"not a {CACHE_FORMAT} of version {CACHE_VERSION}")
+    for field in ("model_sha256", "data_sha256"):
+        if not isinstance(data.get(field), str):
+            raise _Damaged(f"field {field} is missing or not a string")
+    if not isinstance(data.get("settings"), dict):
+        raise _Damaged("field settings is missing or not an object")
+    return data
+
+
+def _int(value: Any, what: str, low: int = 0, high: int = _MAX_COUNT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _Damaged(f"{what} is {value!r}, not a whole number in [{low}, {high}]")
+    return value
+
+
+def _float(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _Damaged(f"{what} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _check_tensors(tensors: Any, names: Any) -> dict[str, Any]:
+    """Every statistic of every expected tensor, checked: right bin count, indices in range,
+    non-negative counts that add up, finite ranges."""
+    if not isinstance(tensors, dict):
+        raise _Damaged("field tensors is missing or not an object")
+    if not isinstance(names, list) or set(tensors) != set(names):
+        raise _Damaged("its tensors are not the model's calibration tensors")
+    for name, stats in tensors.items():
+        where = f"tensors.{name}"
+        if not isinstance(stats, dict):
+            raise _Damaged(f"{where} is not an object")
+        bins = _int(stats.get("num_bins"), f"{where}.num_bins", NUM_BINS, NUM_BINS)
+        count = _int(stats.get("count"), f"{where}.count")
+        zeros = _int(stats.get("zeros"), f"{where}.zeros", 0, count)
+        if _float(stats.get("hist_max"), f"{where}.hist_max") < 0:
+            raise _Damaged(f"{where}.hist_max is negative")
+        if count:
+            low = _float(stats.get("min"), f"{where}.min")
+            if low > _float(stats.get("max"), f"{where}.max"):
+                raise _Damaged(f"{where}.min is above its max")
+        hist = stats.get("hist")
+        if not isinstance(hist, list):
+            raise _Damaged(f"{where}.hist is not a list")
+        seen: set[int] = set()
+        total = zeros
+        for pair in hist:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise _Damaged(f"{where}.hist holds {pair!r}, not a [bin, count] pair")
+            index = _int(pair[0], f"{where}.hist bin", 0, bins - 1)
+            if index in seen:
+                raise _Damaged(f"{where}.hist lists bin {index} twice")
+            seen.add(index)
+            total += _int(pair[1], f"{where}.hist count")
+        if total != count:
+            raise _Damaged(f"{where}: its histogram holds {total} values, its count says {count}")
+    return tensors
 
 
 def _mismatch(stored: dict[str, Any], key: dict[str, Any]) -> str | None:

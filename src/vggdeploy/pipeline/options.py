@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 #: INT8 files (`model.int8.onnx` for TensorRT and `model.int8-u8.onnx` for ONNX Runtime).
 MADE_PRECISIONS: tuple[str, ...] = P.ENGINE_NAMES
 DEFAULT_BENCH_RUNTIMES = ("onnxruntime", "tensorrt")
+#: Upper bounds of the numeric options (as `vggdeploy bench` and the other commands): beyond
+#: them a value is a typo that would allocate or run for ever, refused before any work.
+MAX_BATCH = 4096
+MAX_COUNT = 1_000_000
+MAX_SEED = 2**32 - 1
 
 # Fewer real photos than this in the package data: use generated images instead (and say so).
 MIN_DEFAULT_IMAGES = 6
@@ -75,14 +80,24 @@ class PipelineOptions:
                 "--precision must include fp32 (the exported model every other precision is made "
                 "from), e.g. --precision fp32,int8"
             )
-        if not self.batches or any(b < 1 for b in self.batches):
-            raise InputError("--batch must list positive batch sizes, e.g. 1,8")
-        if self.bench_iterations < 1:
-            raise InputError(f"--bench-iterations {self.bench_iterations} must be at least 1")
-        if self.calib_samples is not None and self.calib_samples < 1:
-            raise InputError(f"--calib-samples {self.calib_samples} must be at least 1")
-        if self.validate_samples is not None and self.validate_samples < 1:
-            raise InputError(f"--validate-samples {self.validate_samples} must be at least 1")
+        from vggdeploy.models import check_image_size
+
+        # Every number is checked here, before OUT is touched or anything is loaded.
+        check_image_size(self.image_size)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed {self.seed} must be between 0 and {MAX_SEED}")
+        if not self.batches or any(not 1 <= b <= MAX_BATCH for b in self.batches):
+            raise InputError(f"--batch must list batch sizes from 1 to {MAX_BATCH}, e.g. 1,8")
+        if not 1 <= self.bench_iterations <= MAX_COUNT:
+            raise InputError(
+                f"--bench-iterations {self.bench_iterations} must be between 1 and {MAX_COUNT:,}"
+            )
+        for option, value in (
+            ("--calib-samples", self.calib_samples),
+            ("--validate-samples", self.validate_samples),
+        ):
+            if value is not None and not 1 <= value <= MAX_COUNT:
+                raise InputError(f"{option} {value} must be between 1 and {MAX_COUNT:,}")
         self.bench_runtimes = tuple(s.text for s in parse_specs(self.bench_runtimes))
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,14 @@ from vggdeploy.errors import CheckFailedError, VggDeployError
 from vggdeploy.pipeline.options import RANDOM_WEIGHTS_WARNING, PipelineOptions, resolve_images
 from vggdeploy.pipeline.reporter import NullReporter, PipelineReporter
 from vggdeploy.pipeline.stages import PIPELINE, Context, Skip, Stage, StageOutput
-from vggdeploy.pipeline.state import BUNDLE_DIR, StageRun, State, digest, prepare_out
+from vggdeploy.pipeline.state import (
+    BUNDLE_DIR,
+    StageRun,
+    State,
+    digest,
+    pipeline_lock,
+    prepare_out,
+)
 
 REPORT_SCHEMA = "vggdeploy.pipeline-report/1"
 REPORT_JSON = "report.json"
@@ -58,10 +65,14 @@ class Pipeline:
         self.ctx: Context | None = None
 
     def run(self) -> dict[str, Any]:
+        prepare_out(self.out)
+        with pipeline_lock(self.out):  # a second pipeline on this OUT is refused with one line
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         wall = time.perf_counter()
         started = datetime.now(timezone.utc)
-        prepare_out(self.out)
-        self.state = State.load(self.out)
+        self.state = State.load(self.out, force=self.options.force)
         self.state.save()  # marks OUT as a pipeline folder at once, so an interrupted run resumes
         if self.options.force:
             self.reporter.note("--force: every stage runs again")

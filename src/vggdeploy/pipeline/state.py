@@ -9,7 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ from vggdeploy.errors import InputError, VggDeployError
 log = logging.getLogger(__name__)
 
 STATE_NAME = "pipeline.json"
+LOCK_NAME = ".pipeline.lock"
 STATE_SCHEMA = "vggdeploy.pipeline/1"
 BUNDLE_DIR = "bundle"
 STAGES = (
@@ -58,16 +63,25 @@ class State:
         self.data = data
 
     @classmethod
-    def load(cls, out: Path) -> State:
+    def load(cls, out: Path, *, force: bool = False) -> State:
+        """OUT's `pipeline.json`, or a fresh state when there is none.
+
+        The file is untrusted: strict JSON (no NaN), an object with this schema, and every stage
+        record of the right types, its `files` relative paths inside OUT. Anything else is one
+        `InputError` line naming the file and the fix; with `force` (every stage runs again
+        anyway) a damaged file is replaced by a fresh state instead, with a warning.
+        """
         path = out / STATE_NAME
-        data: dict[str, Any] = {"schema": STATE_SCHEMA, "stages": {}}
-        if path.is_file():
-            try:
-                loaded = json.loads(path.read_text("utf-8"))
-                if loaded.get("schema") == STATE_SCHEMA:
-                    data = loaded
-            except (OSError, ValueError):
-                log.warning("ignoring unreadable %s: every stage runs again", path)
+        fresh: dict[str, Any] = {"schema": STATE_SCHEMA, "stages": {}}
+        if not path.exists():
+            return cls(path, fresh)
+        try:
+            data = _read_state(path)
+        except InputError as exc:
+            if not force:
+                raise
+            log.warning("warning: %s: starting afresh (--force)", exc)
+            return cls(path, fresh)
         return cls(path, data)
 
     @property
@@ -129,11 +143,125 @@ def outputs_intact(bundle_root: Path, outputs: dict[str, str], files: dict[str, 
     )
 
 
+# -- reading pipeline.json (untrusted) -------------------------------------------------------
+
+#: A real pipeline.json is a few tens of kilobytes.
+MAX_STATE_BYTES = 16 << 20
+_STR_FIELDS = ("status", "inputs_sha256", "detail", "reason")
+_DICT_FIELDS = ("outputs", "files", "result")
+
+
+def _damaged(path: Path, why: str) -> InputError:
+    return InputError(f"{path} is damaged ({why}): delete it or run with --force")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """`pipeline.json` parsed and checked; any problem is one `InputError` line."""
+    from vggdeploy.records import check_relative
+
+    if not path.is_file():
+        raise _damaged(path, "not a regular file")
+    try:
+        if path.stat().st_size > MAX_STATE_BYTES:
+            raise _damaged(path, f"larger than {MAX_STATE_BYTES >> 20} MB")
+        data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
+    except InputError:
+        raise
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {path} ({exc.strerror or exc}): fix its permissions, or delete it or "
+            "run with --force"
+        ) from None
+    except UnicodeDecodeError:
+        raise _damaged(path, "not UTF-8 text") from None
+    except RecursionError:
+        raise _damaged(path, "nested too deeply") from None
+    except ValueError as exc:
+        raise _damaged(path, f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _damaged(path, f"a JSON {type(data).__name__}, not an object")
+    if data.get("schema") != STATE_SCHEMA:
+        raise _damaged(
+            path, f"schema {data.get('schema')!r}, this vggdeploy reads {STATE_SCHEMA!r}"
+        )
+    stages = data.get("stages")
+    if not isinstance(stages, dict):
+        raise _damaged(path, "field stages is missing or not an object")
+    for name, record in stages.items():
+        where = f"stages.{name}"
+        if name not in STAGES:
+            raise _damaged(path, f"unknown stage {name!r}")
+        if not isinstance(record, dict):
+            raise _damaged(path, f"{where} is not an object")
+        for name_ in _STR_FIELDS:
+            if name_ in record and not isinstance(record[name_], (str, type(None))):
+                raise _damaged(path, f"{where}.{name_} is not a string")
+        for name_ in _DICT_FIELDS:
+            if name_ in record and not isinstance(record[name_], dict):
+                raise _damaged(path, f"{where}.{name_} is not an object")
+        seconds = record.get("seconds", 0.0)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise _damaged(path, f"{where}.seconds is not a number")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise _damaged(path, f"{where}.seconds is {seconds}")
+        for name_ in ("outputs", "files"):
+            for key, sha in record.get(name_, {}).items():
+                if not isinstance(sha, str):
+                    raise _damaged(path, f"{where}.{name_}.{key} is not a sha256 string")
+        for rel in record.get("files", {}):
+            try:
+                check_relative(rel, f"{where}.files")
+            except ValueError:
+                raise _damaged(
+                    path, f"{where}.files names {rel!r}, which is not inside OUT"
+                ) from None
+    return data
+
+
+@contextmanager
+def pipeline_lock(out: Path) -> Iterator[None]:
+    """Hold `OUT/.pipeline.lock` (flock) for one pipeline run.
+
+    A second pipeline on the same OUT is refused at once with one line rather than left
+    waiting: it would redo or overwrite the same stages, and a wait of unknown length
+    (a full run takes minutes to hours) looks like a hang. Where flock does not exist (Windows)
+    no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    lock_path = out / LOCK_NAME
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create {lock_path} ({exc.strerror or exc}): choose a writable --out"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"another vggdeploy pipeline is running on {out} (it holds {lock_path}): wait "
+                "for it to finish, or choose another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def prepare_out(out: Path) -> None:
     """Create OUT, or accept it if it holds an earlier pipeline run; refuse any other folder."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder: choose another --out")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
         known = (out / STATE_NAME).is_file() or (out / BUNDLE_DIR / "manifest.json").is_file()
         if not known:
             raise InputError(
