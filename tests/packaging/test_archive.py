@@ -159,8 +159,15 @@ def test_unpack_refuses_non_empty_destination(tiny_bundle: Path, tmp_path: Path)
     with pytest.raises(InputError, match="not empty"):
         unpack_bundle(archive, tmp_path / "u")
     assert (tmp_path / "u" / "keep.txt").read_text() == "mine"
-    unpack_bundle(archive, tmp_path / "u", force=True)
-    assert not (tmp_path / "u" / "keep.txt").exists()
+    # --force replaces a bundle only: a folder without manifest.json is never deleted
+    with pytest.raises(InputError, match="not a vggdeploy bundle"):
+        unpack_bundle(archive, tmp_path / "u", force=True)
+    assert (tmp_path / "u" / "keep.txt").read_text() == "mine"
+    unpack_bundle(archive, tmp_path / "b")
+    (tmp_path / "b" / "stale.txt").write_text("old")
+    unpack_bundle(archive, tmp_path / "b", force=True)
+    assert not (tmp_path / "b" / "stale.txt").exists()
+    assert (tmp_path / "b" / "manifest.json").is_file()
 
 
 def test_unpack_of_a_file_that_is_not_an_archive_is_one_line(tmp_path: Path, capsys) -> None:
@@ -171,5 +178,83 @@ def test_unpack_of_a_file_that_is_not_an_archive_is_one_line(tmp_path: Path, cap
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "is not a readable tar archive" in err and "vggdeploy pack" in err
+    assert "is truncated or corrupt" in err and "re-copy it" in err
     assert not (tmp_path / "out").exists()
+
+
+# -- pack: containment, the output path, and no partial archive --------------------------------
+
+
+def one_line_error(code: int, err: str, want: int = 1) -> str:
+    assert code == want and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("inside", ["b.tar.gz", "sub/b.tar.gz", "./model.tar"])
+def test_pack_refuses_an_output_inside_the_bundle(
+    tiny_bundle: Path, capsys, inside: str, monkeypatch
+) -> None:
+    before = sorted(p.name for p in tiny_bundle.rglob("*"))
+    monkeypatch.chdir(tiny_bundle.parent)
+    out = f"{tiny_bundle.name}/{inside}"
+    line = one_line_error(*run_cli(["pack", str(tiny_bundle), "-o", out], capsys)[::2])
+    assert "is inside the bundle" in line
+    assert sorted(p.name for p in tiny_bundle.rglob("*")) == before
+
+
+def test_pack_interrupted_leaves_no_archive(tiny_bundle: Path, tmp_path: Path, capsys, monkeypatch):
+    def interrupt(self, n=-1):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("vggdeploy.packaging.archive._HashingReader.read", interrupt)
+    code, _, err = run_cli(["pack", str(tiny_bundle), "-o", str(tmp_path / "b.tar.gz")], capsys)
+    assert code == 130 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_pack_on_a_full_disk_leaves_no_archive(
+    tiny_bundle: Path, tmp_path: Path, capsys, monkeypatch
+):
+    import errno
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("vggdeploy.packaging.archive._HashingWriter.write", full)
+    code, _, err = run_cli(["pack", str(tiny_bundle), "-o", str(tmp_path / "b.tar.gz")], capsys)
+    assert "cannot write" in one_line_error(code, err) and "free some space" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_pack_refuses_labels_linked_out_of_the_bundle(
+    tiny_bundle: Path, tmp_path: Path, capsys
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password\n")
+    (tiny_bundle / "labels.txt").symlink_to(secret)
+    with Bundle.load(tiny_bundle).update() as manifest:
+        manifest.labels = "labels.txt"
+    code, _, err = run_cli(["pack", str(tiny_bundle), "-o", str(tmp_path / "b.tar.gz")], capsys)
+    assert "outside the bundle" in one_line_error(code, err)
+    assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_pack_refuses_huge_labels(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+    with open(tiny_bundle / "labels.txt", "wb") as f:
+        f.truncate(100 << 20)  # sparse: no disk used
+    with Bundle.load(tiny_bundle).update() as manifest:
+        manifest.labels = "labels.txt"
+    code, _, err = run_cli(["pack", str(tiny_bundle), "-o", str(tmp_path / "b.tar.gz")], capsys)
+    assert "is over 8 MiB" in one_line_error(code, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_pack_and_unpack_carry_labels(tiny_bundle: Path, tmp_path: Path) -> None:
+    (tiny_bundle / "labels.txt").write_text("".join(f"class {i}\n" for i in range(10)))
+    with Bundle.load(tiny_bundle).update() as manifest:
+        manifest.labels = "labels.txt"
+    pack_bundle(tiny_bundle, tmp_path / "b.tar.gz")
+    out = unpack_bundle(tmp_path / "b.tar.gz", tmp_path / "u")
+    assert out.labels() == [f"class {i}" for i in range(10)]

@@ -179,8 +179,9 @@ def pack(bundle: str, output: str, no_engines: bool) -> None:
     """Pack BUNDLE into one checksummed archive to copy to another machine (e.g. a Jetson).
 
     \b
-    Every artifact is checked against its sha256 as it is packed (a mismatch leaves no archive);
-    the packed manifest has no absolute paths of this machine; SHA256SUMS inside works with
+    Every artifact is checked against its sha256 as it is packed (a mismatch, a full disk or
+    Ctrl-C leaves no archive; the archive may not be written inside BUNDLE); the packed
+    manifest has no absolute paths of this machine; SHA256SUMS inside works with
     `sha256sum -c`. On the target:
       vggdeploy unpack vgg16.tar.gz -o bundles/vgg16
       vggdeploy build bundles/vgg16 --precision fp16     (engines are built per device)
@@ -203,11 +204,19 @@ def pack(bundle: str, output: str, no_engines: bool) -> None:
     type=click.Path(file_okay=False),
     help="Bundle folder to create.",
 )
-@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing bundle at the output folder, once the new one is verified "
+    "(a folder that is not a bundle is never replaced).",
+)
 def unpack(archive: str, output: str, force: bool) -> None:
     """Unpack an archive made by `vggdeploy pack` and verify every sha256.
 
-    Refuses absolute paths, '..' entries, links and device files before writing anything.
+    The archive is untrusted: before anything is written, every member must be a plain file
+    that its SHA256SUMS lists, with the size its manifest records (no links, devices, absolute
+    or '..' names). It is unpacked into a temporary folder beside the output, checked, and only
+    then moved into place; a failure or Ctrl-C leaves the output folder as it was.
     """
     from vggdeploy.packaging import unpack_bundle
     from vggdeploy.report.packaging import format_unpack

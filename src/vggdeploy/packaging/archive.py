@@ -2,15 +2,17 @@
 
 `pack_bundle` writes `FILE.tar.gz` (or `.tgz`, `.tar`): a copy of the manifest without
 machine-specific paths, a `SHA256SUMS` file (`sha256sum -c` reads it) and every artifact. Each
-artifact is hashed while it is streamed into the archive, so the bytes packed are exactly the
-bytes checked against the manifest; a mismatch removes the partial archive. The archive is
-reproducible: sorted names, fixed mtime, uid/gid 0, no gzip timestamp. Engines can be left out
-(`include_engines=False`), since an engine only runs on the GPU and TensorRT that built it; on
-the target, `vggdeploy build` makes that device's engine.
+artifact is found through the bundle's containment rule (`Bundle.artifact_path`, `resolve`),
+opened without following a final symbolic link, and hashed while it is streamed into the archive,
+so the bytes packed are exactly the bytes checked against the manifest. The archive is written
+under a temporary name and renamed at the end: a mismatch, a full disk or Ctrl-C leaves none.
+It is reproducible: sorted names, fixed mtime, uid/gid 0, no gzip timestamp. Engines can be left
+out (`include_engines=False`), since an engine only runs on the GPU and TensorRT that built it.
 
-`unpack_bundle` refuses absolute names, `..` entries, links and device files before writing
-anything, extracts into a temporary folder beside the destination (with tarfile's `data`
-filter where Python has it), checks every sha256, and only then moves the bundle into place.
+`unpack_bundle` treats the archive as untrusted (`archive_checks`): it checks the whole member
+list against the archive's SHA256SUMS and manifest before writing anything, writes each member
+within its recorded size into a temporary folder beside the destination, checks every sha256,
+loads the result as a bundle, and only then moves it into place.
 
 Both take `progress(what, done_bytes, total_bytes)`, called as bytes move (at most every few
 MiB); neither prints.
@@ -23,49 +25,46 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from vggdeploy.bundle import MANIFEST_NAME, Bundle, atomic_path, sha256_bytes
+from vggdeploy.bundle import MANIFEST_NAME, Bundle, atomic_path, current_umask, sha256_bytes
 from vggdeploy.errors import BundleError, InputError
 from vggdeploy.inspect import SUMS_NAME
-from vggdeploy.records import EngineRecord, Manifest, check_relative, dumps
+from vggdeploy.packaging.archive_checks import (
+    CHUNK,
+    SMALL_FILES_BUDGET,
+    Budget,
+    Meter,
+    ProgressFn,
+    check_members,
+    check_unpacked,
+    extract_planned,
+    open_stream,
+    parse_sums,
+    plan_unpack,
+    write_error,
+)
+from vggdeploy.records import EngineRecord, Manifest, dumps
 
-#: progress(what, done bytes, total bytes)
-ProgressFn = Callable[[str, int, int], None]
+__all__ = [
+    "SUMS_NAME",
+    "PackResult",
+    "ProgressFn",
+    "check_members",
+    "pack_bundle",
+    "portable_manifest",
+    "unpack_bundle",
+    "verify_unpacked",
+]
 
 # Reproducible archives: a fixed timestamp (SOURCE_DATE_EPOCH if set, as reproducible-builds
 # tools expect) instead of each file's mtime.
 DEFAULT_MTIME = 315532800  # 1980-01-01, the earliest time zip-based tools accept too
-CHUNK = 1 << 20
-#: report progress at most once per this many bytes (and always at the end)
-REPORT_EVERY = 4 << 20
-
-
-class _Meter:
-    """Counts bytes of one operation and calls `progress` now and then."""
-
-    def __init__(self, progress: ProgressFn | None, total: int) -> None:
-        self.progress, self.total, self.done = progress, total, 0
-        self._last, self._what = -REPORT_EVERY, ""
-
-    def set(self, what: str, done: int, *, force: bool = False) -> None:
-        """Move to `done` bytes; reported when `what` changes, every few MiB, or if `force`."""
-        self.done = min(done, self.total)
-        if self.progress is None:
-            return
-        if force or what != self._what or self.done - self._last >= REPORT_EVERY:
-            self._last, self._what = self.done, what
-            self.progress(what, self.done, self.total)
-
-    def add(self, what: str, n: int) -> None:
-        self.set(what, self.done + n)
-
-
 # -- pack -------------------------------------------------------------------------------------
 
 
@@ -126,6 +125,22 @@ class _Source:
     key: str | None  # the artifact key, None for the labels file
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """Open a bundle file for reading, never through a final symbolic link or into a device."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _read_error(bundle: Bundle, what: str, exc: OSError) -> BundleError:
+    return BundleError(
+        f"not packing {bundle.root}: cannot read {what} ({exc.strerror or exc}) - "
+        "make it readable or re-create it"
+    )
+
+
 def _sources(bundle: Bundle, excluded: list[str]) -> list[_Source]:
     """Every file to pack, with the sha256 it must have; missing or escaping files refused."""
     sources: dict[str, _Source] = {}
@@ -134,14 +149,18 @@ def _sources(bundle: Bundle, excluded: list[str]) -> list[_Source]:
         if key in excluded:
             continue
         try:
-            path = bundle.resolve(record.path, f"artifacts.{key}.path")
+            path = bundle.artifact_path(key)  # containment: inside the bundle, no escaping link
         except BundleError as exc:
             bad.append(f"{key}: {exc}")
             continue
-        if not path.is_file():
-            bad.append(f"{key}: {record.path} is missing")
+        size = path.stat().st_size
+        if size != record.size:
+            bad.append(
+                f"{key}: {record.path} does not match its sha256 (modified or corrupt: "
+                f"{size} bytes, the manifest says {record.size})"
+            )
             continue
-        sources[record.path] = _Source(record.path, path, path.stat().st_size, record.sha256, key)
+        sources[record.path] = _Source(record.path, path, size, record.sha256, key)
     if bad:
         raise BundleError(
             f"not packing {bundle.root}: {'; '.join(bad)} - re-create these artifacts "
@@ -152,9 +171,31 @@ def _sources(bundle: Bundle, excluded: list[str]) -> list[_Source]:
         path = bundle.resolve(labels, "labels")
         if not path.is_file():
             raise BundleError(f"labels file {labels!r} of {bundle.root} is missing: re-export")
-        data = path.read_bytes()
+        try:
+            with _open_regular(path) as f:
+                data = f.read(SMALL_FILES_BUDGET // 2 + 1)
+        except OSError as exc:
+            raise _read_error(bundle, labels, exc) from None
+        if len(data) > SMALL_FILES_BUDGET // 2:
+            raise BundleError(
+                f"labels file {labels!r} of {bundle.root} is over "
+                f"{SMALL_FILES_BUDGET // 2 >> 20} MiB: give one class name per line"
+            )
         sources[labels] = _Source(labels, path, len(data), sha256_bytes(data), None)
     return [sources[rel] for rel in sorted(sources)]
+
+
+def _check_output(bundle: Bundle, out: Path) -> None:
+    name = out.name.lower()
+    if not name.endswith((".tar.gz", ".tgz", ".tar")):
+        raise InputError(f"archive {out} must end in .tar.gz, .tgz or .tar")
+    if out.is_dir():
+        raise InputError(f"{out} is a folder: give a file name such as {out / 'bundle.tar.gz'}")
+    where = out.parent.resolve() / out.name
+    if where.is_relative_to(bundle.root.resolve()):
+        raise InputError(
+            f"{out} is inside the bundle {bundle.root}: write the archive outside the bundle"
+        )
 
 
 def pack_bundle(
@@ -169,10 +210,7 @@ def pack_bundle(
     bundle = Bundle.load(root)
     out = Path(out)
     name = out.name.lower()
-    if not name.endswith((".tar.gz", ".tgz", ".tar")):
-        raise InputError(f"archive {out} must end in .tar.gz, .tgz or .tar")
-    if out.is_dir():
-        raise InputError(f"{out} is a folder: give a file name such as {out / 'bundle.tar.gz'}")
+    _check_output(bundle, out)
 
     excluded = sorted(
         k
@@ -185,8 +223,14 @@ def pack_bundle(
     sums = {s.rel: s.sha256 for s in sources}
     sums[MANIFEST_NAME] = sha256_bytes(manifest_bytes)
     sums_bytes = "".join(f"{sums[k]}  {k}\n" for k in sorted(sums)).encode("utf-8")
+    small = len(manifest_bytes) + len(sums_bytes) + sum(s.size for s in sources if s.key is None)
+    if small > SMALL_FILES_BUDGET:
+        raise BundleError(
+            f"not packing {bundle.root}: its manifest, labels and SHA256SUMS pass "
+            f"{SMALL_FILES_BUDGET >> 20} MiB, more than `vggdeploy unpack` accepts"
+        )
     mtime = int(os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_MTIME))
-    meter = _Meter(progress, sum(s.size for s in sources))
+    meter = Meter(progress, sum(s.size for s in sources))
     meter.set("packing", 0, force=True)
 
     with atomic_path(out) as tmp, open(tmp, "wb") as raw:
@@ -237,11 +281,19 @@ class _HashingWriter:
 class _HashingReader:
     """Reads a source file for tarfile, hashing it and moving the progress meter."""
 
-    def __init__(self, f: BinaryIO, meter: _Meter, what: str) -> None:
+    def __init__(self, f: BinaryIO, meter: Meter, what: str) -> None:
         self.f, self.meter, self.what, self.digest = f, meter, what, hashlib.sha256()
+        self.short = False
 
     def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
+        try:
+            data = self.f.read(n)
+        except OSError:
+            data = b""  # unreadable now: reported as a mismatch, the archive is not kept
+        if n and not data:
+            # the file shrank while packing: pad so tarfile writes a whole member, then refuse
+            self.short = True
+            data = b"\0" * n
         self.digest.update(data)
         self.meter.add(self.what, len(data))
         return data
@@ -256,7 +308,7 @@ def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
 
 
 def _write_tar(
-    fileobj: Any, sources: list[_Source], manifest: bytes, sums: bytes, mtime: int, meter: _Meter
+    fileobj: Any, sources: list[_Source], manifest: bytes, sums: bytes, mtime: int, meter: Meter
 ) -> list[str]:
     """Write the archive members; returns the files whose sha256 did not match."""
     bad: list[str] = []
@@ -265,10 +317,15 @@ def _write_tar(
         tar.addfile(_tarinfo(MANIFEST_NAME, len(manifest), mtime), io.BytesIO(manifest))
         tar.addfile(_tarinfo(SUMS_NAME, len(sums), mtime), io.BytesIO(sums))
         for source in sources:
-            with open(source.path, "rb") as f:
+            try:
+                f = _open_regular(source.path)
+            except OSError as exc:
+                bad.append(f"{source.key or 'labels'}: cannot read {source.rel} ({exc})")
+                continue
+            with f:
                 reader = _HashingReader(f, meter, f"packing {source.rel}")
                 tar.addfile(_tarinfo(source.rel, source.size, mtime), reader)  # type: ignore[arg-type]
-            if reader.digest.hexdigest() != source.sha256:
+            if reader.short or reader.digest.hexdigest() != source.sha256:
                 what = source.key or "labels"
                 bad.append(f"{what}: {source.rel} does not match its sha256 (modified or corrupt)")
     return bad
@@ -277,58 +334,46 @@ def _write_tar(
 # -- unpack -----------------------------------------------------------------------------------
 
 
-def _safe_member_name(name: str) -> bool:
-    """An archive member name that stays inside the destination (the manifest's own rule)."""
-    if not name or "\\" in name or "\x00" in name or name.startswith("~"):
+def _check_destination(dest: Path, force: bool) -> bool:
+    """Refuse a destination unpack may not write; True if an existing bundle is to be replaced."""
+    if dest.is_symlink():
+        raise InputError(f"{dest} is a symbolic link: give the folder itself as -o")
+    if not dest.exists():
         return False
-    try:
-        check_relative(name, "member")
-    except ValueError:
+    if not dest.is_dir():
+        raise InputError(f"{dest} exists and is not a folder: choose another -o")
+    if not any(dest.iterdir()):
         return False
+    if not force:
+        raise InputError(
+            f"{dest} exists and is not empty: choose another -o, or add --force to replace it"
+        )
+    if not (dest / MANIFEST_NAME).is_file():
+        raise InputError(
+            f"{dest} is not a vggdeploy bundle (no {MANIFEST_NAME}): --force only replaces a "
+            "bundle, so choose another -o (nothing was deleted)"
+        )
     return True
 
 
-def check_members(members: list[tarfile.TarInfo]) -> list[str]:
-    """Every reason to refuse this archive (empty if it is safe to extract)."""
-    problems: list[str] = []
-    seen: set[str] = set()
-    for m in members:
-        name = m.name
-        if not _safe_member_name(name.rstrip("/")):
-            problems.append(f"{name!r}: absolute path or '..' entry")
-        elif m.issym() or m.islnk():
-            problems.append(
-                f"{name!r}: a {'symbolic' if m.issym() else 'hard'} link to {m.linkname!r}"
-            )
-        elif not (m.isfile() or m.isdir()):
-            problems.append(f"{name!r}: a device, FIFO or other special file")
-        elif name.rstrip("/") in seen:
-            problems.append(f"{name!r}: appears twice")
-        seen.add(name.rstrip("/"))
-    return problems
-
-
-class _ReadMeter:
-    """The archive file as tarfile reads it: reports how far into the file reading has got."""
-
-    def __init__(self, raw: BinaryIO, meter: _Meter) -> None:
-        self.raw, self.meter, self.active = raw, meter, False
-        self.name = getattr(raw, "name", None)
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        if self.active:
-            self.meter.set("unpacking", self.raw.tell())
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.raw.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self.raw.tell()
-
-    def close(self) -> None:
-        self.raw.close()
+def _move_into_place(staging: Path, dest: Path, replace: bool) -> None:
+    """Rename the verified bundle to `dest`; an old bundle is set aside first, deleted last."""
+    if not replace:
+        os.rename(staging, dest)  # also replaces an empty folder
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".replaced", dir=dest.parent))
+    moved = False
+    try:
+        os.rename(dest, aside)  # onto the empty folder mkdtemp made
+        moved = True
+        os.rename(staging, dest)
+    except BaseException:
+        if moved and not dest.exists():
+            os.rename(aside, dest)  # the old bundle back where it was
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def unpack_bundle(
@@ -338,68 +383,62 @@ def unpack_bundle(
     force: bool = False,
     progress: ProgressFn | None = None,
 ) -> Bundle:
-    """Extract a packed bundle to `dest` after checking names and kinds, then verify sha256s."""
-    archive, dest = Path(archive), Path(dest)
+    """Extract a packed bundle to `dest`: every member checked against SHA256SUMS and the
+    manifest before anything is written, written within its size into a temporary folder beside
+    `dest`, hashed, loaded as a bundle, and only then moved into place.
+
+    `force` replaces an existing bundle (a folder with a manifest.json), and only on success.
+    """
+    archive, shown = Path(archive), Path(dest)
     if not archive.is_file():
-        raise InputError(f"archive {archive} does not exist")
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not force:
+        raise InputError(f"archive {archive} does not exist or is not a file")
+    replace = _check_destination(shown, force)
+    dest = shown.resolve()
+    if dest == Path(dest.anchor):
+        raise InputError(f"{shown} is the root folder: give a folder for the bundle as -o")
+    size = archive.stat().st_size
+    meter = Meter(progress, size)  # each pass reads the archive once: checking, then unpacking
+    meter.set("checking", 0, force=True)
+    budget = Budget(archive)
+    with open_stream(archive, lambda pos: meter.set("checking", pos), budget) as tar:
+        plan = plan_unpack(tar, archive, budget)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(dest.parent).free
+    except OSError as exc:
+        raise write_error(shown, exc) from None
+    if plan.total > free:
         raise InputError(
-            f"{dest} exists and is not empty: choose another -o, or add --force to replace it"
+            f"cannot unpack {archive} to {shown}: it needs {plan.total} bytes, "
+            f"{dest.parent} has {free} free - free some space or choose another -o"
         )
-    raw = open(archive, "rb")  # noqa: SIM115 - closed with the tar below
-    reader = _ReadMeter(raw, _Meter(progress, archive.stat().st_size))
     try:
-        tar = tarfile.open(fileobj=reader, mode="r:*")  # type: ignore[call-overload]  # noqa: SIM115
-    except (tarfile.TarError, OSError) as exc:
-        raw.close()
-        # tarfile's own message lists every compression it tried, one per line: keep the gist.
-        reason = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
-        raise BundleError(
-            f"{archive} is not a readable tar archive ({reason}): give a file made by `vggdeploy pack`"
-        ) from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpacking", dir=dest.parent))
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpacking", dir=dest.parent)
+        )
+    except OSError as exc:
+        raise write_error(shown, exc) from None
     try:
-        with tar, raw:
-            members = tar.getmembers()
-            problems = check_members(members)
-            if problems:
-                raise BundleError(
-                    f"refusing to unpack {archive}: {'; '.join(problems[:5])}"
-                    + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-                    + " - this is not an archive written by `vggdeploy pack`"
-                )
-            reader.active = True
-            if hasattr(tarfile, "data_filter"):
-                # Python's own guard too (3.12, backported to 3.8.17+): rejects what we missed.
-                tar.extractall(staging, members=members, filter="data")
-            else:  # pragma: no cover - older Pythons; our checks above already ran
-                tar.extractall(staging, members=members)
-            reader.meter.set("unpacked", reader.meter.total, force=True)
-        verify_unpacked(staging, progress=progress)
-        if dest.exists():
-            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-        os.replace(staging, dest)
-    except tarfile.TarError as exc:
+        with open_stream(
+            archive, lambda pos: meter.set("unpacking", pos), plan.budget(archive)
+        ) as tar:
+            extract_planned(tar, plan, staging, archive, shown)
+        meter.set("unpacked", meter.total, force=True)
+        check_unpacked(staging, archive)
+        meter.set("verified", meter.total, force=True)
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp made it 0700
+        _move_into_place(staging, dest, replace)
+    except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise BundleError(f"refusing to unpack {archive}: {exc}") from None
+        raise write_error(shown, exc) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Bundle.load(dest)
-
-
-def _hash(path: Path, meter: _Meter, what: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-            meter.add(what, len(block))
-    return digest.hexdigest()
+    return Bundle.load(shown)
 
 
 def verify_unpacked(root: Path, *, progress: ProgressFn | None = None) -> None:
-    """Check SHA256SUMS (if present) and every artifact's sha256 from the manifest.
+    """Check an unpacked bundle again: every file SHA256SUMS lists and every artifact's sha256.
 
     Each file is read once, however many of the two lists name it.
     """
@@ -408,40 +447,39 @@ def verify_unpacked(root: Path, *, progress: ProgressFn | None = None) -> None:
     bad: list[str] = []
     sums = root / SUMS_NAME
     if sums.is_file():
-        for line in sums.read_text("utf-8").splitlines():
-            digest, _, rel = line.partition("  ")
+        try:
+            listed = parse_sums(sums.read_bytes())
+        except ValueError as exc:
+            raise BundleError(f"{root}: {exc} - copy the archive again") from None
+        for rel, digest in listed.items():
             expected.setdefault(rel, []).append((digest, SUMS_NAME))
     for key, record in bundle.artifacts.items():
         expected.setdefault(record.path, []).append((record.sha256, key))
     paths: dict[str, Path] = {}
     for rel, claims in sorted(expected.items()):
+        who = claims[0][1]
         try:
-            path = bundle.resolve(rel, claims[0][1])
+            path = bundle.resolve(rel, who)
         except BundleError:
-            bad.append(f"{rel}: named by {claims[0][1]} but outside the bundle")
+            bad.append(f"{rel}: named by {who} but outside the bundle")
             continue
         if path.is_file():
             paths[rel] = path
         else:
-            who = claims[0][1]
-            bad.append(
-                f"{rel}: listed in {SUMS_NAME} but missing"
-                if who == SUMS_NAME
-                else f"{who}: {rel} is missing from the archive"
-            )
-    meter = _Meter(progress, sum(p.stat().st_size for p in paths.values()))
+            bad.append(f"{rel}: listed by {who} but missing")
+    meter = Meter(progress, sum(p.stat().st_size for p in paths.values()))
     meter.set("verifying", 0, force=True)
     for rel, path in paths.items():
-        actual = _hash(path, meter, f"verifying {rel}")
-        for digest, who in expected[rel]:
-            if actual != digest:
-                bad.append(
-                    f"{rel}: sha256 differs from {SUMS_NAME}"
-                    if who == SUMS_NAME
-                    else f"{who}: {rel} does not match the manifest's sha256"
-                )
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(CHUNK):
+                digest.update(block)
+                meter.add(f"verifying {rel}", len(block))
+        for want, who in expected[rel]:
+            if digest.hexdigest() != want:
+                bad.append(f"{rel}: sha256 differs from {who}")
     meter.set("verified", meter.total, force=True)
     if bad:
         raise BundleError(
-            f"the unpacked bundle is corrupt: {'; '.join(bad)} - copy the archive again"
+            f"the bundle {root} is corrupt: {'; '.join(bad)} - copy the archive again"
         )
