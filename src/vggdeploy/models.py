@@ -106,6 +106,18 @@ LRN_PARAMS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
 DEFAULT_HIDDEN = 4096
 POOL_GRID = 7  # AdaptiveAvgPool2d output: the classifier sees 512 x 7 x 7 at 224x224.
 
+# Upper bounds, checked from the numbers alone before anything is allocated.
+#: The dense export's dynamic height/width tops out at 4096 (32 x 128), and one 4096x4096 image
+#: already gives the first VGG conv a 4 GiB activation: larger inputs are out of scope.
+MAX_IMAGE_SIZE = 4096
+#: Far above ImageNet-21k's 21,841 classes; more would not fit the parameter bound below anyway.
+MAX_NUM_CLASSES = 100_000
+#: 16x the paper's 4096; the first FC alone is 25088 x hidden.
+MAX_HIDDEN = 65_536
+#: The bundle's ONNX is one protobuf file, which cannot exceed 2 GiB: at 4 bytes a weight that
+#: is ~536M parameters; keep room for the graph itself. (VGG-19 has 144M.)
+MAX_PARAMETERS = 500_000_000
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -132,16 +144,27 @@ class ModelSpec:
             raise UnknownModelError(
                 "A-LRN with batch norm is not in the VGG paper: use 'A-LRN' or 'A-bn'"
             )
-        for field, value in (
-            ("num_classes", self.num_classes),
-            ("width_divisor", self.width_divisor),
-            ("hidden", self.hidden),
+        for field, value, limit in (
+            ("num_classes", self.num_classes, MAX_NUM_CLASSES),
+            ("width_divisor", self.width_divisor, 64),
+            ("hidden", self.hidden, MAX_HIDDEN),
         ):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{field} must be a positive integer, got {value!r}")
+            if value > limit:
+                raise InputError(f"{field} {value} is too large: at most {limit:,}")
         if 64 % self.width_divisor:
             raise InputError(
                 f"width divisor {self.width_divisor} must divide 64 (use 1, 2, 4, 8, 16, 32 or 64)"
+            )
+        if not isinstance(self.dropout, float | int) or not 0 <= self.dropout < 1:
+            raise InputError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        params = count_parameters(self)
+        if params > MAX_PARAMETERS:
+            raise InputError(
+                f"{self.name} with hidden {self.hidden} and {self.num_classes} classes has "
+                f"{params:,} parameters, over the {MAX_PARAMETERS:,} that fit one ONNX file "
+                "(2 GiB): use a smaller --hidden or --num-classes"
             )
 
     @property
@@ -284,9 +307,15 @@ def count_flops(spec: ModelSpec, image_size: int = 224) -> int:
 
 
 def check_image_size(size: int, *, dense: bool = False) -> None:
-    if not isinstance(size, int) or size < 32 or size % 32:
+    """Refuse a size that is not a multiple of 32 in [32, MAX_IMAGE_SIZE] (dense: >= 224)."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 32 or size % 32:
         raise InputError(
             f"image size {size} is not supported: use a multiple of 32, at least 32 (e.g. 224)"
+        )
+    if size > MAX_IMAGE_SIZE:
+        raise InputError(
+            f"image size {size} is too large: at most {MAX_IMAGE_SIZE} (one {MAX_IMAGE_SIZE}x"
+            f"{MAX_IMAGE_SIZE} image already needs a 4 GiB activation in the first conv)"
         )
     if dense and size < 32 * POOL_GRID:
         raise InputError(

@@ -7,6 +7,7 @@ The defaults are torchvision's ImageNet ones. Only NumPy and Pillow are needed h
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -58,7 +59,10 @@ class Preprocessing:
             raise InputError(
                 f"interpolation {self.interpolation!r} is not supported: use one of {', '.join(_RESAMPLE)}"
             )
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+        values = (*self.mean, *self.std)
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(math.isfinite(v) for v in values):
+            raise InputError("mean and std need three values each, all finite")
+        if any(s <= 0 for s in self.std):
             raise InputError("mean and std need three values each, std all positive")
         if self.crop > self.resize:
             raise InputError(

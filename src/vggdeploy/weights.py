@@ -1,19 +1,24 @@
 """Weights for zoo models: seeded random, a local file, or torchvision's ImageNet checkpoints.
 
 Checkpoints are untrusted input: `.pth`/`.pt` files load with `torch.load(weights_only=True)`
-(no pickle code runs) and `.safetensors` with safetensors. Every source is checked against the
-model in one pass that lists all missing, unexpected and misshapen keys at once.
+(no pickle code runs; never plain pickle) and `.safetensors` with safetensors. What loads must be
+a flat mapping of names to ordinary dense CPU tensors: meta, sparse and quantized tensors are
+refused. Every source is checked against the model in one pass that lists all missing,
+unexpected and misshapen keys at once; then every value is checked - floating-point where the
+model is (integer, bool or complex weights are refused, never cast) and finite (NaN/inf named).
+Each problem is one `WeightsError` line.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vggdeploy.bundle import sha256_file
-from vggdeploy.errors import WeightsError
+from vggdeploy.errors import InputError, WeightsError
 from vggdeploy.models import ModelSpec, random_state_dict
 
 if TYPE_CHECKING:
@@ -42,6 +47,9 @@ class WeightsSource:
     seed: int = 0
     path: str | None = None
 
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+
     @classmethod
     def parse(cls, text: str, seed: int = 0) -> WeightsSource:
         """`random`, `imagenet`, or a path to a `.pth`/`.pt`/`.safetensors` file."""
@@ -50,6 +58,17 @@ class WeightsSource:
         if text == "imagenet":
             return cls("imagenet")
         return cls("file", path=str(Path(text).expanduser()))
+
+
+#: Seeds are 32-bit unsigned, as NumPy's legacy seeds: the same seed means the same tensors
+#: everywhere (torch would accept negatives and wrap them).
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: object, name: str = "seed") -> None:
+    """Refuse a seed that is not an integer in [0, MAX_SEED]."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"{name} {seed!r} is not supported: use an integer from 0 to {MAX_SEED}")
 
 
 def load_state_dict(
@@ -112,10 +131,20 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             )
     except WeightsError:
         raise
-    except Exception as exc:  # corrupt zip, bad header, a pickle asking for arbitrary code...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError as exc:
+        if not str(exc).startswith("Weights only load failed"):
+            raise WeightsError(
+                f"cannot read weights file {path}: {_reason(exc)} (is it a .pth checkpoint?)"
+            ) from None
+        # torch's own text suggests weights_only=False, which is exactly what must not happen.
         raise WeightsError(
-            f"cannot read weights file {path}: {reason[:200]} (is it a complete state_dict checkpoint?)"
+            f"cannot read weights file {path}: it holds pickled objects other than tensors, "
+            "refused because loading them could run code: re-save it as a plain state_dict or "
+            ".safetensors"
+        ) from None
+    except Exception as exc:  # corrupt zip, bad header, truncated file...
+        raise WeightsError(
+            f"cannot read weights file {path}: {_reason(exc)} (is it a complete state_dict checkpoint?)"
         ) from None
     # Training checkpoints often wrap the state dict.
     if isinstance(state, dict):
@@ -123,12 +152,61 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             if key in state and isinstance(state[key], dict):
                 state = state[key]
                 break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"weights file {path} does not hold a state_dict of tensors")
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise WeightsError(
+            f"weights file {path} does not hold a state_dict of tensors: save model.state_dict() "
+            "(a mapping of names to tensors)"
+        )
+    for key, tensor in state.items():
+        if tensor.is_meta or tensor.device.type != "cpu":
+            raise WeightsError(
+                f"weights file {path}: {key} is a {tensor.device.type} tensor with no data "
+                "(saved from a model on the 'meta' device?): save the trained weights"
+            )
+        if tensor.layout != torch.strided or tensor.is_quantized:
+            raise WeightsError(
+                f"weights file {path}: {key} is a {str(tensor.layout).removeprefix('torch.')} "
+                f"{str(tensor.dtype).removeprefix('torch.')} tensor: save dense float weights"
+            )
     # DataParallel checkpoints prefix every key with "module."
-    if state and all(k.startswith("module.") for k in state):
+    if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's text, printable characters only, at most 200 of them."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return "".join(c if c.isprintable() else "?" for c in line)[:200]
+
+
+def check_values(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Refuse a tensor of the wrong kind (never cast int/bool/complex to float) or not finite."""
+    import torch
+
+    for key, want in model.state_dict().items():
+        got = state[key]
+        dtype = str(got.dtype).removeprefix("torch.")
+        if want.is_floating_point() and not got.is_floating_point():
+            raise WeightsError(
+                f"weights from {origin}: {key} is {dtype}, not floating point: "
+                "save the float weights (integer, bool or complex ones are not cast)"
+            )
+        if not want.is_floating_point() and (got.is_floating_point() or got.is_complex()):
+            raise WeightsError(f"weights from {origin}: {key} is {dtype}, not an integer")
+        # float8 kinds have no isfinite kernel: widen those (the small ones) first.
+        wide = got.float() if got.is_floating_point() and got.element_size() == 1 else got
+        if got.is_floating_point() and not bool(torch.isfinite(wide).all()):
+            bad = int((~torch.isfinite(wide)).sum())
+            raise WeightsError(
+                f"weights from {origin}: {key} has {bad} NaN or infinite values: "
+                "the checkpoint is broken (diverged training?)"
+            )
 
 
 def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
@@ -163,6 +241,7 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], origin: s
             f"weights from {origin} do not fit this model - {'; '.join(parts)}. "
             "Check the model name and --num-classes/--width-divisor/--hidden"
         )
+    check_values(model, state, origin)
     model.load_state_dict(state)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vggdeploy.bundle import LOCK_NAME, Bundle, sha256_file
-from vggdeploy.errors import CheckFailedError, InputError, WeightsError
+from vggdeploy.errors import CheckFailedError, InputError
 from vggdeploy.exporter import onnx_export
 from vggdeploy.exporter.onnx_export import (
     DENSE_CHECK_SIZES,
@@ -38,10 +38,6 @@ def _session(path: Path):
     import onnxruntime as ort
 
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".partial"))
 
 
 # -- the shared tiny bundle (vgg11_bn, 32x32, dynamic batch) ----------------------------------
@@ -283,23 +279,21 @@ def test_non_empty_output_is_refused_without_force(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
-def test_force_does_not_wipe_the_output_when_the_weights_fail(tmp_path: Path) -> None:
+def test_force_refuses_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    with pytest.raises(WeightsError):
+    with pytest.raises(InputError, match="not a vggdeploy bundle.*--force will not replace it"):
         export_bundle(
-            resolve_spec("vgg11", **TINY),
-            WeightsSource.parse(str(tmp_path / "missing.pth")),
-            out,
-            ExportOptions(image_size=32, force=True),
+            resolve_spec("vgg11", **TINY), RANDOM, out, ExportOptions(image_size=32, force=True)
         )
     assert (out / "keep.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_force_replaces_the_contents(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    (out / "old_dir").mkdir(parents=True)
+def test_force_replaces_a_bundle_and_everything_in_it(tiny_bundle: Path) -> None:
+    out = tiny_bundle
+    (out / "old_dir").mkdir()
     (out / "old_dir" / "x").write_text("x")
     (out / "model.int8.onnx").write_text("stale")
     bundle = export_bundle(
@@ -307,6 +301,8 @@ def test_force_replaces_the_contents(tmp_path: Path) -> None:
     )
     assert _files(out) == ["manifest.json", "model.onnx"]
     assert list(bundle.artifacts) == ["onnx.fp32"]
+    assert _manifest(out)["model"]["name"] == "vgg11"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["bundle"]
 
 
 def test_output_that_is_a_file_is_refused(tmp_path: Path) -> None:
@@ -394,10 +390,8 @@ def test_interrupted_export_leaves_no_model_and_no_partial_file(
     with pytest.raises(exc):
         export_bundle(resolve_spec("vgg11", **TINY), RANDOM, out, ExportOptions(image_size=32))
     assert seen["size"] > 10_000
-    assert not (out / "model.onnx").exists()
-    assert not (out / "manifest.json").exists()
-    assert _leftovers(tmp_path) == []
-    assert list(out.iterdir()) == []
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no partial file
 
 
 def test_interrupt_while_the_exporter_writes(tmp_path: Path, monkeypatch) -> None:
@@ -409,7 +403,7 @@ def test_interrupt_while_the_exporter_writes(tmp_path: Path, monkeypatch) -> Non
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         export_bundle(resolve_spec("vgg11", **TINY), RANDOM, out, ExportOptions(image_size=32))
-    assert list(out.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_parity_failure_exits_2_and_records_the_figures(tmp_path: Path, monkeypatch) -> None:

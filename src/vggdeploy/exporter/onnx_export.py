@@ -12,13 +12,18 @@ sizes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
+import secrets
 import shutil
+import signal
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +31,22 @@ from typing import Any
 import numpy as np
 
 from vggdeploy import __version__
-from vggdeploy.bundle import Bundle, atomic_path, atomic_write_text, library_versions
-from vggdeploy.errors import CheckFailedError, InputError
+from vggdeploy.bundle import (
+    MANIFEST_NAME,
+    Bundle,
+    atomic_path,
+    atomic_write_text,
+    library_versions,
+    read_manifest,
+)
+from vggdeploy.errors import BundleError, CheckFailedError, InputError
 from vggdeploy.metrics import compare_arrays
 from vggdeploy.models import ModelSpec, check_image_size, count_flops, count_parameters
 from vggdeploy.ortsession import cpu_session, import_ort
 from vggdeploy.precision import onnx_file, onnx_key
 from vggdeploy.preprocess import Preprocessing
 from vggdeploy.records import Manifest
-from vggdeploy.weights import WeightsSource, load_model
+from vggdeploy.weights import WeightsSource, check_seed, load_model
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +58,8 @@ PARITY_MAX_REL = 1e-4
 PARITY_MIN_COSINE = 0.9999
 DENSE_CHECK_SIZES = (224, 256, 320)
 METADATA_PREFIX = "vggdeploy."
+#: The largest batch: the dynamic axis's upper bound, and what a fixed batch may be.
+MAX_BATCH = 4096
 
 
 @dataclass
@@ -65,8 +79,19 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         check_image_size(self.image_size, dense=self.dense)
-        if self.batch is not None and (not isinstance(self.batch, int) or self.batch < 1):
-            raise InputError(f"batch {self.batch!r} must be a positive integer or 'dynamic'")
+        for name, value in (("batch", self.batch), ("check batch", self.check_batch)):
+            if value is None and name == "batch":
+                continue  # dynamic
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name} {value!r} must be a positive integer or 'dynamic'")
+            if value > MAX_BATCH:
+                raise InputError(
+                    f"{name} {value} is too large: at most {MAX_BATCH} (the dynamic batch axis's "
+                    "own limit; the export and parity check run a batch this size)"
+                )
+        check_seed(self.seed)
+        for size in self.extra_sizes:
+            check_image_size(size, dense=True)
         # Below 18 the dynamo exporter silently keeps 18 when its down-conversion fails (it does
         # for VGG's Pad and ReduceMean), so 17 would be a request we cannot keep.
         if not 18 <= self.opset <= 23:
@@ -75,34 +100,125 @@ class ExportOptions:
             )
 
 
-def check_output_dir(out: Path, force: bool) -> None:
-    """Refuse a file, or a non-empty folder unless forced, without changing anything."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a directory: choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
+def check_output_dir(out: Path, force: bool) -> bool:
+    """Refuse an output we may not write, without changing anything; True: replace a bundle.
+
+    A file is refused; so is a non-empty folder without --force, and with --force one that is
+    not a vggdeploy bundle (no valid manifest.json): --force replaces bundles, never other files.
+    """
+    if out == out.parent or (out.exists() and not out.is_dir()):
+        raise InputError(f"output {out} is a file (or /), not a directory: choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if not force:
         raise InputError(
             f"output folder {out} is not empty: choose another --out, or add --force to replace its contents"
         )
-
-
-def prepare_output_dir(out: Path, force: bool) -> None:
-    """Refuse a non-empty or unwritable folder unless forced; create it if needed."""
-    check_output_dir(out, force)
-    if out.is_dir() and any(out.iterdir()):
-        for child in out.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+    manifest = out / MANIFEST_NAME
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".vggdeploy-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
+        if manifest.is_symlink() or not manifest.is_file():
+            raise BundleError(f"it has no {MANIFEST_NAME}")
+        read_manifest(manifest)
+    except BundleError as exc:
         raise InputError(
-            f"cannot write to output folder {out} ({exc.strerror}): choose a writable --out"
+            f"output folder {out} is not a vggdeploy bundle ({str(exc).removeprefix(str(manifest) + ': ')}), "
+            "so --force will not replace it: choose another --out, or empty it yourself"
         ) from None
+    return True
+
+
+@contextlib.contextmanager
+def _staging(out: Path, replace: bool) -> Iterator[Path]:
+    """A hidden folder to build the new bundle in, removed on leaving (moved-out files stay).
+
+    Beside OUT (same parent: the final rename stays on one filesystem), or inside OUT when it is
+    an existing empty folder (a mount point, or a folder in an unwritable parent, keeps working).
+    Parent folders this run created are removed again if they end up empty."""
+    created = [p for p in out.parents if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = _hidden_name(out if out.is_dir() and not replace else out.parent, out, "export")
+        stage.mkdir()  # mode 0777 less the umask, like any folder the user makes
+    except OSError as exc:
+        _remove_empty(created)
+        where = f"{out.parent}, where the new bundle is built before it replaces" if replace else ""
+        raise InputError(
+            f"cannot write to {where or 'output folder'} {out} ({exc.strerror}): choose a "
+            "writable --out" + (" (the old bundle is untouched)" if replace else "")
+        ) from None
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        _remove_empty(created)
+
+
+def _hidden_name(folder: Path, out: Path, what: str) -> Path:
+    return folder / f".{out.name}.{what}-{secrets.token_hex(4)}.partial"
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # innermost first
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only ever succeeds on an empty folder
+
+
+def _move_into_place(stage: Path, out: Path, replace: bool) -> None:
+    """Make the staged bundle OUT, Ctrl-C deferred: one rename, or a swap of two."""
+    aside = _hidden_name(out.parent, out, "old")
+    moved: list[Path] = []
+    with _interrupt_deferred():
+        try:
+            if stage.parent == out:  # OUT was an empty folder: move entries up, manifest last
+                for entry in sorted(stage.iterdir(), key=lambda p: p.name == MANIFEST_NAME):
+                    os.rename(entry, out / entry.name)
+                    moved.append(out / entry.name)
+            elif not replace:
+                os.rename(stage, out)  # fails if someone filled OUT meanwhile
+            else:
+                os.rename(out, aside)
+                try:
+                    os.rename(stage, out)
+                except OSError:
+                    os.rename(aside, out)
+                    raise
+        except OSError as exc:
+            for path in moved:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            raise InputError(
+                f"cannot move the new bundle into {out} ({exc.strerror}): {out} was left as it "
+                "was; choose another --out"
+            ) from None
+        if replace:
+            shutil.rmtree(aside, ignore_errors=True)
+            if aside.exists():
+                log.warning("could not remove the replaced bundle, now at %s", aside)
+
+
+@contextlib.contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives during a few renames, and raise it once they are done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """True when a KeyboardInterrupt is anywhere in `exc`'s cause/context chain."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:  # a chain can loop back
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return any(isinstance(e, KeyboardInterrupt) for e in seen)
 
 
 def export_bundle(
@@ -111,20 +227,65 @@ def export_bundle(
     out: str | os.PathLike[str],
     options: ExportOptions | None = None,
 ) -> Bundle:
-    """Export `spec` with `weights` to `out/model.onnx`, check parity, write the manifest."""
+    """Export `spec` with `weights` to `out/model.onnx`, check parity, write the manifest.
+
+    The bundle is built in a hidden `.NAME.export-*.partial` folder and moved into place only
+    once the export, the parity check and the manifest are all written, so an error, Ctrl-C or
+    a full disk leaves OUT as it was and removes the staging folder:
+
+    - OUT absent or an empty folder: the new bundle becomes OUT. A parity failure still puts it
+      in place, with the figures in its manifest, and raises CheckFailedError (exit 2).
+    - OUT an existing bundle, with `force`: the old bundle is renamed aside, the new one renamed
+      in, the old one removed. A parity failure does not replace a bundle: the old one stays
+      untouched, the failing one is discarded and its figures are in the error line (exit 2).
+    - OUT a non-empty folder that is not a bundle: refused, with or without `force`.
+
+    A symbolic link as OUT stands for the folder it points to.
+    """
     options = options or ExportOptions()
-    out = Path(out)
+    out = Path(os.path.abspath(out))
+    if out.is_symlink():
+        out = out.resolve()
     labels = _read_labels(options.labels, spec) if options.labels else None
-    check_output_dir(out, options.force)
+    replace = check_output_dir(out, options.force)
 
     started = time.perf_counter()
+    # Before any folder is made: a run that cannot start changes nothing.
     model, weights_record = load_model(spec, weights, dense=options.dense)
-    # Only now that the weights loaded: --force must not wipe a bundle for a run that cannot start.
-    prepare_output_dir(out, options.force)
     if weights_record["source"] == "imagenet" and labels is None:
         labels = imagenet_labels()
+    with _staging(out, replace) as stage:
+        staged = _write_bundle(stage, model, spec, weights_record, labels, options, started)
+        parity = staged.manifest.parity
+        if not parity["passed"] and replace:
+            raise CheckFailedError(f"{_disagree(parity)}; the bundle in {out} was not replaced")
+        if replace and not check_output_dir(out, options.force):
+            raise InputError(f"output folder {out} changed while exporting: run again")
+        _move_into_place(stage, out, replace)
+    bundle = Bundle(out, staged.manifest)
+    if not parity["passed"]:
+        raise CheckFailedError(f"{_disagree(parity)}; figures in {out / MANIFEST_NAME}")
+    return bundle
 
-    onnx_path = out / onnx_file("fp32")
+
+def _disagree(parity: dict[str, Any]) -> str:
+    return (
+        f"ONNX Runtime and PyTorch disagree (max rel diff {parity['worst_max_rel']:.2e} > "
+        f"{PARITY_MAX_REL:g} or cosine {parity['worst_cosine']:.6f} < {PARITY_MIN_COSINE})"
+    )
+
+
+def _write_bundle(
+    root: Path,
+    model: Any,
+    spec: ModelSpec,
+    weights_record: dict[str, Any],
+    labels: list[str] | None,
+    options: ExportOptions,
+    started: float,
+) -> Bundle:
+    """Write the ONNX file, labels and manifest of a bundle into the (staging) folder `root`."""
+    onnx_path = root / onnx_file("fp32")
     with atomic_path(onnx_path) as tmp:
         export_onnx(model, tmp, options)
         io = finish_onnx(tmp, spec, options)
@@ -158,20 +319,14 @@ def export_bundle(
         "artifacts": {},
     }
     if labels is not None:
-        atomic_write_text(out / "labels.txt", "\n".join(labels) + "\n")
+        atomic_write_text(root / "labels.txt", "\n".join(labels) + "\n")
         manifest["labels"] = "labels.txt"
-    bundle = Bundle.create(out, Manifest.model_validate(manifest))
+    bundle = Bundle.create(root, Manifest.model_validate(manifest))
     _set_metadata(onnx_path, bundle)
     bundle.save()
     bundle.add_artifact(
         onnx_key("fp32"), onnx_file("fp32"), kind="onnx", precision="fp32", opset=options.opset
     )
-    if not parity["passed"]:
-        raise CheckFailedError(
-            f"ONNX Runtime and PyTorch disagree (max rel diff {parity['worst_max_rel']:.2e} > "
-            f"{PARITY_MAX_REL:g} or cosine {parity['worst_cosine']:.6f} < {PARITY_MIN_COSINE}); "
-            f"figures in {out / 'manifest.json'}"
-        )
     return bundle
 
 
@@ -185,7 +340,7 @@ def export_onnx(model: Any, dest: Path, options: ExportOptions) -> None:
     example = torch.randn(batch, 3, size, size)
     dims: dict[int, Any] = {}
     if options.batch is None:
-        dims[0] = torch.export.Dim("batch", min=1, max=4096)
+        dims[0] = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     if options.dense:
         # Keep the spatial dims dynamic in steps of 32 so every size keeps the pool arithmetic exact.
         dims[2] = 32 * torch.export.Dim("h32", min=7, max=128)
@@ -203,7 +358,11 @@ def export_onnx(model: Any, dest: Path, options: ExportOptions) -> None:
             verbose=False,
         )
     except Exception as exc:
-        raise InputError(f"the ONNX exporter failed: {str(exc).splitlines()[0][:300]}") from exc
+        # The exporter wraps what it meets while tracing: a Ctrl-C must stay a Ctrl-C.
+        if _interrupted(exc):
+            raise KeyboardInterrupt from None
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise InputError(f"the ONNX exporter failed: {lines[0][:300]}") from exc
     program.save(str(dest))
 
 
