@@ -28,6 +28,7 @@ CPU_FEATURES = {
     "avx512_vnni": "vnni",
     "avx_vnni": "vnni",
     "amx_int8": "amx",
+    "asimddp": "dotprod",  # Arm dot product (sdot/udot): no 16-bit intermediate either
 }
 
 
@@ -44,6 +45,23 @@ class CpuInfo:
     @property
     def has_vnni(self) -> bool:
         return "vnni" in self.features
+
+    @property
+    def has_avx512(self) -> bool:
+        return "avx512" in self.features
+
+    @property
+    def has_amx(self) -> bool:
+        return "amx" in self.features
+
+    @property
+    def int8_dot_product(self) -> bool:
+        """Whether ONNX Runtime's u8s8 integer kernels accumulate int8 products straight into
+        int32 here (VNNI, AMX, Arm dot product). Without it (AVX2/AVX-512 without VNNI) they
+        add pairs of u8 x s8 products in int16 (`vpmaddubsw`), which saturates for weights
+        beyond +-63 with large activations: ONNX Runtime's documented remedy is 7-bit weights
+        ("reduce range") or u8u8."""
+        return bool({"vnni", "amx", "dotprod"} & set(self.features))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "features": self.features}

@@ -389,7 +389,7 @@ def test_stale_cache_is_refused(tiny_bundle: Path, image_dir: Path, tmp_path: Pa
     with pytest.raises(InputError, match="different calibration images"):
         calibrate_bundle(bundle, image_dir, _options(cache=cache))
     cache.write_text("{not json")
-    with pytest.raises(InputError, match="cannot be read"):
+    with pytest.raises(InputError, match="is damaged.*delete it or pass another --cache"):
         calibrate_bundle(bundle, image_dir, _options(cache=cache))
 
 
@@ -490,3 +490,73 @@ def test_cli_no_images_one_line(
     code, _, err = _run_cli(["calibrate", str(tiny_bundle), "--images", str(empty)], capsys)
     assert code == 1 and err.count("\n") == 1 and "no images found" in err
     assert not (tiny_bundle / "model.int8.onnx").exists()
+
+
+# -- CPU-aware integer kernels (7-bit weights where the CPU has no int8 dot product) ----------
+
+
+def test_weight_bits_choice_rules() -> None:
+    from vggdeploy.calibration import cpu_kernels
+    from vggdeploy.host import CpuInfo
+
+    avx2 = CpuInfo("old cpu", frozenset({"avx2"}))
+    vnni = CpuInfo("new cpu", frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    assert not avx2.int8_dot_product and vnni.int8_dot_product and vnni.has_avx512
+    assert cpu_kernels.candidates("auto", avx2, True) == [8, 7]
+    assert cpu_kernels.candidates("auto", avx2, False) == [8]
+    assert cpu_kernels.candidates("auto", vnni, True) == [8]
+    assert cpu_kernels.candidates(7, vnni, True) == [7]
+    with pytest.raises(InputError):
+        cpu_kernels.candidates("6", avx2, True)
+
+    def fig(top1: float, mean: float, low: float) -> dict[str, float]:
+        return {"top1_agreement": top1, "cosine_mean": mean, "cosine_min": low}
+
+    assert cpu_kernels.choose({8: fig(0.9, 0.99, 0.98), 7: fig(1.0, 0.98, 0.97)}) == 7
+    assert cpu_kernels.choose({8: fig(1.0, 0.9976, 0.994), 7: fig(1.0, 0.9987, 0.996)}) == 7
+    assert cpu_kernels.choose({8: fig(1.0, 0.99900, 0.99), 7: fig(1.0, 0.99905, 0.99)}) == 8  # tie
+    assert cpu_kernels.choose({8: fig(1.0, 0.999, 0.99)}) == 8
+
+
+def test_cpu_without_vnni_measures_both_weight_ranges(
+    tiny_bundle: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vggdeploy.calibration import stage
+    from vggdeploy.host import CpuInfo
+
+    monkeypatch.setattr(stage, "cpu", lambda: CpuInfo("AVX2 test CPU", frozenset({"avx2"})))
+    summary = calibrate_bundle(Bundle.load(tiny_bundle), image_dir, _options(method="minmax"))
+    record = Bundle.load(tiny_bundle).artifact("onnx.int8")
+    kernels = record.cpu_kernels
+    assert kernels["cpu"] == "AVX2 test CPU" and kernels["features"] == ["avx2"]
+    assert set(kernels["chosen_by"]["candidates"]) == {"8", "7"}
+    assert kernels["weights_bits"] == summary["weight_bits"] in (7, 8)
+    assert (kernels["weights_bits"] == 7) == ("tensorrt" in kernels)
+    assert not list(tiny_bundle.glob(".model.int8.onnx*"))  # no candidate left behind
+
+
+def test_vnni_cpu_and_forced_widths(tiny_bundle: Path, image_dir: Path, monkeypatch) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from vggdeploy.calibration import stage
+    from vggdeploy.host import CpuInfo
+
+    vnni = CpuInfo("VNNI test CPU", frozenset({"avx2", "avx512_vnni"}))
+    monkeypatch.setattr(stage, "cpu", lambda: vnni)
+    bundle = Bundle.load(tiny_bundle)
+    summary = calibrate_bundle(bundle, image_dir, _options(method="minmax"))
+    assert summary["cpu_kernels"]["weights_bits"] == 8
+    assert list(summary["cpu_kernels"]["chosen_by"]["candidates"]) == ["8"]
+    summary = calibrate_bundle(bundle, image_dir, _options(method="minmax", weight_bits=7))
+    assert summary["weight_bits"] == 7 and "tensorrt" in summary["cpu_kernels"]
+    model = onnx.load(str(tiny_bundle / "model.int8.onnx"))
+    assert verify_qdq(model, "tensorrt") == []
+    ints = [
+        numpy_helper.to_array(i)
+        for i in model.graph.initializer
+        if i.data_type == onnx.TensorProto.INT8 and len(i.dims) > 1
+    ]
+    assert max(int(np.abs(w).max()) for w in ints) == 63
+    with pytest.raises(InputError):
+        _options(weight_bits="9")

@@ -1,26 +1,41 @@
 """Write a calibrated model in ONNX Q/DQ form, and check it against its target's rules.
 
-Placement follows NVIDIA's recommendation for explicit quantization: Q/DQ on the inputs of the
-weighted ops (Conv, Gemm, MatMul) only; weights stored as int8 initializers behind a
-per-channel DequantizeLinear (symmetric, range [-127, 127], axis = output channels); biases stay
-fp32 (TensorRT and ONNX Runtime fold them into the int32 accumulator). Outputs of weighted ops
-are not quantized: TensorRT moves the next Q backwards over ReLU/MaxPool and fuses it into the
-convolution, and ONNX Runtime propagates it the same way (for uint8 with zero point 0 it also
-drops the now redundant ReLU), so Conv+ReLU+MaxPool run in int8 on both.
+Placement (one file for TensorRT and ONNX Runtime):
+
+- Q/DQ on the activation input of every weighted op (Conv, Gemm, MatMul); weights stored as int8
+  initializers behind a per-channel DequantizeLinear (symmetric, zero point 0, range
+  [-127, 127] or [-63, 63] with 7-bit weights, axis = output channels); biases stay fp32 (both
+  runtimes fold them into the int32 accumulator). TensorRT's "Q/DQ layer-placement
+  recommendations" (Explicit Quantization chapter): quantize all inputs of weighted operations,
+  and do not simulate BatchNorm/ReLU fusions (the exporter folds BN; ReLU stays in the graph).
+- A Q/DQ pair on each weighted op's output whose value reaches the next quantized op only through
+  order-preserving ops (Relu, MaxPool, Reshape/Flatten, a 1x1 pool ...), with that next op's
+  input scale and zero point. The last Gemm (the logits) and ops feeding a float op keep float
+  outputs. Why: ORT fuses DQ -> Conv -> Q into QLinearConv (and Gemm into QGemm) only when a Q
+  follows the op directly; without the pair, Conv -> Relu -> Q(int8, zero point 0) never forms
+  that pattern (ORT drops a Relu before Q only for zero point -128 int8 / 0 uint8), and ORT ran
+  13 float convolutions, dequantizing weights on every call.
+- Unfused, the pair changes nothing: DQ(Q(x)) lies on the grid of the same scale, and
+  Q(f(DQ(Q(x)))) == Q(f(x)) bit for bit for every order-preserving f with f(0) = 0 (clipping
+  and rounding commute with max, ReLU and reshapes). Tested on unoptimized ORT.
+- Still valid for TensorRT: it is the documented "quantized output" form of a weighted op
+  (TensorRT fuses Conv + trailing Q into a conv with INT8 output; the next DQ/ReLU/Q with equal
+  scales then runs in INT8, Q/DQ propagating over ReLU/MaxPool), every Q feeds only DQs with the
+  same scale (`verify_qdq`), activations stay per-tensor int8 with zero point 0, and weights
+  per-channel int8. Ops kept float (`keep_float`) read float inputs and float weights, so a
+  strongly typed build runs them in float (the ONNX types decide).
 
 Two targets:
 
 - `tensorrt` -> `model.int8.onnx` (artifact `onnx.int8`): int8 activations, symmetric, zero
   point 0, per-tensor; the only activation form TensorRT's explicit quantization accepts.
 - `onnxruntime` -> `model.int8-u8.onnx` (artifact `onnx.int8-u8`): uint8 activations with a
-  zero point (asymmetric where the data is), int8 symmetric weights (ORT's fast U8S8 kernels).
-
-Both files can live in one bundle.
+  zero point (asymmetric where the data is), int8 symmetric weights (ORT's U8S8 kernels).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +43,29 @@ import numpy as np
 
 from vggdeploy import precision as P
 from vggdeploy.calibration.calibrators import QUANTIZABLE_OPS, TensorRange
+from vggdeploy.calibration.placement import (
+    next_quantized_inputs,
+    node_id,
+    quantizable_nodes,
+    resolve_keep_float,
+)
 from vggdeploy.errors import InputError
 from vggdeploy.onnxutil import opset_of
 
+__all__ = [
+    "KEEP_FLOAT_METADATA",
+    "TARGETS",
+    "get_target",
+    "quantizable_nodes",
+    "quantize_model",
+    "resolve_keep_float",
+    "verify_qdq",
+]
+
 MIN_OPSET = 13  # per-channel (axis) Q/DQ
 WEIGHT_QMAX = 127  # TensorRT wants int8 weights in [-127, 127]
+WEIGHT_BITS = (8, 7)  # 7: "reduce range" weights in [-63, 63] for CPUs without VNNI
+KEEP_FLOAT_METADATA = "vggdeploy.keep_float"
 
 
 @dataclass(frozen=True)
@@ -87,16 +120,24 @@ def activation_qparams(rng: TensorRange, target: str) -> tuple[np.float32, int]:
     return np.float32(scale), zero_point
 
 
-def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel symmetric int8: (int8 values in [-127, 127], float32 scale per channel)."""
+def quantize_weight(weight: np.ndarray, axis: int, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel symmetric int8: (int8 values in [-qmax, qmax], float32 scale per channel),
+    qmax = 127 for 8-bit weights, 63 for 7-bit ("reduce range") weights."""
+    qmax = weight_qmax(bits)
     w = np.asarray(weight, dtype=np.float32)
     reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
     amax = np.max(np.abs(w), axis=reduce_axes) if reduce_axes else np.abs(w)
-    scale = np.where(amax > 0, amax / WEIGHT_QMAX, 1.0).astype(np.float32)
+    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
     shape = [1] * w.ndim
     shape[axis] = -1
-    q = np.clip(np.round(w / scale.reshape(shape)), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+    q = np.clip(np.round(w / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
     return q, scale
+
+
+def weight_qmax(bits: int) -> int:
+    if bits not in WEIGHT_BITS:
+        raise InputError(f"weight bits {bits!r}: use one of {', '.join(map(str, WEIGHT_BITS))}")
+    return (1 << (bits - 1)) - 1
 
 
 def weight_axis(node: Any, weight_rank: int) -> int:
@@ -125,12 +166,25 @@ def quantize_model(
     metadata: Mapping[str, str] | None = None,
     *,
     in_place: bool = False,
+    keep_float: Collection[str] = (),
+    weight_bits: int = 8,
+    output_qdq: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     """A Q/DQ copy of the fp32 `model`; returns it and a summary of what was quantized.
 
     Every Conv/Gemm/MatMul whose activation input has a range and whose weight is an
     initializer gets a Q/DQ pair on the activation and an int8 per-channel weight. With
     `in_place`, `model` itself is changed and returned.
+
+    `keep_float` names Conv/Gemm/MatMul nodes to leave in float (ONNX node names, or the
+    model's own layer names such as `features.10`, see `quantizable_nodes`): no Q/DQ on their
+    inputs and float weights, so a strongly typed TensorRT build runs them in float too. An
+    unknown name is an `InputError`. The summary lists them (node names) under `kept_float`.
+
+    `weight_bits=7` stores weights in [-63, 63] (the "reduce range" remedy for CPUs without
+    VNNI, see `calibration.cpu_kernels`). `output_qdq` adds, on each quantized op's output
+    that reaches the next quantized op through order-preserving ops only, a Q/DQ pair with
+    that op's input scale (the placement described in the module docstring).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -190,7 +244,7 @@ def quantize_model(
             return quantized_weights[name]
         weight = numpy_helper.to_array(inits[name])
         axis = weight_axis(node, weight.ndim)
-        q, scale = quantize_weight(weight, axis)
+        q, scale = quantize_weight(weight, axis, weight_bits)
         base = _safe(name)
         new_inits.append(numpy_helper.from_array(q, f"{base}_quantized"))
         new_inits.append(numpy_helper.from_array(scale, f"{base}_scale"))
@@ -210,17 +264,53 @@ def quantize_model(
         summary["weights"][name] = {"axis": axis, "channels": int(scale.size)}
         return quantized_weights[name]
 
-    for node in graph.node:
-        if (
-            node.op_type in QUANTIZABLE_OPS
+    float_nodes = resolve_keep_float(out, keep_float)
+    summary["kept_float"] = sorted(float_nodes)
+
+    def add_output_pair(node: Any, next_input: str) -> None:
+        # node -> Q -> DQ -> (the tensor's old name): consumers are untouched.
+        scale, zero_point = activation_qparams(ranges[next_input], target)
+        original = node.output[0]
+        base = _safe(original) + "_output"
+        node.output[0] = f"{base}_float"
+        new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), f"{base}_scale"))
+        new_inits.append(
+            numpy_helper.from_array(np.array(zero_point, act_np), f"{base}_zero_point")
+        )
+        params = [f"{base}_scale", f"{base}_zero_point"]
+        nodes.append(
+            helper.make_node(
+                "QuantizeLinear", [node.output[0], *params], [f"{base}_quantized"], f"{base}_Q"
+            )
+        )
+        nodes.append(
+            helper.make_node(
+                "DequantizeLinear", [f"{base}_quantized", *params], [original], f"{base}_DQ"
+            )
+        )
+        summary["outputs"][original] = {"scale": float(scale), "as": next_input}
+
+    def quantizable(index: int, node: Any) -> bool:
+        return (
+            node_id(node, index) not in float_nodes
+            and node.op_type in QUANTIZABLE_OPS
             and len(node.input) >= 2
             and node.input[0] in ranges
             and node.input[1] in inits
             and inits[node.input[1]].data_type == TensorProto.FLOAT
-        ):
+        )
+
+    summary["outputs"] = {}
+    # Positions, not id(): protobuf may hand out a new Python wrapper on each access.
+    chosen = {index for index, node in enumerate(graph.node) if quantizable(index, node)}
+    next_inputs = next_quantized_inputs(graph, chosen) if output_qdq else {}
+    for index, node in enumerate(graph.node):
+        if index in chosen:
             node.input[0] = add_activation(node.input[0])
             node.input[1] = add_weight(node.input[1], node)
         nodes.append(node)
+        if index in next_inputs:
+            add_output_pair(node, next_inputs[index])
 
     # Float weights that nothing reads any more are dropped (the int8 copies replace them).
     used = {name for node in nodes for name in node.input}
@@ -230,13 +320,17 @@ def quantize_model(
     del graph.initializer[:]
     graph.initializer.extend(kept + new_inits)
     del act_type
-    for key, value in (metadata or {}).items():
+    metadata = dict(metadata or {})
+    if float_nodes:
+        metadata[KEEP_FLOAT_METADATA] = ",".join(sorted(float_nodes))
+    for key, value in metadata.items():
         entry = next((p for p in out.metadata_props if p.key == key), None)
         if entry is None:
             out.metadata_props.add(key=key, value=value)
         else:
             entry.value = value
     summary["quantized_ops"] = len(summary["weights"])
+    summary["weight_bits"] = weight_bits
     return out, summary
 
 
@@ -247,7 +341,7 @@ def _safe(name: str) -> str:
 # -- checking ---------------------------------------------------------------------------------
 
 
-def verify_qdq(model: Any, target: str) -> list[str]:
+def verify_qdq(model: Any, target: str, *, keep_float: Collection[str] = ()) -> list[str]:
     """Every way `model` breaks `target`'s Q/DQ rules, as one readable line each (empty: OK).
 
     Both targets: opset >= 13; scales are constant, float32, finite and positive; zero points
@@ -255,7 +349,10 @@ def verify_qdq(model: Any, target: str) -> list[str]:
     DequantizeLinear on the output-channel axis with zero point 0; activations per-tensor;
     every Conv/Gemm/MatMul reads dequantized inputs. TensorRT additionally: activation zero
     points int8 and 0, every Q feeds only DQs with the same scale. ONNX Runtime target:
-    activation zero points uint8.
+    activation zero points uint8. Ops named in `keep_float` or in the model's
+    `vggdeploy.keep_float` metadata (ONNX node names) must be entirely float instead.
+    A Q/DQ pair on a weighted op's output (this writer's placement) is a Q feeding DQs with the
+    same scale, so the same rules cover it.
     """
     from onnx import TensorProto, numpy_helper
 
@@ -351,8 +448,21 @@ def verify_qdq(model: Any, target: str) -> list[str]:
                 f"({values.shape[axis % values.ndim]}), got shape {list(scale.shape)}"
             )
 
-    for node in graph.node:
+    float_nodes = set(keep_float) | _metadata_keep_float(model)
+    for position, node in enumerate(graph.node):
         if node.op_type not in QUANTIZABLE_OPS:
+            continue
+        if node_id(node, position) in float_nodes:
+            # Kept in float on purpose: float inputs and weights, so TensorRT's strongly
+            # typed build runs it in float too.
+            if any(
+                producers.get(name) is not None and producers[name].op_type == "DequantizeLinear"
+                for name in node.input[:2]
+            ):
+                problems.append(
+                    f"{node.op_type} {node.name!r} is listed as kept in float but reads "
+                    "dequantized inputs"
+                )
             continue
         for index, what in ((0, "activation"), (1, "weight")):
             source = producers.get(node.input[index]) if len(node.input) > index else None
@@ -361,6 +471,11 @@ def verify_qdq(model: Any, target: str) -> list[str]:
                     f"{node.op_type} {node.name!r}: {what} input is not dequantized (not quantized)"
                 )
     return problems
+
+
+def _metadata_keep_float(model: Any) -> set[str]:
+    entry = next((p for p in model.metadata_props if p.key == KEEP_FLOAT_METADATA), None)
+    return {n for n in entry.value.split(",") if n} if entry is not None else set()
 
 
 def _same_params(inits: Mapping[str, Any], q: Any, dq: Any) -> bool:

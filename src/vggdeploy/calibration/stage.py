@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from vggdeploy.bundle import Bundle, atomic_path
+from vggdeploy.calibration import cpu_kernels
 from vggdeploy.calibration.cache import DEFAULT_CACHE_NAME, cache_key, load_cache, save_cache
 from vggdeploy.calibration.calibrators import (
     METHODS,
@@ -32,6 +34,7 @@ from vggdeploy.calibration.calibrators import (
     compute_ranges,
     select_calibration_tensors,
 )
+from vggdeploy.calibration.cpu_kernels import parse_weight_bits
 from vggdeploy.calibration.data import (
     ImageBatchReader,
     ImageSplit,
@@ -40,10 +43,10 @@ from vggdeploy.calibration.data import (
 )
 from vggdeploy.calibration.qdq import get_target, quantize_model, verify_qdq
 from vggdeploy.errors import CheckFailedError, InputError
+from vggdeploy.host import cpu
 from vggdeploy.metrics import TOLERANCES, compare_outputs
 from vggdeploy.ortsession import cpu_session
 from vggdeploy.precision import onnx_key
-from vggdeploy.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,10 @@ class CalibrationOptions:
     batch_size: int = 16
     cache: str | Path | None = None
     holdout: int | None = None
+    #: ONNX Node names or layer names (`features.10`) to leave in float
+    keep_float: tuple[str, ...] = ()
+    #: "auto" (7-bit weights only where measured better on a CPU without VNNI), 8 or 7
+    weight_bits: int | str = "auto"
     #: called with each batch's image count during the data pass (None or False: no progress)
     progress: BatchProgress | None | bool = None
 
@@ -90,6 +97,7 @@ class CalibrationOptions:
             raise InputError(
                 f"--percentile {self.percentile} must be between 50 and 100 (e.g. 99.99)"
             )
+        parse_weight_bits(self.weight_bits)
         if self.holdout is not None and (not isinstance(self.holdout, int) or self.holdout < 0):
             raise InputError(f"--holdout {self.holdout!r} must be 0 or a positive integer")
 
@@ -179,36 +187,45 @@ def calibrate_bundle(
         "cache": _display_path(cache_path, bundle.root),
         "cache_reused": cached is not None,
     }
-    model = onnx.load(str(fp32_path))
-    qmodel, qsummary = quantize_model(
-        model,
-        ranges,
-        options.target,
-        metadata={
-            "vggdeploy.quantization": json.dumps(
-                {
-                    "target": target.name,
-                    "activations": target.activation_dtype,
-                    **calibration_record,
-                }
-            )
-        },
-        in_place=True,
-    )
-    del model
-    problems = verify_qdq(qmodel, options.target)
-    if problems:
-        raise CheckFailedError(
-            f"the written Q/DQ model breaks {target.name} rules: " + "; ".join(problems[:5])
+    metadata = {
+        "vggdeploy.quantization": json.dumps(
+            {"target": target.name, "activations": target.activation_dtype, **calibration_record}
         )
-    onnx.checker.check_model(qmodel)
-
+    }
+    host_cpu = cpu()
+    holdout_reader = (
+        ImageBatchReader(split.holdout, pre, bundle.input_name, options.batch_size)
+        if split.holdout
+        else None
+    )
+    widths = cpu_kernels.candidates(options.weight_bits, host_cpu, holdout_reader is not None)
     dest = bundle.root / target.filename
     warnings: list[str] = []
+    figures: dict[int, dict[str, Any]] = {}
     with atomic_path(dest) as tmp:
-        onnx.save(qmodel, str(tmp))
-        del qmodel
-        comparison = _compare_holdout(fp32_path, tmp, split, pre, bundle.input_name, options)
+        paths = {bits: tmp.with_name(f"{tmp.name}.w{bits}") for bits in widths[1:]}
+        paths[widths[0]] = tmp
+        try:
+            reference = None
+            for bits in widths:
+                qsummary = _write_qdq(
+                    fp32_path, ranges, options, metadata, bits, paths[bits], target.name
+                )
+                if holdout_reader is not None:
+                    if reference is None:
+                        reference = _logits(fp32_path, holdout_reader)
+                    figures[bits] = compare_on_images(reference, paths[bits], holdout_reader)
+            chosen = cpu_kernels.choose(figures) if figures else widths[0]
+            if chosen != widths[0]:
+                os.replace(paths[chosen], tmp)
+        finally:
+            for path in paths.values():
+                if path != tmp:
+                    path.unlink(missing_ok=True)
+    kernels = cpu_kernels.record(
+        host_cpu, options.weight_bits, chosen, figures, holdout_reader is not None
+    )
+    comparison = _judge_holdout(figures.get(chosen), split, options)
     if comparison.get("passed") is False:
         warnings.append(
             f"INT8 ACCURACY WARNING: on {comparison['images']} held-out images int8 vs fp32 "
@@ -231,8 +248,12 @@ def calibrate_bundle(
         precision="int8",
         target=target.name,
         activations=target.activation_dtype,
-        weights="int8 per-channel symmetric",
+        weights=f"int8 per-channel symmetric, {chosen}-bit range"
+        if chosen != 8
+        else "int8 per-channel symmetric",
         quantized_ops=qsummary["quantized_ops"],
+        kept_float=qsummary["kept_float"],
+        cpu_kernels=kernels,
         calibration=calibration_record,
         holdout=comparison,
     )
@@ -244,6 +265,9 @@ def calibrate_bundle(
         "samples": options.samples,
         "tensors": len(ranges),
         "quantized_ops": qsummary["quantized_ops"],
+        "kept_float": qsummary["kept_float"],
+        "weight_bits": chosen,
+        "cpu_kernels": kernels,
         "cache": str(cache_path),
         "cache_reused": cached is not None,
         "data_pass_seconds": round(collect_seconds, 2),
@@ -253,6 +277,39 @@ def calibrate_bundle(
         "sha256": record.sha256,
         "ranges": {name: r.to_dict() for name, r in ranges.items()},
     }
+
+
+def _write_qdq(
+    fp32_path: Path,
+    ranges: dict[str, Any],
+    options: CalibrationOptions,
+    metadata: dict[str, str],
+    bits: int,
+    dest: Path,
+    target: str,
+) -> dict[str, Any]:
+    """Quantize a fresh copy of the fp32 model, check it against `target`'s rules, save it."""
+    import onnx
+
+    model = onnx.load(str(fp32_path))
+    qmodel, qsummary = quantize_model(
+        model,
+        ranges,
+        target,
+        metadata=metadata,
+        in_place=True,
+        keep_float=options.keep_float,
+        weight_bits=bits,
+    )
+    del model
+    problems = verify_qdq(qmodel, target)
+    if problems:
+        raise CheckFailedError(
+            f"the written Q/DQ model breaks {target} rules: " + "; ".join(problems[:5])
+        )
+    onnx.checker.check_model(qmodel)
+    onnx.save(qmodel, str(dest))
+    return qsummary
 
 
 def _alternatives(method: str) -> str:
@@ -274,29 +331,36 @@ def _display_path(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _logits(
+    path: str | Path, reader: ImageBatchReader, output_name: str | None = None
+) -> np.ndarray:
+    """Logits of `path` on every batch of `reader` (ORT CPU, fused kernels), as (N, classes)."""
+    # One model in memory at a time; only the (small) logits are kept.
+    session = cpu_session(path, memory_arena=False)
+    name = output_name or session.get_outputs()[0].name
+    logits = [session.run([name], feed)[0] for feed in reader]
+    del session
+    return np.concatenate(logits).reshape(sum(len(x) for x in logits), -1)
+
+
 def compare_on_images(
-    reference: str | Path,
+    reference: str | Path | np.ndarray,
     candidate: str | Path,
     reader: ImageBatchReader,
     output_name: str | None = None,
 ) -> dict[str, Any]:
     """Run two ONNX models on the same batches (ORT CPU, one model loaded at a time).
 
-    Returns the cosine of the flattened logits (as `validate` computes it), the mean and worst
-    per-image cosine, top-1 agreement (fraction of images whose arg-max matches) and top-5
-    overlap (mean |top5 ref & top5 cand| / 5).
+    `reference` may also be its logits already computed on `reader` (`_logits`), so several
+    candidates are compared against one reference run. Returns the cosine of the flattened
+    logits (as `validate` computes it), the mean and worst per-image cosine, top-1 agreement
+    (fraction of images whose arg-max matches) and top-5 overlap (mean |top5 ref & top5 cand| / 5).
     """
-
-    def run_all(path: str | Path) -> np.ndarray:
-        # One model in memory at a time; only the (small) logits are kept.
-        session = cpu_session(path, memory_arena=False)
-        name = output_name or session.get_outputs()[0].name
-        logits = [session.run([name], feed)[0] for feed in reader]
-        del session
-        return np.concatenate(logits).reshape(sum(len(x) for x in logits), -1)
-
-    a = run_all(reference).astype(np.float64)
-    b = run_all(candidate).astype(np.float64)
+    if isinstance(reference, np.ndarray):
+        a = reference.astype(np.float64)
+    else:
+        a = _logits(reference, reader, output_name).astype(np.float64)
+    b = _logits(candidate, reader, output_name).astype(np.float64)
     figures = compare_outputs(a, b)  # the same metrics `validate` judges
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     per_image = np.divide((a * b).sum(axis=1), norms, out=np.ones(len(a)), where=norms > 0)
@@ -310,24 +374,17 @@ def compare_on_images(
     }
 
 
-def _compare_holdout(
-    fp32_path: Path,
-    int8_path: Path,
-    split: ImageSplit,
-    pre: Preprocessing,
-    input_name: str,
-    options: CalibrationOptions,
+def _judge_holdout(
+    figures: dict[str, Any] | None, split: ImageSplit, options: CalibrationOptions
 ) -> dict[str, Any]:
     tolerance = int8_tolerance(options.target)
-    if not split.holdout:
+    if figures is None:
         return {
             "images": 0,
             "skipped": f"no images left for a held-out check ({split.available} found, "
             f"{len(split.calibration)} used for calibration); add images or lower --samples",
             "tolerance": tolerance,
         }
-    reader = ImageBatchReader(split.holdout, pre, input_name, options.batch_size)
-    figures = compare_on_images(fp32_path, int8_path, reader)
     passed = figures["cosine"] >= tolerance.get("cosine", 0.0) and figures[
         "top1_agreement"
     ] >= tolerance.get("top1", 0.0)

@@ -1,0 +1,207 @@
+"""INT8 on ONNX Runtime CPU: every INT8 variant of a bundle next to fp32, in one interleaved run.
+
+Variants (all written from the bundle's fp32 `model.onnx` with the activation scales of its
+`model.int8.onnx`, so only the Q/DQ placement and weight range differ):
+
+  fp32            model.onnx
+  int8 old        Q/DQ on weighted-op inputs only (the form before issue 12)
+  int8 new        + a Q/DQ pair on each Conv/Gemm output (what `calibrate` writes now)
+  int8 new w7     the same with 7-bit weights in [-63, 63] (the no-VNNI remedy)
+  int8 new fcfp   new form, classifier Gemms kept float (keep_float): int8 vs float FCs
+  int8-u8         the bundle's model.int8-u8.onnx (ORT form), if it has one
+  ort s8          onnxruntime.quantization.quantize_static, QDQ, QInt8/QInt8, per channel,
+                  calibrated (MinMax) on the shipped photographs
+
+Each round runs every variant once at each batch size, in turn, so drift on a shared machine
+hits all alike; the table gives the median latency, speed-up vs fp32, the fused integer
+kernels in ORT's optimized graph, and agreement with fp32 on the shipped photographs (ORT
+CPU, fused kernels: mean/min per-image cosine, top-1 agreement).
+
+    .venv/bin/python bench/int8_bench.py                        # runs/vgg16/bundle
+    .venv/bin/python bench/int8_bench.py BUNDLE --rounds 15 --batch 1,8 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FUSED = ("QLinearConv", "QGemm", "ConvInteger", "MatMulInteger", "QLinearMatMul")
+FLOAT = ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul")
+
+
+def ranges_from_qdq(fp32: Any, qdq_model: Any) -> dict[str, Any]:
+    """Activation ranges recovered from an int8 (zero point 0) Q/DQ file's input scales."""
+    from onnx import numpy_helper
+
+    from vggdeploy.calibration.calibrators import TensorRange, select_calibration_tensors
+
+    wanted = set(select_calibration_tensors(fp32))
+    inits = {i.name: i for i in qdq_model.graph.initializer}
+    ranges = {}
+    for node in qdq_model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in wanted:
+            amax = float(numpy_helper.to_array(inits[node.input[1]])) * 127.0
+            ranges[node.input[0]] = TensorRange(-amax, amax, amax, True)
+    return ranges
+
+
+def ort_static_s8(fp32_path: Path, dest: Path, photos: list[np.ndarray], input_name: str) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{input_name: x[None]} for x in photos])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    quantize_static(
+        str(fp32_path),
+        str(dest),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+
+
+def fused_counts(path: Path, work: Path) -> dict[str, int]:
+    import onnx
+
+    from vggdeploy.ortsession import cpu_session
+
+    optimized = work / (path.stem + ".optimized.onnx")
+    cpu_session(path, optimized_model_path=optimized)
+    ops = Counter(n.op_type for n in onnx.load(str(optimized), load_external_data=False).graph.node)
+    optimized.unlink(missing_ok=True)
+    return {
+        "int": sum(ops[o] for o in FUSED),
+        "float": sum(ops[o] for o in FLOAT),
+        **{o: ops[o] for o in FUSED if ops[o]},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle", nargs="?", default="runs/vgg16/bundle")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--batch", default="1,8")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT's)")
+    parser.add_argument("--skip-ort-static", action="store_true")
+    parser.add_argument("--json", help="write the results as JSON to this file")
+    args = parser.parse_args(argv)
+
+    import onnx
+
+    from vggdeploy.bundle import Bundle
+    from vggdeploy.calibration.qdq import quantize_model
+    from vggdeploy.host import cpu
+    from vggdeploy.inputs import InputSet
+    from vggdeploy.ortsession import cpu_session
+
+    bundle = Bundle.load(args.bundle)
+    fp32_path = bundle.root / "model.onnx"
+    photos = np.concatenate(list(InputSet.photographs(bundle, batch=4).batches()))
+    batches = [int(b) for b in args.batch.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="int8_bench."))
+    print(f"cpu: {cpu().name} {cpu().features}; work dir {work}", file=sys.stderr)
+
+    fp32 = onnx.load(str(fp32_path))
+    ranges = ranges_from_qdq(fp32, onnx.load(str(bundle.root / "model.int8.onnx")))
+    classifier = [n for n in ("classifier.0", "classifier.3", "classifier.6")]
+    variants: dict[str, Path] = {"fp32": fp32_path}
+    for label, kwargs in (
+        ("int8 old", {"output_qdq": False}),
+        ("int8 new", {}),
+        ("int8 new w7", {"weight_bits": 7}),
+        ("int8 new fcfp", {"keep_float": classifier}),
+    ):
+        model, _ = quantize_model(fp32, ranges, "tensorrt", **kwargs)
+        variants[label] = work / (label.replace(" ", "_") + ".onnx")
+        onnx.save(model, str(variants[label]))
+        del model
+    del fp32
+    if (bundle.root / "model.int8-u8.onnx").exists():
+        variants["int8-u8"] = bundle.root / "model.int8-u8.onnx"
+    if not args.skip_ort_static:
+        variants["ort s8"] = work / "ort_s8.onnx"
+        ort_static_s8(fp32_path, variants["ort s8"], list(photos), bundle.input_name)
+
+    results: dict[str, dict[str, Any]] = {}
+    sessions = {}
+    for label, path in variants.items():
+        results[label] = {"kernels": fused_counts(path, work), "latency_ms": {}}
+        sessions[label] = cpu_session(path, threads=args.threads or None)
+
+    # Agreement with fp32 on the photographs, fused kernels (the sessions above).
+    logits = {
+        label: np.concatenate(
+            [
+                s.run(None, {bundle.input_name: photos[i : i + 4]})[0]
+                for i in range(0, len(photos), 4)
+            ]
+        ).astype(np.float64)
+        for label, s in sessions.items()
+    }
+    ref = logits["fp32"]
+    for label, out in logits.items():
+        cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
+        results[label]["cosine_mean"] = float(cos.mean())
+        results[label]["cosine_min"] = float(cos.min())
+        results[label]["top1"] = int((ref.argmax(1) == out.argmax(1)).sum())
+
+    # Interleaved timing: round r runs every variant at every batch size once.
+    feeds = {b: np.resize(photos, (b, *photos.shape[1:])).astype(np.float32) for b in batches}
+    times: dict[tuple[str, int], list[float]] = {(v, b): [] for v in variants for b in batches}
+    for s in sessions.values():  # warm-up
+        for b in batches:
+            s.run(None, {bundle.input_name: feeds[b]})
+    for _ in range(args.rounds):
+        for b in batches:
+            for label, s in sessions.items():
+                t0 = time.perf_counter()
+                s.run(None, {bundle.input_name: feeds[b]})
+                times[(label, b)].append(time.perf_counter() - t0)
+    for (label, b), values in times.items():
+        results[label]["latency_ms"][b] = 1000 * statistics.median(values)
+
+    head = f"{'variant':<14}" + "".join(f"{'b' + str(b) + ' ms':>10}{'x fp32':>8}" for b in batches)
+    print(
+        f"\nINT8 on ONNX Runtime CPU, {bundle.root}, {cpu().name} {cpu().features}, "
+        f"{args.rounds} interleaved rounds (median)"
+    )
+    print(head + f"{'int/float ops':>15}{'cos mean':>10}{'cos min':>9}{'top1':>7}")
+    for label, r in results.items():
+        row = f"{label:<14}"
+        for b in batches:
+            ms = r["latency_ms"][b]
+            row += f"{ms:>10.1f}{results['fp32']['latency_ms'][b] / ms:>8.2f}"
+        k = r["kernels"]
+        row += f"{str(k['int']) + '/' + str(k['float']):>15}"
+        row += f"{r['cosine_mean']:>10.4f}{r['cosine_min']:>9.4f}{r['top1']:>4}/{len(photos)}"
+        print(row)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"cpu": cpu().to_dict(), "results": results}, indent=1)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
