@@ -1,8 +1,11 @@
-"""What `vggdeploy calibrate` prints: the calibration summary as text."""
+"""What `vggdeploy calibrate` prints: the calibration summary, the per-layer sensitivity
+table and the accuracy-budget outcome, as text."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from vggdeploy.report.tables import text_table
 
 
 def render_calibration(summary: dict[str, Any]) -> str:
@@ -23,6 +26,57 @@ def render_calibration(summary: dict[str, Any]) -> str:
             f"(worst image {held['cosine_min']:.4f}), top-1 agreement "
             f"{held['top1_agreement']:.3f}, top-5 overlap {held['top5_overlap']:.3f} - "
             + ("within tolerance" if held["passed"] else "BELOW TOLERANCE")
+        )
+    if summary.get("sensitivity"):
+        lines += ["", render_sensitivity(summary)]
+    if summary.get("accuracy_budget") or summary.get("float_layers"):
+        lines += ["", render_budget(summary)]
+    return "\n".join(lines)
+
+
+def render_sensitivity(summary: dict[str, Any]) -> str:
+    """The per-layer table, most sensitive first, with the layers kept float marked."""
+    accuracy = summary.get("accuracy", {})
+    rows_in = summary["sensitivity"]
+    labelled = any("top1" in row for row in rows_in)
+    kept = {k["node"] for k in summary.get("float_layers", [])}
+    headers = ["#", "layer", "ONNX node", "op"]
+    headers += ["top-1 %", "change (points)"] if labelled else []
+    headers += ["top-1 agree", "cosine mean", "cosine min", "kept"]
+    rows = []
+    for row in rows_in:
+        cells: list[Any] = [row["rank"], row["layer"], row["node"], row["op"]]
+        if labelled:
+            cells += [f"{row['top1']:.2f}", f"{0.0 - row['top1_drop']:+.2f}"]
+        cells += [
+            f"{row['top1_agreement']:.3f}",
+            f"{row['cosine_mean']:.4f}",
+            f"{row['cosine_min']:.4f}",
+            "float" if row["node"] in kept else "int8",
+        ]
+        rows.append(cells)
+    where = f"{accuracy.get('images', '?')} {accuracy.get('source', '')} images"
+    fp32 = f", fp32 top-1 {accuracy['fp32_top1']:.2f}%" if "fp32_top1" in accuracy else ""
+    title = f"INT8 sensitivity, each layer quantized alone ({where}{fp32})"
+    align = "rlll" + ("rr" if labelled else "") + "rrrl"
+    return text_table(headers, rows, align=align, title=title)
+
+
+def render_budget(summary: dict[str, Any]) -> str:
+    """What the budget (or --keep-float) decided, with the before/after figures."""
+    kept = summary.get("float_layers", [])
+    names = ", ".join(f"{k['layer']} ({k['node']})" for k in kept) or "none"
+    layers = summary.get("layers", 0)
+    lines = [f"layers kept float: {names}; {summary.get('int8_layers', '?')} of {layers} int8"]
+    budget = summary.get("accuracy_budget")
+    if budget:
+        before, after = budget["before"], budget["after"]
+        lines.append(
+            f"accuracy budget --max-drop {budget['max_drop']:g}: fp32 top-1 "
+            f"{budget['fp32_top1']:.2f}%, plain int8 {before['top1']:.2f}% "
+            f"({-before['top1_drop']:+.2f} points), with {len(kept)} layer(s) float "
+            f"{after['top1']:.2f}% ({-after['top1_drop']:+.2f}) - "
+            + ("within budget" if budget["met"] else "NOT MET")
         )
     return "\n".join(lines)
 
