@@ -93,7 +93,16 @@ def engine_view(record: EngineRecord) -> dict[str, Any]:
         "hardware_compat": record.hardware_compat,
         "version_compatible": record.flags.version_compatible,
         "exclude_lean_runtime": record.flags.exclude_lean_runtime,
+        "dla": _dla_view(getattr(record, "dla", None)),
     }
+
+
+def _dla_view(dla: Any) -> dict[str, Any] | None:
+    """The DLA choice of a `build --dla-core` engine (None: GPU only)."""
+    if not isinstance(dla, dict):
+        return None
+    keys = ("core", "gpu_fallback", "layers_on_dla", "layers", "layers_on_gpu", "subgraphs")
+    return {k: dla.get(k) for k in keys}
 
 
 def inspect_bundle(root: str | os.PathLike[str]) -> dict[str, Any]:

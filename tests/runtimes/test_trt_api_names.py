@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from trt_double import build_module, fake_cuda
 
+import vggdeploy.exporter.dla as dla_module
 import vggdeploy.exporter.engine as engine_module
 import vggdeploy.runtimes._cuda as cuda_module
 import vggdeploy.runtimes._trt as trt_support_module
@@ -21,11 +22,11 @@ import vggdeploy.runtimes.trt as trt_module
 
 DATA = Path(__file__).parents[1] / "data" / "trt-api"
 LISTS = {"10.16": "tensorrt-10.16.1.11.names", "11.4": "tensorrt-11.4.0.106.names"}
-MODULES = [trt_module, trt_support_module, engine_module]
+MODULES = [trt_module, trt_support_module, engine_module, dla_module]
 # Local names (and `self.` attributes) that hold TensorRT objects in vggdeploy's code.
 TRT_OBJECTS = {
     "trt", "builder", "network", "config", "parser", "error", "profile", "runtime", "engine",
-    "context", "inspector", "creation", "severity",
+    "context", "inspector", "creation", "severity", "layer",
 }  # fmt: skip
 TRT_SELF_ATTRS = {"_trt", "_engine", "_context", "_runtime"}
 VERSION_GUARDS = ("major_version", "__version__", "hasattr", "version_tuple")

@@ -37,6 +37,11 @@ DEFAULT_GPU: dict[str, Any] = {
     "cuda_version": "12.8",
     "total_memory": 80 * 2**30,
     "jetson": False,
+    # DLA (Jetson Orin has 2 cores; other GPUs and Jetson Thor none), and ONNX ops this fake
+    # DLA refuses / accepts on top of fake_tensorrt.DLA_OPS (a test adds e.g. "Gemm").
+    "dla_cores": 0,
+    "dla_refuses": [],
+    "dla_accepts": [],
 }
 GPU: dict[str, Any] = dict(DEFAULT_GPU)
 MEMORY: dict[int, np.ndarray] = {}
@@ -101,7 +106,7 @@ def _capturing() -> Any:
 
 def reset() -> None:
     GPU.clear()
-    GPU.update(DEFAULT_GPU)
+    GPU.update({k: list(v) if isinstance(v, list) else v for k, v in DEFAULT_GPU.items()})
     MEMORY.clear()
     GRAPHS.clear()
     CURRENT["device"] = 0

@@ -29,6 +29,15 @@ rejects where vggdeploy relies on it:
   from the graph: convolutions fed by DequantizeLinear -> Int8, a float16 graph -> Half (weakly
   typed 10.x networks ignore graph types: Float unless BuilderFlag.FP16), else Float; with
   ProfilingVerbosity.DETAILED in the JSON shape of the real inspector, otherwise names only.
+- DLA (fake_cuda.GPU["dla_cores"], 0 by default: only Jetson Orin has DLA): `Builder.
+  num_DLA_cores`, `IBuilderConfig.default_device_type` / `DLA_core` / `can_run_on_DLA(layer)`
+  (False for ops outside DLA_OPS + GPU["dla_accepts"] or in GPU["dla_refuses"], and for a MaxPool between a
+  DequantizeLinear and a QuantizeLinear of different scales), `BuilderFlag.GPU_FALLBACK`. A DLA
+  build logs an error and returns None for a core the device lacks, a dynamic profile (min, opt,
+  max differ) or a layer DLA cannot run without GPU_FALLBACK; the inspector shows each DLA
+  subgraph as one opaque "{ForeignNode[first...last]}" layer. `Runtime.num_DLA_cores` and
+  `Runtime.DLA_core`: deserializing a DLA engine on a host without that core fails.
+  The network has one layer per ONNX node (`num_layers`, `get_layer(i)` with `name`, `type`).
 """
 
 from __future__ import annotations
@@ -65,6 +74,23 @@ SUPPORTED_OPS = {
 _ILLEGAL_ADDRESS = (
     "1: [runner.cpp::execute] Error Code 1: Cuda Runtime (an illegal memory access was encountered)"
 )
+#: ONNX ops whose layers the fake DLA can run (a rough model of "DLA Supported Layers").
+DLA_OPS = {
+    "Conv", "Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "MaxPool", "AveragePool",
+    "GlobalAveragePool", "Gemm", "MatMul", "Add", "Mul", "Sub", "Flatten", "Reshape",
+    "BatchNormalization", "LRN", "QuantizeLinear", "DequantizeLinear", "Constant", "Identity",
+    "Cast", "Concat", "Dropout",
+}  # fmt: skip
+_LAYER_TYPES = {
+    "Conv": "CONVOLUTION", "Relu": "ACTIVATION", "Sigmoid": "ACTIVATION", "Tanh": "ACTIVATION",
+    "Clip": "ACTIVATION", "LeakyRelu": "ACTIVATION", "MaxPool": "POOLING",
+    "AveragePool": "POOLING", "GlobalAveragePool": "POOLING", "Gemm": "MATRIX_MULTIPLY",
+    "MatMul": "MATRIX_MULTIPLY", "Add": "ELEMENTWISE", "Mul": "ELEMENTWISE", "Sub": "ELEMENTWISE",
+    "Div": "ELEMENTWISE", "Flatten": "SHUFFLE", "Reshape": "SHUFFLE", "Transpose": "SHUFFLE",
+    "BatchNormalization": "SCALE", "LRN": "LRN", "QuantizeLinear": "QUANTIZE",
+    "DequantizeLinear": "DEQUANTIZE", "Cast": "CAST", "Constant": "CONSTANT", "Softmax": "SOFTMAX",
+    "Identity": "IDENTITY", "Dropout": "IDENTITY", "Concat": "CONCATENATION", "Gather": "GATHER",
+}  # fmt: skip
 _NP_TO_DT = {"float32": "FLOAT", "float16": "HALF", "int8": "INT8", "int32": "INT32",
              "int64": "INT64", "bool": "BOOL", "uint8": "UINT8"}  # fmt: skip
 
@@ -103,12 +129,19 @@ def build_module(version: str) -> types.ModuleType:
         INPUT = 1
         OUTPUT = 2
 
+    class DeviceType(enum.IntEnum):
+        GPU = 0
+        DLA = 1
+
+    LayerType = enum.IntEnum("LayerType", sorted(set(_LAYER_TYPES.values())) + ["UNARY"])
+
     creation_members = {"STRONGLY_TYPED": 1} if major >= 11 else {"EXPLICIT_BATCH": 0}
     if major < 11:
         creation_members["STRONGLY_TYPED"] = 1
     NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", creation_members)
 
-    flag_members = {"TF32": 7, "VERSION_COMPATIBLE": 13, "EXCLUDE_LEAN_RUNTIME": 14}
+    flag_members = {"GPU_FALLBACK": 3, "TF32": 7, "VERSION_COMPATIBLE": 13}
+    flag_members["EXCLUDE_LEAN_RUNTIME"] = 14
     if major < 11:
         flag_members |= {"FP16": 0, "INT8": 1}
     BuilderFlag = enum.IntEnum("BuilderFlag", flag_members)
@@ -180,10 +213,17 @@ def build_module(version: str) -> types.ModuleType:
         def __init__(self, name: str, shape: tuple[int, ...], dtype: Any) -> None:
             self.name, self.shape, self.dtype = name, Dims(shape), dtype
 
+    class ILayer:
+        def __init__(self, name: str, op: str, dla: bool) -> None:
+            self.name = name
+            self.type = getattr(LayerType, _LAYER_TYPES.get(op, "UNARY"))
+            self._op, self._dla = op, dla
+
     class INetworkDefinition:
         def __init__(self, flags: int, logger: Any) -> None:
             self._flags, self._logger = flags, logger
             self._inputs: list[ITensor] = []
+            self._layers: list[ILayer] = []
             self._onnx: bytes | None = None
             if major >= 11:
                 self._strongly_typed = True
@@ -201,7 +241,10 @@ def build_module(version: str) -> types.ModuleType:
 
         @property
         def num_layers(self) -> int:
-            return 0 if self._onnx is None else len(_onnx_nodes(self._onnx))
+            return len(self._layers)
+
+        def get_layer(self, index: int) -> ILayer:
+            return self._layers[index]
 
     class ParserError:
         def __init__(self, code: Any, desc: str, node: int = -1, name: str = "", op: str = ""):
@@ -296,6 +339,10 @@ def build_module(version: str) -> types.ModuleType:
                 )
                 self._network._inputs.append(ITensor(value.name, shape, dtype))
             self._network._onnx = bytes(model)
+            self._network._layers = [
+                ILayer(node.name or f"node_{i}", node.op_type, ok)
+                for i, (node, ok) in enumerate(zip(proto.graph.node, _dla_runnable(proto.graph)))
+            ]
             return True
 
         def _fail(self, code: Any, desc: str) -> None:
@@ -353,6 +400,13 @@ def build_module(version: str) -> types.ModuleType:
             self._opt_level = 3
             self.hardware_compatibility_level = HardwareCompatibilityLevel.NONE
             self.profiling_verbosity = ProfilingVerbosity.LAYER_NAMES_ONLY
+            self.default_device_type = DeviceType.GPU
+            self.DLA_core = -1
+
+        def can_run_on_DLA(self, layer: ILayer) -> bool:
+            if layer._op in fake_cuda.GPU.get("dla_refuses", []):
+                return False
+            return layer._dla or layer._op in fake_cuda.GPU.get("dla_accepts", [])
 
         @property
         def builder_optimization_level(self) -> int:
@@ -443,6 +497,10 @@ def build_module(version: str) -> types.ModuleType:
         def __init__(self, logger: Any) -> None:
             self.logger = logger
 
+        @property
+        def num_DLA_cores(self) -> int:
+            return int(fake_cuda.GPU.get("dla_cores", 0))
+
         def create_network(self, flags: int = 0) -> INetworkDefinition:
             known = sum(1 << int(f) for f in NetworkDefinitionCreationFlag)
             if flags & ~known:
@@ -532,6 +590,23 @@ def build_module(version: str) -> types.ModuleType:
             return None
         weak_fp16 = major < 11 and BuilderFlag.FP16 in config._flags
         layers, outputs = _layers(network._onnx, network._strongly_typed, weak_fp16)
+        dla_core = None
+        if config.default_device_type == DeviceType.DLA:
+            if not 0 <= config.DLA_core < fake_cuda.GPU.get("dla_cores", 0):
+                logger.log(Severity.ERROR, f"DLA core {config.DLA_core} is not available.")
+                return None
+            if any(len({tuple(s) for s in shapes}) > 1 for e in profiles for shapes in e.values()):
+                logger.log(Severity.ERROR, "DLA does not support dynamic shapes: min != max.")
+                return None
+            on_dla = {layer.name for layer in network._layers if config.can_run_on_DLA(layer)}
+            refused = [layer.name for layer in network._layers if layer.name not in on_dla]
+            if refused and BuilderFlag.GPU_FALLBACK not in config._flags:
+                logger.log(
+                    Severity.ERROR,
+                    f"{refused[0]} cannot run on DLA and GPU fallback is not enabled.",
+                )
+                return None
+            layers, dla_core = _foreign_nodes(layers, on_dla), config.DLA_core
         if config._cache is not None:
             key_gpu = fake_cuda.GPU["name"]
             for layer in layers:
@@ -558,6 +633,7 @@ def build_module(version: str) -> types.ModuleType:
             "outputs": outputs,
             "profiles": profiles,
             "layers": layers,
+            "dla_core": dla_core,
         }
         body = json.dumps(header).encode()
         return IHostMemory(_MAGIC + struct.pack("<I", len(body)) + body + network._onnx)
@@ -567,6 +643,11 @@ def build_module(version: str) -> types.ModuleType:
         def __init__(self, logger: Any) -> None:
             self.logger = logger
             self.engine_host_code_allowed = False
+            self.DLA_core = -1
+
+        @property
+        def num_DLA_cores(self) -> int:
+            return int(fake_cuda.GPU.get("dla_cores", 0))
 
         def deserialize_cuda_engine(self, serialized_engine: Any) -> ICudaEngine | None:
             data = bytes(serialized_engine)
@@ -607,6 +688,14 @@ def build_module(version: str) -> types.ModuleType:
                     "1: [runtime.cpp::deserializeCudaEngine] Error Code 1: Serialization "
                     "(Cannot deserialize engine with lean runtime. engine_host_code_allowed must "
                     "be set to true.)",
+                )
+                return None
+            if header.get("dla_core") is not None and not (0 <= self.DLA_core < self.num_DLA_cores):
+                self.logger.log(
+                    Severity.ERROR,
+                    "1: [runtime.cpp::deserializeCudaEngine] Error Code 1: Internal Error (DLA "
+                    f"core {self.DLA_core} is not available: this device has "
+                    f"{self.num_DLA_cores} DLA cores; the engine uses DLA)",
                 )
                 return None
             gpu = fake_cuda.device_info(fake_cuda.CURRENT["device"])
@@ -849,6 +938,9 @@ def build_module(version: str) -> types.ModuleType:
         "IHostMemory": IHostMemory,
         "DataType": DataType,
         "TensorIOMode": TensorIOMode,
+        "DeviceType": DeviceType,
+        "LayerType": LayerType,
+        "ILayer": ILayer,
         "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag,
         "BuilderFlag": BuilderFlag,
         "MemoryPoolType": MemoryPoolType,
@@ -981,3 +1073,53 @@ def _layers(onnx_bytes: bytes, strongly_typed: bool, weak_fp16: bool) -> tuple[l
             }
         )
     return layers, outputs
+
+
+def _dla_runnable(graph: Any) -> list[bool]:
+    """Per node: can the fake DLA run its layer (op in DLA_OPS; a MaxPool between Q/DQ of
+    different scales cannot: DLA runs INT8 pooling with one scale on both sides)."""
+    from onnx import numpy_helper
+
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    result = []
+    for node in graph.node:
+        ok = node.op_type in DLA_OPS
+        if ok and node.op_type == "MaxPool":
+            src = producers.get(node.input[0])
+            before = (
+                values.get(src.input[1])
+                if src is not None and src.op_type == "DequantizeLinear"
+                else None
+            )
+            after = [
+                values.get(n.input[1])
+                for n in graph.node
+                if n.op_type == "QuantizeLinear" and n.input[0] == node.output[0]
+            ]
+            ok = before is None or all(a is None or np.array_equal(a, before) for a in after)
+        result.append(ok)
+    return result
+
+
+def _foreign_nodes(layers: list[dict[str, Any]], on_dla: set[str]) -> list[dict[str, Any]]:
+    """Inspector records of a DLA build: each run of DLA layers becomes one opaque layer."""
+    out: list[dict[str, Any]] = []
+    run: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if run:
+            name = f"{{ForeignNode[{run[0]['Name']}...{run[-1]['Name']}]}}"
+            out.append({**run[0], "Name": name, "LayerType": "DLA", "Outputs": run[-1]["Outputs"]})
+            out[-1].pop("ParameterType", None)
+            out[-1].pop("Weights", None)
+            run.clear()
+
+    for layer in layers:
+        if layer["Name"] in on_dla:
+            run.append(layer)
+        else:
+            flush()
+            out.append(layer)
+    flush()
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import click
@@ -36,8 +37,8 @@ def _parse_floats(value: str | None, name: str) -> tuple[float, float, float] | 
         parts = tuple(float(v) for v in value.split(","))
     except ValueError:
         raise InputError(f"{name} {value!r} must be three comma-separated numbers") from None
-    if len(parts) != 3:
-        raise InputError(f"{name} {value!r} must be three comma-separated numbers")
+    if len(parts) != 3 or not all(math.isfinite(v) for v in parts):
+        raise InputError(f"{name} {value!r} must be three comma-separated finite numbers")
     return parts  # type: ignore[return-value]
 
 
@@ -81,7 +82,12 @@ def _parse_floats(value: str | None, name: str) -> tuple[float, float, float] | 
 @click.option(
     "--channel-order", type=click.Choice(["RGB", "BGR"]), help="Preprocessing channel order."
 )
-@click.option("--force", is_flag=True, help="Replace the contents of a non-empty --out.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the bundle in --out, only once the new one is complete and passes parity "
+    "(a folder that is not a bundle is never replaced).",
+)
 def export(
     model: str,
     weights: str,
@@ -105,14 +111,22 @@ def export(
 
     The ONNX has a dynamic batch axis (and dynamic height/width with --dense), and is compared
     with PyTorch in ONNX Runtime at every exported size; a parity failure exits with code 2.
+    The bundle is built beside --out and moved into place at the end, so a failed or
+    interrupted run leaves --out as it was; with --force a failing bundle does not replace one.
     """
-    from vggdeploy.models import resolve_spec
+    from vggdeploy.models import MAX_IMAGE_SIZE, check_image_size, resolve_spec
     from vggdeploy.preprocess import Preprocessing
+    from vggdeploy.weights import check_seed
 
+    # Every number is checked before anything is allocated or written.
     spec = resolve_spec(model, num_classes=num_classes, width_divisor=width_divisor, hidden=hidden)
-    from vggdeploy.models import check_image_size
-
     check_image_size(image_size, dense=dense)
+    check_seed(seed, "--seed")
+    if resize is not None and not image_size <= resize <= 2 * MAX_IMAGE_SIZE:
+        raise InputError(
+            f"--resize {resize} must be between the crop (--image-size {image_size}) and "
+            f"{2 * MAX_IMAGE_SIZE}: images are resized to it, then cropped to the image size"
+        )
     pre = Preprocessing.for_size(
         image_size,
         mean=_parse_floats(mean, "--mean"),
@@ -194,6 +208,30 @@ def export(
     type=int,
     help="Held-out images for the int8 vs fp32 check (default: up to 64 not used to calibrate).",
 )
+@click.option(
+    "--sensitivity",
+    is_flag=True,
+    help="Measure each Conv/Gemm quantized alone (top-1 drop on --accuracy-images, else "
+    "agreement with fp32 on the held-out images) and record the table.",
+)
+@click.option(
+    "--accuracy-images",
+    type=click.Path(file_okay=False),
+    help="Labelled folder (one sub-folder per class) to measure top-1 on; implies --sensitivity.",
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    metavar="POINTS",
+    help="Accuracy budget: keep the most sensitive layers float until top-1 on "
+    "--accuracy-images is within POINTS of fp32 (exit 2 if that needs half the layers).",
+)
+@click.option(
+    "--keep-float",
+    multiple=True,
+    metavar="NAME,...",
+    help="Layers to keep float: ONNX node names or layer names (features.10, classifier.0).",
+)
 @json_option("the summary")
 def calibrate(
     bundle: str,
@@ -206,6 +244,10 @@ def calibrate(
     batch: int,
     cache: str | None,
     holdout: int | None,
+    sensitivity: bool,
+    accuracy_images: str | None,
+    max_drop: float | None,
+    keep_float: tuple[str, ...],
     json_path: str | None,
 ) -> None:
     """Calibrate BUNDLE on --images and write an INT8 Q/DQ ONNX (per-channel int8 weights).
@@ -214,12 +256,21 @@ def calibrate(
     --samples), kept in a calibration cache so a re-run with other --method/--target skips
     the data pass. The file is checked against its target's Q/DQ rules and compared with fp32
     on held-out images; agreement below the int8 tolerance prints a warning.
+
+    --sensitivity ranks the layers by the accuracy lost quantizing each alone; --max-drop keeps
+    the most sensitive ones float until top-1 is within budget; --keep-float does it by hand.
     """
     from vggdeploy.bundle import Bundle
-    from vggdeploy.calibration import CalibrationOptions, calibrate_bundle
+    from vggdeploy.calibration import CalibrationOptions
+    from vggdeploy.calibration.budget import AccuracyOptions, calibrate_with_accuracy, split_names
     from vggdeploy.report.calibrate import json_summary, render_calibration
     from vggdeploy.report.progress import progress_bar
 
+    accuracy = AccuracyOptions(
+        sensitivity=sensitivity,
+        accuracy_images=accuracy_images,
+        max_drop=max_drop,
+    )
     show = log.isEnabledFor(logging.INFO) and json_path != "-"
     with progress_bar("calibrating", samples, enabled=show) as bar:
         done = [0]
@@ -237,9 +288,12 @@ def calibrate(
             batch_size=batch,
             cache=cache,
             holdout=holdout,
+            keep_float=split_names(keep_float),
             progress=advance,
         )
-        summary = calibrate_bundle(Bundle.load(bundle), images, options)
+        summary = calibrate_with_accuracy(
+            Bundle.load(bundle), images, options, accuracy, progress=bar.update
+        )
     if json_path:
         emit_json(json_summary(summary), json_path)
     if json_path == "-":
@@ -379,6 +433,9 @@ def convert(
     is_flag=True,
     help="With --version-compatible: do not embed the lean runtime (smaller; the host supplies it).",
 )
+@click.option("--dla-core", type=int, help="Build for this DLA core (Jetson Orin; fp16/int8).")
+@click.option("--gpu-fallback", is_flag=True, help="With --dla-core: GPU runs what DLA cannot.")
+@click.option("--batch", "static_batch", type=click.IntRange(min=1), help="One static batch.")
 @click.option("--device", "device_id", default=0, show_default=True, help="CUDA device index.")
 @click.pass_context
 def build(
@@ -398,6 +455,9 @@ def build(
     hardware_compat: str,
     version_compatible: bool,
     exclude_lean_runtime: bool,
+    dla_core: int | None,
+    gpu_fallback: bool,
+    static_batch: int | None,
     device_id: int,
 ) -> None:
     """Build a TensorRT engine (model.<precision>.engine) for this GPU from a bundle.
@@ -405,7 +465,8 @@ def build(
     Run it on the machine that will serve the engine (a Jetson included): engines are not
     portable across GPU architectures or TensorRT versions. The network is strongly typed, so
     the precision is the ONNX's; afterwards the engine inspector confirms the convolutions
-    really run in that precision (exit 2 if not, and no engine is written).
+    really run in that precision (exit 2 if not, and no engine is written). --dla-core N
+    (Jetson Orin) reports which layers DLA runs; one it cannot is an error unless --gpu-fallback.
     """
     from vggdeploy.bundle import Bundle
     from vggdeploy.exporter.engine import BuildOptions, build_engine, build_profiles, parse_size
@@ -417,7 +478,10 @@ def build(
             profiles,
             batch=(min_batch, opt_batch, max_batch),
             size=(min_size, opt_size, max_size),
+            static_batch=static_batch,
         ),
+        dla_core=dla_core,
+        gpu_fallback=gpu_fallback,
         workspace=parse_size(workspace) if workspace is not None else None,
         opt_level=opt_level,
         timing_cache=Path(timing_cache) if timing_cache else None,

@@ -25,6 +25,7 @@ from typing import Any
 from vggdeploy import precision as P
 from vggdeploy.bundle import Bundle, atomic_path, atomic_write_bytes, sha256_file
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
+from vggdeploy.exporter import dla
 from vggdeploy.exporter.engine_checks import (
     MISSING_ONNX_HINT,
     ONNX_ARTIFACTS,
@@ -129,6 +130,7 @@ TENSORRT_API = (
     "get_engine_information",
     "LayerInformationFormat",
     "JSON",
+    "DLA_core",
 )
 
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
@@ -160,12 +162,15 @@ class BuildOptions:
     exclude_lean_runtime: bool = False
     device_id: int = 0
     verbosity: int = 0
+    dla_core: int | None = None  # build for this DLA core (Jetson Orin); see exporter/dla.py
+    gpu_fallback: bool = False  # with dla_core: let layers DLA cannot run go to the GPU
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise InputError(
                 f"precision {self.precision!r} is not supported: use {', '.join(PRECISIONS)}"
             )
+        dla.check_request(self.precision, self.dla_core, self.gpu_fallback)
         if self.workspace is not None and self.workspace <= 0:
             raise InputError(f"workspace {self.workspace} must be positive (e.g. 4GiB)")
         if self.opt_level is not None and self.opt_level not in OPT_LEVELS:
@@ -252,7 +257,13 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
     """
     precision = options.precision
     onnx_key, onnx_path = source_onnx(bundle, precision)
-    input_name, shapes = input_profiles(bundle, options.profiles)
+    core, profiles = options.dla_core, options.profiles
+    if core is not None:  # DLA: static shapes, one INT8 scale around each pool (before TensorRT)
+        batch = bundle.manifest.io.inputs[0].shape[0] if bundle.manifest.io.inputs else None
+        profiles = dla.static_profiles(profiles, batch if isinstance(batch, int) else None)
+        if precision == "int8":
+            dla.check_pool_scales(onnx_path)
+    input_name, shapes = input_profiles(bundle, profiles)
     trt = import_tensorrt()
     cuda = cuda_glue()
     device = cuda.device_info(options.device_id)
@@ -269,6 +280,8 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
     )
 
     builder = trt.Builder(logger)
+    if core is not None:
+        dla.check_host(trt, builder, core)
     creation_flags = network_creation_flags(trt)
     network = builder.create_network(creation_flags)
     parse_onnx(trt, network, logger, onnx_path)
@@ -289,6 +302,10 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
         if options.exclude_lean_runtime:
             config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
     _add_profiles(trt, builder, network, config, input_name, shapes, logger)
+    dla_report = None
+    if core is not None:
+        dla.configure(trt, config, core, options.gpu_fallback)
+        dla_report = dla.readiness(network, config, core, options.gpu_fallback)
     cache_record = _load_timing_cache(config, logger, options.timing_cache)
 
     started = time.perf_counter()
@@ -307,6 +324,8 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
 
     # Check what TensorRT really chose before anything is written.
     runtime = trt.Runtime(logger)
+    if core is not None:
+        runtime.DLA_core = core  # a DLA engine deserializes only with its core set
     if options.version_compatible and not options.exclude_lean_runtime:
         runtime.engine_host_code_allowed = True
     engine = runtime.deserialize_cuda_engine(plan)
@@ -316,7 +335,11 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
         )
     inspector = engine.create_engine_inspector()
     layer_json = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-    check = check_precision(layer_json, precision, onnx_conv_facts(onnx_path))
+    facts = onnx_conv_facts(onnx_path)
+    if dla_report is not None:
+        check = dla.precision_summary(layer_json, precision, facts, dla_report)
+    else:
+        check = check_precision(layer_json, precision, facts)
 
     if options.timing_cache is not None:
         cache_blob = bytes(memoryview(config.get_timing_cache().serialize()))
@@ -365,6 +388,7 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
         build_seconds=round(seconds, 2),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         host={"machine": platform.machine(), "python": platform.python_version()},
+        **({"dla": dla_report} if dla_report is not None else {}),
     )
     return record
 

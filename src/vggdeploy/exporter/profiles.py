@@ -111,12 +111,20 @@ def build_profiles(
     *,
     batch: tuple[int | None, int | None, int | None] = (None, None, None),
     size: tuple[str | None, str | None, str | None] = (None, None, None),
+    static_batch: int | None = None,
 ) -> list[ProfileSpec]:
-    """Profiles from `--profile` specs or from --min/--opt/--max-batch and -size (not both).
+    """Profiles from `--profile` specs or from --min/--opt/--max-batch and -size (not both);
+    `static_batch` (`--batch N`) is min = opt = max = N, instead of both.
 
     Unset batch values default to 1 / 8 / 32 kept in order around the ones given; unset sizes
     default to the smallest given size (224 if none).
     """
+    if static_batch is not None:
+        if profiles or any(v is not None for v in batch):
+            raise InputError(
+                "use either --batch N (one static batch) or --min/--opt/--max-batch or --profile"
+            )
+        batch = (static_batch,) * 3
     singles = any(v is not None for v in (*batch, *size))
     if profiles and singles:
         raise InputError(

@@ -67,6 +67,8 @@ def format_bundle(info: dict[str, Any]) -> str:
                 f"hardware compatibility {h['hardware_compat']}, version compatible "
                 f"{_yes(h['version_compatible'])}"
             )
+            if h.get("dla"):
+                lines.append(f"  {a['key']}: {_dla_text(h['dla'])}")
             if not h["runnable"]:
                 lines.append(f"  {a['key']} cannot run here:")
                 lines += [f"    - {r}" for r in h["reasons"]]
@@ -115,6 +117,8 @@ def format_engine(info: dict[str, Any]) -> str:
             f"{rec['compute_capability'] or '?'}, hardware compatibility {rec['hardware_compat']}, "
             f"version compatible {_yes(rec['version_compatible'])}"
         )
+        if rec.get("dla"):
+            lines.append(f"  {_dla_text(rec['dla'])}")
         check = info.get("host_check") or {}
         if check and not check["runnable"]:
             lines += [f"  cannot run here: {r}" for r in check["reasons"]]
@@ -137,3 +141,12 @@ def _host_cell(entry: dict[str, Any]) -> str:
     if not host:
         return "-"
     return "yes" if host["runnable"] else "no (see below)"
+
+
+def _dla_text(dla: dict[str, Any]) -> str:
+    gpu = [e["name"] for e in dla.get("layers_on_gpu") or []]
+    return (
+        f"DLA core {dla['core']}: {dla['layers_on_dla']} of {dla['layers']} layers on DLA in "
+        f"{dla['subgraphs']} subgraph(s), GPU fallback {_yes(dla['gpu_fallback'])}"
+        + (f" ({len(gpu)} on the GPU: {', '.join(gpu[:8])})" if gpu else "")
+    )

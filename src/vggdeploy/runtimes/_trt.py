@@ -37,6 +37,9 @@ TENSORRT_API = (
     "INT64",
     "BOOL",
     "UINT8",
+    "Runtime",
+    "num_DLA_cores",
+    "DLA_core",
 )
 
 INSTALL_HINT = (
@@ -204,3 +207,48 @@ def check_compatibility(
             device.name,
             device.compute_capability,
         )
+
+
+# -- DLA ------------------------------------------------------------------------------------------
+
+
+def dla_core_of(record: EngineRecord | None) -> int | None:
+    """The DLA core an engine was built for (its manifest's `dla` entry), or None (GPU only)."""
+    dla = getattr(record, "dla", None) if record is not None else None
+    core = dla.get("core") if isinstance(dla, dict) else None
+    return core if isinstance(core, int) else None
+
+
+def dla_unavailable(runtime: Any, record: EngineRecord | None) -> str | None:
+    """Why this host cannot run a DLA engine (`runtime` is a `trt.Runtime`), or None."""
+    core = dla_core_of(record)
+    if core is None:
+        return None
+    count = int(runtime.num_DLA_cores)
+    if core < count:
+        return None
+    have = "no DLA" if count == 0 else f"only {count} DLA core{'s' if count != 1 else ''}"
+    return (
+        f"{record.path} was built for DLA core {core} and this device has {have} (DLA exists "
+        "on Jetson AGX/NX Orin; Thor has none): run it on that Orin, or rebuild here without "
+        "--dla-core"
+    )
+
+
+def use_dla(runtime: Any, record: EngineRecord | None) -> None:
+    """Refuse a DLA engine this host cannot run; else set `runtime.DLA_core` to the engine's
+    core before deserializing, as TensorRT requires."""
+    why = dla_unavailable(runtime, record)
+    if why is not None:
+        raise RuntimeUnavailableError(why)
+    core = dla_core_of(record)
+    if core is not None:
+        runtime.DLA_core = core
+
+
+def dla_host_reason(record: EngineRecord | None) -> str | None:
+    """`dla_unavailable` with TensorRT imported here (for registry availability checks)."""
+    if dla_core_of(record) is None:
+        return None
+    trt = import_tensorrt()
+    return dla_unavailable(trt.Runtime(make_logger(trt)), record)

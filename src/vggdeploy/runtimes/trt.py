@@ -7,7 +7,7 @@ this runtime compares the engine's manifest entry with the host and, on a mismat
 differs and how to rebuild on this machine (`vggdeploy build BUNDLE --precision P`).
 
 Device memory, streams and copies go through `vggdeploy.runtimes._cuda` (PyTorch CUDA tensors),
-looked up at call time so the test double can stand in for it.
+looked up at call time so the test double can stand in for it. DLA engines: see `_trt.use_dla`.
 
 Besides `infer`, `TrtRuntime` implements the benchmark's `StagedRuntime` hooks (`stage_inputs`,
 `enqueue_h2d`, `enqueue_compute`, `enqueue_d2h`, `record_event`, `synchronize`, `event_ms`,
@@ -34,11 +34,13 @@ from vggdeploy.runtimes._trt import (
     INSTALL_HINT,
     check_compatibility,
     cuda_glue,
+    dla_host_reason,
     import_tensorrt,
     make_logger,
     numpy_dtype,
     rebuild_hint,
     summarize_errors,
+    use_dla,
 )
 from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec, format_shape
 from vggdeploy.runtimes.trt_staged import StagedHooks
@@ -48,19 +50,12 @@ log = logging.getLogger(__name__)
 PRECISIONS = P.ENGINE_NAMES
 
 __all__ = [
-    "INSTALL_HINT",
-    "PRECISIONS",
-    "STAGED_COPIES",
-    "TrtRuntime",
-    "check_compatibility",
-    "cuda_glue",
-    "import_tensorrt",
-    "make_logger",
-]
+    "INSTALL_HINT", "PRECISIONS", "STAGED_COPIES", "TrtRuntime", "check_compatibility",
+    "cuda_glue", "import_tensorrt", "make_logger",
+]  # fmt: skip
 
-#: Every `tensorrt` name this module touches (module attributes, enum members, methods and
-#: properties of TensorRT objects). tests/runtimes/test_trt_api_names.py checks each against the names in
-#: the TensorRT 10.16 and 11.4 Python bindings, and that the code uses nothing outside this list.
+#: Every `tensorrt` name this module touches (attributes, enum members, methods, properties);
+#: tests/runtimes/test_trt_api_names.py checks each against the TensorRT 10.16 and 11.4 names.
 TENSORRT_API = (
     "__version__",
     "Runtime",
@@ -151,7 +146,7 @@ class TrtRuntime(StagedHooks, Runtime):
         )
         if why:
             return f"{record.path} {why}: rebuild it here with `vggdeploy build BUNDLE --precision {spec.precision}`"
-        return None
+        return dla_host_reason(record)  # a DLA engine needs its DLA core here
 
     def __init__(
         self,
@@ -246,6 +241,7 @@ class TrtRuntime(StagedHooks, Runtime):
         cuda.use_device(self.device_id)
         logger = make_logger(trt, self.verbosity)
         runtime = trt.Runtime(logger)
+        use_dla(runtime, self.record)  # refuses a DLA engine without its core; sets DLA_core
         flags = self.record.flags if self.record is not None else None
         if flags is not None and flags.version_compatible and not flags.exclude_lean_runtime:
             # A version-compatible engine carries its own lean runtime, which is host code.
