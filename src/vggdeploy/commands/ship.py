@@ -229,8 +229,19 @@ def unpack(archive: str, output: str, force: bool) -> None:
 
 @click.command(context_settings=CONTEXT)
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["triton"]), default="triton", show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Model repository.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["triton", "deepstream"]),
+    default="triton",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model repository (triton) or package folder (deepstream).",
+)
 @click.option("--name", help="Base model name (default: the bundle's model, e.g. vgg16).")
 @click.option(
     "--max-batch",
@@ -258,7 +269,40 @@ def unpack(archive: str, output: str, force: bool) -> None:
     type=click.Path(exists=True, file_okay=False),
     help="Another copy of BUNDLE built on another GPU; its engines join (repeatable).",
 )
-@click.option("--force", is_flag=True, help="Replace models of the same name in --out.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace models of the same name in --out (deepstream: replace a non-empty --out, "
+    "once the new package is complete).",
+)
+@click.option("--batch", type=int, help="deepstream: batch-size (within the engine's profile).")
+@click.option(
+    "--bake-normalization",
+    is_flag=True,
+    help="deepstream: write an ONNX that normalizes raw 0..255 pixels exactly (per-channel "
+    "mean/std), with net-scale-factor=1 and offsets 0.",
+)
+@click.option(
+    "--color-format",
+    type=click.Choice(["rgb", "bgr"], case_sensitive=False),
+    help="deepstream: model-color-format (default: the bundle's channel order; another order "
+    "needs --bake-normalization).",
+)
+@click.option(
+    "--maintain-aspect-ratio",
+    "--keep-aspect-ratio",
+    is_flag=True,
+    help="deepstream: scale frames to fit and pad (symmetric) instead of stretching.",
+)
+@click.option("--secondary", is_flag=True, help="deepstream: process-mode=2 (classify objects).")
+@click.option(
+    "--classifier-threshold",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="deepstream: minimum top output value (a logit) for a label.",
+)
+@click.option("--gpu-id", type=int, default=0, show_default=True, help="deepstream: gpu-id.")
 def package(
     bundle: str,
     fmt: str,
@@ -274,8 +318,15 @@ def package(
     kind: str,
     engines_from: tuple[str, ...],
     force: bool,
+    batch: int | None,
+    bake_normalization: bool,
+    color_format: str | None,
+    maintain_aspect_ratio: bool,
+    secondary: bool,
+    classifier_threshold: float,
+    gpu_id: int,
 ) -> None:
-    """Write a Triton Inference Server model repository for BUNDLE.
+    """Write a Triton model repository, or a DeepStream nvinfer package, for BUNDLE.
 
     \b
     One model per artifact, named after its artifact key: <name>_onnx_<precision> (platform
@@ -285,7 +336,27 @@ def package(
       docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 \\
         -v $PWD/REPO:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
         tritonserver --model-repository=/models
+    --format deepstream writes OUT/config_infer_primary.txt (a Gst-nvinfer classifier config),
+    labels.txt and the ONNX of --precision (one; default fp32), plus its engine when the
+    bundle has one. nvinfer has one scale for all channels: by default the closest single
+    scale is used (a warning says how far off); --bake-normalization makes it exact.
     """
+    if fmt == "deepstream":
+        _package_deepstream(
+            bundle, out, precisions, force, batch, bake_normalization, color_format,
+            maintain_aspect_ratio, secondary, classifier_threshold, gpu_id,
+        )  # fmt: skip
+        return
+    ds_only = {
+        "--batch": batch is not None,
+        "--bake-normalization": bake_normalization,
+        "--color-format": color_format is not None,
+        "--maintain-aspect-ratio": maintain_aspect_ratio,
+        "--secondary": secondary,
+    }
+    given = [flag for flag, used in ds_only.items() if used]
+    if given:
+        raise InputError(f"{', '.join(given)}: only for --format deepstream")
     from vggdeploy.cli_options import comma_list
     from vggdeploy.packaging import TritonOptions, package_triton
     from vggdeploy.report.packaging import format_triton
@@ -304,3 +375,36 @@ def package(
     )
     result = package_triton(bundle, out, options, engines_from=engines_from)
     click.echo(format_triton(result))
+
+
+def _package_deepstream(
+    bundle: str,
+    out: str,
+    precisions: tuple[str, ...],
+    force: bool,
+    batch: int | None,
+    bake_normalization: bool,
+    color_format: str | None,
+    maintain_aspect_ratio: bool,
+    secondary: bool,
+    classifier_threshold: float,
+    gpu_id: int,
+) -> None:
+    from vggdeploy.packaging import DeepStreamOptions, package_deepstream
+    from vggdeploy.report.packaging import format_deepstream
+
+    chosen = parse_precisions(precisions)
+    if len(chosen) > 1:
+        raise InputError(f"--precision {','.join(chosen)}: --format deepstream takes one")
+    options = DeepStreamOptions(
+        precision=chosen[0] if chosen else "fp32",
+        batch=batch,
+        bake_normalization=bake_normalization,
+        color_format=color_format,
+        maintain_aspect_ratio=maintain_aspect_ratio,
+        secondary=secondary,
+        classifier_threshold=classifier_threshold,
+        gpu_id=gpu_id,
+        force=force,
+    )
+    click.echo(format_deepstream(package_deepstream(bundle, out, options)))

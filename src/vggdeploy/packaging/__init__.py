@@ -1,5 +1,5 @@
 """Ship a bundle: one checksummed archive for an edge device (`archive`), or a Triton
-Inference Server model repository (`triton`)."""
+Inference Server model repository (`triton`), or a DeepStream nvinfer package (`deepstream`)."""
 
 from vggdeploy.packaging.archive import (
     SUMS_NAME,
@@ -10,6 +10,13 @@ from vggdeploy.packaging.archive import (
     portable_manifest,
     unpack_bundle,
     verify_unpacked,
+)
+from vggdeploy.packaging.bake import BakedNormalization, bake_normalization, check_baked_parity
+from vggdeploy.packaging.deepstream import (
+    DeepStreamOptions,
+    DeepStreamResult,
+    closest_scale,
+    package_deepstream,
 )
 from vggdeploy.packaging.triton import (
     TritonModel,
@@ -27,6 +34,9 @@ from vggdeploy.packaging.triton import (
 
 __all__ = [
     "SUMS_NAME",
+    "BakedNormalization",
+    "DeepStreamOptions",
+    "DeepStreamResult",
     "PackResult",
     "ProgressFn",
     "TritonModel",
@@ -34,10 +44,14 @@ __all__ = [
     "TritonResult",
     "TritonSource",
     "WrittenModel",
+    "bake_normalization",
+    "check_baked_parity",
     "check_members",
+    "closest_scale",
     "config_pbtxt",
     "model_name",
     "pack_bundle",
+    "package_deepstream",
     "package_triton",
     "parse_config_pbtxt",
     "plan_triton",

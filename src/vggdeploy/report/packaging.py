@@ -9,7 +9,7 @@ from vggdeploy.report.tables import mib, text_table
 
 if TYPE_CHECKING:
     from vggdeploy.bundle import Bundle
-    from vggdeploy.packaging import PackResult, TritonResult
+    from vggdeploy.packaging import DeepStreamResult, PackResult, TritonResult
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:<yy.mm>-py3"
 
@@ -64,5 +64,29 @@ def format_triton(result: TritonResult) -> str:
         f"serve: docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 "
         f"-v {Path(result.repository).resolve()}:/models {TRITON_IMAGE} "
         "tritonserver --model-repository=/models"
+    )
+    return "\n".join(lines)
+
+
+def format_deepstream(result: DeepStreamResult) -> str:
+    """The package's files, the config's properties, warnings, notes and the parity check."""
+    lines = [f"warning: {w}" for w in result.warnings]
+    rows = [[key, value] for key, value in result.properties.items()]
+    lines.append(text_table(["[property]", "value"], rows, "ll"))
+    sources = result.onnx_source + (f", {result.engine_source}" if result.engine_source else "")
+    lines.append(
+        f"wrote {Path(result.out) / result.config} with {', '.join(result.files[1:])} "
+        f"(from {sources})"
+    )
+    if result.parity is not None:
+        p = result.parity
+        lines.append(
+            "baked normalization checked against the bundle's model on the shipped photographs: "
+            f"max_rel {p['max_rel']:.2g}, cosine {p['cosine']:.6f}, top-1 agreement {p['top1']:.0%}"
+        )
+    lines += [f"note: {n}" for n in result.notes]
+    lines.append(
+        f"use: nvinfer config-file-path={Path(result.out).resolve() / result.config} "
+        "(e.g. [primary-gie] config-file= in a deepstream-app config)"
     )
     return "\n".join(lines)
