@@ -10,6 +10,9 @@ batch size. The stage is split by responsibility:
 - `timing`: the timed loop (`time_calls`), trtexec's staged GPU split (`time_staged`,
   `StagedRuntime`), statistics (`summarize`) and peak memory (`PeakRss`);
 - `run`: `run_benchmark` runs the plans and returns the result document;
+- `endtoend`: `--end-to-end DIR`, image files to top-k, timed per stage (`time_stages`);
+- `streams`: `--streams N`, concurrent request streams over one loaded model;
+- `reference`: the bare ONNX Runtime loop of `--reference-bare-ort`;
 - `results`: the document's schema, JSON/CSV files, noise warnings and `compare_results`.
 
 Nothing here prints; `vggdeploy.report.bench` draws results.
@@ -23,6 +26,7 @@ from vggdeploy.bench.options import (
     BenchOptions,
     parse_amount,
     parse_batches,
+    parse_streams,
     parse_threshold,
 )
 from vggdeploy.bench.plan import Plan, Skipped, plan_cases
@@ -79,6 +83,7 @@ __all__ = [
     "noisy_warnings",
     "parse_amount",
     "parse_batches",
+    "parse_streams",
     "parse_threshold",
     "plan_cases",
     "run_benchmark",

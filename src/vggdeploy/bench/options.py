@@ -17,6 +17,8 @@ MAX_BATCH = 4096
 MAX_ITERATIONS = 10_000_000
 MAX_SECONDS = 24 * 3600.0
 MAX_SEED = 2**32 - 1
+#: Concurrent request streams of `--streams`: beyond this a run is a typo.
+MAX_STREAMS = 256
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -32,6 +34,22 @@ def parse_batches(text: str) -> tuple[int, ...]:
         raise InputError(f"--batch {max(values)} is too large: at most {MAX_BATCH} per case")
     if len(set(values)) != len(values):
         raise InputError(f"--batch {text!r} lists a batch size twice")
+    return values
+
+
+def parse_streams(text: str) -> tuple[int, ...]:
+    """`"1,2,4"` -> (1, 2, 4): concurrent request streams, each a positive integer, no repeats."""
+    message = f"--streams {text!r} must be comma-separated positive integers, e.g. 1,2,4"
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(message) from None
+    if not values or any(v < 1 for v in values):
+        raise InputError(message)
+    if max(values) > MAX_STREAMS:
+        raise InputError(f"--streams {max(values)} is too many: at most {MAX_STREAMS}")
+    if len(set(values)) != len(values):
+        raise InputError(f"--streams {text!r} lists a stream count twice")
     return values
 
 
@@ -83,6 +101,13 @@ class BenchOptions:
     reference_bare_ort: bool = False
     reference_rounds: int = 4
     keep_samples: bool = False
+    #: `--end-to-end DIR`: also time decode, preprocess, copy, infer and top-k per case
+    end_to_end: str | None = None
+    #: `--streams N,...`: concurrent request streams over one loaded model, per case
+    streams: tuple[int, ...] = ()
+    #: intra-op threads per stream count: None = usable cores // N (`--stream-threads auto`)
+    stream_threads: int | None = None
+    top_k: int = 5
 
     def __post_init__(self) -> None:
         if self.iterations is None and self.seconds is None:
@@ -108,6 +133,10 @@ class BenchOptions:
             raise InputError(f"--cv-threshold {self.cv_threshold} is out of range")
         if not 0 <= self.seed <= MAX_SEED:
             raise InputError(f"--seed {self.seed} must be between 0 and {MAX_SEED}")
+        if any(not 1 <= n <= MAX_STREAMS for n in self.streams):
+            raise InputError(f"--streams must be 1 to {MAX_STREAMS} concurrent streams")
+        if self.top_k < 1:
+            raise InputError(f"--top {self.top_k} must be at least 1")
         if self.image_size is not None:
             from vggdeploy.models import check_image_size
 
@@ -150,4 +179,8 @@ class BenchOptions:
             "threads": self.threads,
             "cuda_graphs": self.cuda_graphs,
             "reference_bare_ort": self.reference_bare_ort,
+            "end_to_end": self.end_to_end,
+            "streams": list(self.streams),
+            "stream_threads": (self.stream_threads or "auto") if self.streams else None,
+            "top_k": self.top_k if self.end_to_end else None,
         }

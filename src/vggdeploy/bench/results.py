@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from vggdeploy.bench.endtoend import STAGES as E2E_STAGES
 from vggdeploy.bench.plan import Skipped
 from vggdeploy.bench.timing import STAGED_SPLIT, STAT_KEYS
 from vggdeploy.bundle import atomic_write_json, atomic_write_text
@@ -93,6 +94,9 @@ CSV_COLUMNS = (
         for k in ("mean", "median", "p99")
     ]
     + ["ref_median_ms", "ref_mean_ms", "ref_p99_ms", "ref_median_ratio", "ref_agrees", "timing"]
+    # --end-to-end (empty without it); --streams sweeps are nested: in --json and the tables only
+    + [f"e2e_{s}_median_ms" for s in (*E2E_STAGES, "total")]
+    + ["e2e_total_p99_ms", "e2e_throughput_ips"]
 )
 
 
@@ -111,6 +115,12 @@ def case_row(case: dict[str, Any]) -> dict[str, Any]:
     row["ref_p99_ms"] = ref["latency_ms"]["p99"] if ref else None
     row["ref_median_ratio"] = ref["median_ratio"] if ref else None
     row["ref_agrees"] = ref["agrees"] if ref else None
+    stages = case.get("stages") or {}
+    for stage in (*E2E_STAGES, "total"):
+        row[f"e2e_{stage}_median_ms"] = stages[stage]["median"] if stage in stages else None
+    row["e2e_total_p99_ms"] = stages["total"]["p99"] if stages else None
+    e2e = case.get("end_to_end")
+    row["e2e_throughput_ips"] = e2e["throughput_ips"] if e2e else None
     return row
 
 

@@ -13,14 +13,16 @@ that do not (ONNX Runtime, PyTorch, every CPU runtime) report end-to-end time on
 result says so.
 
 With `reference_bare_ort`, every ONNX Runtime case is also timed as a bare
-`InferenceSession.run` loop, alternating with the harness, so a result shows what the harness
-costs. Nothing here prints: progress goes through a `Reporter`.
+`InferenceSession.run` loop, alternating with the harness (`bench.reference`). With
+`end_to_end`, each case is also timed from image files to top-k (`bench.endtoend`); with
+`streams`, as N concurrent request streams over one loaded model (`bench.streams`). Nothing
+here prints: progress goes through a `Reporter`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -29,9 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vggdeploy.bench import endtoend, streams
 from vggdeploy.bench.environment import host_info, torch_threads, versions
 from vggdeploy.bench.options import BenchOptions
 from vggdeploy.bench.plan import Plan, Skipped
+from vggdeploy.bench.reference import bare_ort_session, ort_model_path, with_bare_reference
 from vggdeploy.bench.results import make_result
 from vggdeploy.bench.timing import (
     Clock,
@@ -41,6 +45,7 @@ from vggdeploy.bench.timing import (
     summarize,
     time_calls,
     time_staged,
+    warm_up,
 )
 from vggdeploy.errors import InputError, VggDeployError
 from vggdeploy.runtimes.registry import RuntimeSpec, open_runtime
@@ -49,10 +54,6 @@ if TYPE_CHECKING:
     from vggdeploy.bundle import Bundle
     from vggdeploy.records import ModelRecord
     from vggdeploy.runtimes.base import Runtime, TensorSpec
-
-# The harness agrees with a bare loop when their medians differ by less than this, or by less
-# than twice the round-to-round spread of the ratio when that is larger.
-REFERENCE_MIN_TOLERANCE = 0.05
 
 
 class Reporter:
@@ -165,38 +166,6 @@ def _describe(runtime: Runtime) -> dict[str, Any]:
         return {"runtime": runtime.name, "describe_error": str(exc)}
 
 
-def _ort_model_path(bundle: Bundle, described: dict[str, Any], precision: str) -> Path:
-    """The ONNX file the runtime loaded (its description's `artifact`), else the bundle's."""
-    value = described.get("artifact")
-    if isinstance(value, str) and Path(value).is_file():
-        return Path(value)
-    from vggdeploy import precision as P
-
-    return bundle.artifact_path(P.onnx_key(precision))
-
-
-def bare_ort_session(path: Path, device: str, threads: int | None) -> Any:
-    """A plain ONNX Runtime session with default options on the harness's provider: the
-    reference loop.
-
-    On the CPU this is `ortsession.cpu_session`, the toolchain's one CPU constructor. For the
-    CUDA and TensorRT providers it is built here: `cpu_session` is CPU-only by design, and a
-    reference for a GPU case must run on the same provider as the case to mean anything.
-    """
-    from vggdeploy.ortsession import cpu_session, import_ort
-
-    if device in (None, "cpu"):
-        return cpu_session(path, threads=threads)
-    from vggdeploy.runtimes.onnxrt import PROVIDERS
-
-    ort = import_ort()
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads is not None:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), so, providers=list(PROVIDERS[device]))
-
-
 # -- running ------------------------------------------------------------------------------------
 
 
@@ -223,6 +192,7 @@ def run_benchmark(
     model = bundle.manifest.model
     image_size = resolve_image_size(model, options.image_size)
     flops = flops_per_image(model, image_size)
+    paths = _end_to_end_images(bundle, options, image_size)
     started = datetime.now(timezone.utc)
     reporter.start(sum(len(p.batches) for p in plans))
     try:
@@ -255,6 +225,20 @@ def run_benchmark(
                             bundle, plan, runtime, described, batch, image_size, flops,
                             options, rss, clock,
                         )  # fmt: skip
+                        if paths:
+                            case.update(
+                                endtoend.run_end_to_end(
+                                    bundle, runtime, described, batch, paths, options, clock,
+                                    case["latency_ms"]["median"],
+                                )
+                            )  # fmt: skip
+                        if options.streams:
+                            case["streams"], refused = _stream_sweep(
+                                bundle, plan, runtime, batch, image_size, options, clock
+                            )
+                            skipped += [
+                                Skipped(plan.runtime, plan.precision, r, batch) for r in refused
+                            ]
                     except VggDeployError as exc:
                         skipped.append(Skipped(plan.runtime, plan.precision, str(exc), batch))
                         reporter.advance()
@@ -287,11 +271,52 @@ def run_benchmark(
             "options": options.to_dict(),
             "argv": list(argv) if argv is not None else None,
             "peak_rss": rss.description,
+            **({"end_to_end_stages": dict(endtoend.STAGE_NOTES)} if paths else {}),
+            **({"streams": STREAMS_NOTE} if options.streams else {}),
         },
         cases=cases,
         skipped=[s.to_dict() for s in skipped],
         loads=loads,
     )
+
+
+STREAMS_NOTE = (
+    "N threads, each with its own seeded input, call one loaded model back to back after a "
+    "shared warm-up and barrier; latency per call, images/s = all images / (first start to last "
+    "end); intra-op threads per N recorded with their rule"
+)
+
+
+def _end_to_end_images(bundle: Bundle, options: BenchOptions, image_size: int) -> list[Path]:
+    """DIR's images for `--end-to-end` (each decoded once here), or [] without it."""
+    if not options.end_to_end:
+        return []
+    crop = bundle.preprocessing.crop
+    if image_size != crop:
+        raise InputError(
+            f"--end-to-end runs the bundle's preprocessing, which crops {crop}x{crop}: drop "
+            f"--image-size {image_size}"
+        )
+    return endtoend.image_set(options.end_to_end, bundle.preprocessing.resize)
+
+
+def _stream_sweep(
+    bundle: Bundle,
+    plan: Plan,
+    runtime: Runtime,
+    batch: int,
+    image_size: int,
+    options: BenchOptions,
+    clock: Clock,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    def reopen(threads: int | None) -> Runtime:
+        again = _new_runtime(bundle, plan, dataclasses.replace(options, threads=threads))
+        return again.load()
+
+    def feed(rt: Runtime, k: int) -> dict[str, np.ndarray]:
+        return make_feed(rt.inputs, batch, image_size, (options.seed + k) % (2**32))
+
+    return streams.run_sweep(runtime, reopen, batch, feed, options, options.stream_threads, clock)
 
 
 def _timed(step: Callable[[Any], Any], feed: Any, options: BenchOptions, clock: Clock) -> list[int]:
@@ -306,11 +331,10 @@ def _timed(step: Callable[[Any], Any], feed: Any, options: BenchOptions, clock: 
 
 
 def _warm_up(step: Callable[[Any], Any], feed: Any, options: BenchOptions, clock: Clock) -> int:
-    if options.warmup_iterations is not None:
-        done = time_calls(step, feed, iterations=options.warmup_iterations, clock=clock)
-    else:
-        done = time_calls(step, feed, seconds=options.warmup_seconds or 0.0, clock=clock)
-    return len(done)
+    return warm_up(
+        step, feed, iterations=options.warmup_iterations, seconds=options.warmup_seconds,
+        clock=clock,
+    )  # fmt: skip
 
 
 def _run_case(
@@ -343,7 +367,7 @@ def _run_case(
 
     use_reference = options.reference_bare_ort and plan.spec.name == "onnxruntime"
     if use_reference:  # created before the memory window opens
-        ref_path = _ort_model_path(bundle, described, plan.precision)
+        ref_path = ort_model_path(bundle, described, plan.precision)
         ref_session = bare_ort_session(ref_path, plan.spec.device or "cpu", options.threads)
     rss.start()
     warmup_done = _warm_up(step, feed, options, clock)
@@ -357,7 +381,7 @@ def _run_case(
             clock=clock,
         )
     elif use_reference:
-        host_ns, reference = _with_bare_reference(
+        host_ns, reference = with_bare_reference(
             ref_session, ref_path, runtime, feed, options, clock
         )
     else:
@@ -402,66 +426,3 @@ def _run_case(
     if options.keep_samples:
         case["samples_ms"] = [round(x, 6) for x in latencies]
     return case
-
-
-def _with_bare_reference(
-    session: Any,
-    path: Path,
-    runtime: Runtime,
-    feed: dict[str, np.ndarray],
-    options: BenchOptions,
-    clock: Clock,
-) -> tuple[list[int], dict[str, Any]]:
-    """Time the harness loop and a bare `session.run` loop in alternating rounds (drift cancels)."""
-    run = session.run
-
-    def bare(f: dict[str, np.ndarray]) -> Any:
-        return run(None, f)
-
-    _warm_up(bare, feed, options, clock)
-    rounds = max(1, options.reference_rounds)
-    per_round: list[int] = []
-    if options.iterations is not None:
-        rounds = min(rounds, options.iterations)
-        # exactly `iterations` calls each, spread over the rounds (10 in 4: 3, 3, 2, 2)
-        base, extra = divmod(options.iterations, rounds)
-        per_round = [base + (r < extra) for r in range(rounds)]
-    per_s = None if options.seconds is None else options.seconds / rounds
-    per_min = max(1, math.ceil(options.min_iterations / rounds))
-    harness_ns: list[int] = []
-    bare_ns: list[int] = []
-    round_ratios: list[float] = []
-    for r in range(rounds):
-        h_start, b_start = len(harness_ns), len(bare_ns)
-        order = ((runtime.infer_unchecked, harness_ns), (bare, bare_ns))
-        for fn, into in order if r % 2 == 0 else order[::-1]:
-            into += time_calls(
-                fn,
-                feed,
-                iterations=per_round[r] if per_round else None,
-                seconds=per_s,
-                min_iterations=per_min if per_s is not None else 1,
-                clock=clock,
-            )
-        round_ratios.append(
-            float(np.median(harness_ns[h_start:])) / float(np.median(bare_ns[b_start:]))
-        )
-    ref_stats = summarize([t / 1e6 for t in bare_ns])
-    h_stats = summarize([t / 1e6 for t in harness_ns])
-    ratio = h_stats["median"] / ref_stats["median"]
-    # Noise: how much the ratio moves from round to round (rounds alternate, so drift cancels).
-    spread = float(np.std(round_ratios, ddof=1)) if len(round_ratios) > 1 else 0.0
-    tolerance = max(REFERENCE_MIN_TOLERANCE, 2 * spread)
-    return harness_ns, {
-        "what": f"bare onnxruntime.InferenceSession.run on {path.name}, default session options"
-        + (f", {options.threads} threads" if options.threads else ""),
-        "providers": session.get_providers(),
-        "rounds": rounds,
-        "iterations": len(bare_ns),
-        "latency_ms": ref_stats,
-        "cv": coefficient_of_variation(ref_stats),
-        "median_ratio": ratio,
-        "round_ratios": round_ratios,
-        "tolerance": tolerance,
-        "agrees": abs(ratio - 1) <= tolerance,
-    }

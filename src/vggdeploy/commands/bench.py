@@ -82,6 +82,31 @@ from vggdeploy.errors import InputError
     metavar="FILE",
     help="Write latency and throughput vs batch size as an image (PNG, SVG, PDF).",
 )
+@click.option(
+    "--end-to-end",
+    "end_to_end",
+    type=click.Path(),
+    metavar="DIR",
+    help="Also time each case from DIR's JPEG/PNG files to top-k: decode, preprocess, copy to "
+    "the device (where there is one), infer, top-k, per stage.",
+)
+@click.option(
+    "--top", "top_k", default=5, show_default=True, help="With --end-to-end: classes per image."
+)
+@click.option(
+    "--streams",
+    "streams_text",
+    metavar="N[,N...]",
+    help="Also time N concurrent request streams over one loaded model (e.g. 1,2,4): images/s "
+    "and latency per N.",
+)
+@click.option(
+    "--stream-threads",
+    default="auto",
+    show_default=True,
+    help="With --streams: intra-op threads of the model per stream count: 'auto' = usable "
+    "cores // N, or a fixed number.",
+)
 @click.option("--samples", is_flag=True, help="Keep every latency sample in the --json file.")
 @click.option(
     "--compare",
@@ -114,6 +139,10 @@ def bench(
     csv_path: str | None,
     markdown_path: str | None,
     plot_path: str | None,
+    end_to_end: str | None,
+    top_k: int,
+    streams_text: str | None,
+    stream_threads: str,
     samples: bool,
     compare: tuple[str, str] | None,
     threshold: str,
@@ -135,6 +164,13 @@ def bench(
     to_stdout = [p for p in (json_path, csv_path, markdown_path) if p == "-"]
     if len(to_stdout) > 1:
         raise InputError("only one of --json, --csv and --markdown can be '-' (standard output)")
+    if compare and (end_to_end or streams_text):
+        raise InputError(
+            "--end-to-end and --streams time a BUNDLE; --compare compares two result files: "
+            "drop one of them"
+        )
+    if streams_text is None and stream_threads != "auto":
+        raise InputError("--stream-threads applies to --streams: add --streams N")
     if compare:
         if bundle:
             raise InputError("--compare takes two result files and no BUNDLE: drop one of them")
@@ -142,8 +178,10 @@ def bench(
         return
     if not bundle:
         raise InputError("give a BUNDLE to benchmark (or --compare OLD.json NEW.json)")
+    from vggdeploy.bench import streams as concurrency
     from vggdeploy.bundle import Bundle
 
+    stream_counts = stage.parse_streams(streams_text) if streams_text is not None else ()
     options = stage.BenchOptions.from_cli(
         warmup=warmup,
         iterations=iterations,
@@ -155,8 +193,16 @@ def bench(
         cuda_graphs=cuda_graphs,
         reference_bare_ort=reference_bare_ort,
         keep_samples=samples,
+        end_to_end=end_to_end,
+        top_k=top_k,
+        streams=stream_counts,
+        stream_threads=concurrency.parse_stream_threads(stream_threads),
     )
     specs = parse_runtimes(runtimes) or None
+    for spec in specs or ():  # asked for by name: refused now, not skipped later
+        reason = concurrency.refusal(spec.name, max(stream_counts, default=1))
+        if reason:
+            raise InputError(f"{spec.runtime}: {reason}")
     wanted = parse_precisions(precisions) or None
     if cuda_graphs and specs and not any(s.name == "tensorrt" for s in specs):
         raise InputError("--cuda-graphs applies to the tensorrt runtime: add --runtime tensorrt")

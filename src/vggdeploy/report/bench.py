@@ -51,6 +51,38 @@ REF_HEADERS = [
     "within noise",
 ]
 REF_ALIGN = "lll" + "r" * 4
+E2E_HEADERS = [
+    "runtime",
+    "precision",
+    "batch",
+    "compute ms",
+    "decode ms",
+    "preprocess ms",
+    "copy ms",
+    "infer ms",
+    "top-k ms",
+    "total ms",
+    "total p99 ms",
+    "total / compute",
+    "img/s",
+]
+E2E_ALIGN = "lll" + "r" * 10
+E2E_STAGES = ("decode", "preprocess", "copy", "infer", "topk")
+STREAM_HEADERS = [
+    "runtime",
+    "precision",
+    "batch",
+    "streams",
+    "threads",
+    "img/s",
+    "median ms",
+    "p90 ms",
+    "p99 ms",
+    "img/s vs first",
+]
+STREAM_ALIGN = "lll" + "r" * 7
+E2E_TITLE = "End to end per batch (medians; compute = the compute-only case above)"
+STREAM_TITLE = "Concurrent streams over one loaded model (latency per call)"
 SPLIT_TITLE = "GPU split (mean, CUDA events)"
 REF_TITLE = "Same-run reference: bare onnxruntime loop"
 COMPARE_HEADERS = [
@@ -129,6 +161,38 @@ def reference_rows(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def end_to_end_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Stage medians of `--end-to-end` cases beside the compute-only median."""
+    rows = []
+    for c in result["cases"]:
+        st, e2e = c.get("stages"), c.get("end_to_end")
+        if not st or not e2e:
+            continue
+        ratio = e2e.get("total_over_compute")
+        rows.append(
+            [c["runtime"], c["precision"], str(c["batch"]), f"{c['latency_ms']['median']:.3f}"]
+            + [f"{st[k]['median']:.3f}" if k in st else "-" for k in E2E_STAGES]
+            + [f"{st['total']['median']:.3f}", f"{st['total']['p99']:.3f}"]
+            + [f"{ratio:.2f}x" if ratio else "-", f"{e2e['throughput_ips']:.1f}"]
+        )
+    return rows
+
+
+def stream_rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row per stream count of each `--streams` case."""
+    rows = []
+    for c in result["cases"]:
+        for r in c.get("streams") or []:
+            lat, x = r["latency_ms"], r.get("throughput_vs_first")
+            rows.append(
+                [c["runtime"], c["precision"], str(c["batch"]), str(r["streams"])]
+                + [str(r["intra_op_threads"] or "-"), f"{r['throughput_ips']:.1f}"]
+                + [f"{lat[k]:.3f}" for k in ("median", "p90", "p99")]
+                + [f"{x:.2f}x" if x else "-"]
+            )
+    return rows
+
+
 def method_line(result: dict[str, Any]) -> str:
     """One line: the model, the host, warm-up and run length, and when."""
     m = result["method"]
@@ -167,6 +231,10 @@ def notes(result: dict[str, Any]) -> list[str]:
         lines.append(
             "end-to-end host timing only: no runtime here exposes the H2D/compute/D2H split"
         )
+    copies = {c["end_to_end"]["copy"] for c in result["cases"] if c.get("end_to_end")}
+    lines += [f"end to end, copy: {note}" for note in sorted(copies)]
+    rules = {r["threads_rule"] for c in result["cases"] for r in c.get("streams") or [] if r}
+    lines += [f"streams, intra-op threads: {rule}" for rule in sorted(rules)]
     lines += [f"warning: {w}" for w in noisy_warnings(result)]
     return lines
 
@@ -179,6 +247,10 @@ def _sections(result: dict[str, Any]) -> list[tuple[str | None, list[str], list[
         sections.append((SPLIT_TITLE, SPLIT_HEADERS, split_rows(result), SPLIT_ALIGN))
     if reference_rows(result):
         sections.append((REF_TITLE, REF_HEADERS, reference_rows(result), REF_ALIGN))
+    if end_to_end_rows(result):
+        sections.append((E2E_TITLE, E2E_HEADERS, end_to_end_rows(result), E2E_ALIGN))
+    if stream_rows(result):
+        sections.append((STREAM_TITLE, STREAM_HEADERS, stream_rows(result), STREAM_ALIGN))
     return sections
 
 
@@ -212,7 +284,9 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def write_plot(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Latency (median, whisker p90-p99) and throughput against batch size, one line per series."""
+    """Latency (median, whisker p90-p99) and throughput against batch size, one line per series;
+    with `--end-to-end`, each case's stage medians as a stacked bar beside its compute-only
+    median; with `--streams`, throughput against latency, one point per stream count."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,7 +298,16 @@ def write_plot(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
     if not series:
         raise InputError("nothing to plot: no case ran")
     batches = sorted({c["batch"] for c in result["cases"]})
-    fig, (ax_lat, ax_tp) = plt.subplots(1, 2, figsize=(12, 5.2), constrained_layout=True)
+    has_e2e = any(c.get("stages") for c in result["cases"])
+    has_streams = any(c.get("streams") for c in result["cases"])
+    panels = 2 + has_e2e + has_streams
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5.2), constrained_layout=True)
+    ax_lat, ax_tp = axes[0], axes[1]
+    extra = list(axes[2:])
+    if has_e2e:
+        _plot_end_to_end(extra.pop(0), result)
+    if has_streams:
+        _plot_streams(extra.pop(0), result)
     n = len(series)
     spread = 0.06  # offset the series on the log axis so whiskers do not overlap
     for i, (name, cs) in enumerate(sorted(series.items())):
@@ -277,6 +360,53 @@ def write_plot(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
     with atomic_path(dest) as tmp:
         fig.savefig(tmp, format=dest.suffix.lstrip(".").lower() or "png", dpi=110)
     plt.close(fig)
+
+
+def _case_name(c: dict[str, Any]) -> str:
+    return f"{c['runtime']} {c['precision']} b{c['batch']}"
+
+
+def _plot_end_to_end(ax: Any, result: dict[str, Any]) -> None:
+    cases = [c for c in result["cases"] if c.get("stages")]
+    names = [_case_name(c) for c in cases]
+    ys = list(range(len(cases)))
+    left = [0.0] * len(cases)
+    for stage in E2E_STAGES:
+        widths = [c["stages"][stage]["median"] if stage in c["stages"] else 0.0 for c in cases]
+        if any(widths):
+            ax.barh(ys, widths, left=left, height=0.55, label=stage)
+            left = [a + b for a, b in zip(left, widths)]
+    compute = [c["latency_ms"]["median"] for c in cases]
+    ax.scatter(compute, ys, marker="|", s=300, color="black", zorder=3, label="compute only")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("median ms per batch")
+    ax.set_title("End to end: stage medians vs compute only")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _plot_streams(ax: Any, result: dict[str, Any]) -> None:
+    for c in result["cases"]:
+        rs = c.get("streams") or []
+        if not rs:
+            continue
+        xs = [r["throughput_ips"] for r in rs]
+        med = [r["latency_ms"]["median"] for r in rs]
+        (line,) = ax.plot(xs, med, marker="o", label=_case_name(c))
+        ax.plot(xs, [r["latency_ms"]["p99"] for r in rs], linestyle=":", color=line.get_color())
+        for x, y, r in zip(xs, med, rs):
+            ax.annotate(
+                f"N={r['streams']}", (x, y), fontsize=7, textcoords="offset points", xytext=(4, 4)
+            )
+    ax.set_xlabel("throughput, images/s")
+    ax.set_ylabel("latency per call, ms (log; solid median, dotted p99)")
+    ax.set_title("Concurrent streams: throughput vs latency")
+    ax.set_xlim(left=0)
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 # -- two results --------------------------------------------------------------------------------
