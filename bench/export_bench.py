@@ -120,6 +120,7 @@ def main() -> None:
         if v is not None
     }
     ours_runs, bare_runs = [], []
+    load_before = os.getloadavg()[0]  # other work on the machine makes both sides slower
     with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
         for i in range(args.repeat):
             print(f"run {i + 1}/{args.repeat}: bare torch.onnx.export ...", file=sys.stderr)
@@ -143,6 +144,7 @@ def main() -> None:
         ("model.onnx (MiB)", "onnx_mib", "{:.1f}"),
     ]
     head = f"{args.model} at {args.image_size}x{args.image_size}, opset {args.opset}, best of {args.repeat}"
+    head += f", load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     if options:
         head += f", {options}"
     print(head)

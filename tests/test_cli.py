@@ -269,7 +269,7 @@ def test_export_parity_failure_exits_2(tmp_path: Path, monkeypatch, capsys) -> N
 def test_export_interrupted_exits_130_without_files(tmp_path: Path, monkeypatch, capsys) -> None:
     from vggdeploy.exporter import onnx_export
 
-    def interrupted(model, dest: Path, options) -> None:
+    def interrupted(model, dest: Path, options, *rest) -> None:
         dest.write_bytes(b"half")
         raise KeyboardInterrupt
 

@@ -9,6 +9,7 @@ instead of the table).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -143,6 +144,27 @@ def parse_int_list(value: str | None, name: str) -> tuple[int, ...]:
     if any(v < 1 for v in values):
         raise InputError(f"{name} {value!r} must list positive integers")
     return values
+
+
+def parse_export_batch(value: str) -> int | None:
+    if value == "dynamic":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"--batch {value!r} must be 'dynamic' or a positive integer") from None
+
+
+def parse_floats(value: str | None, name: str) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise InputError(f"{name} {value!r} must be three comma-separated numbers") from None
+    if len(parts) != 3 or not all(math.isfinite(v) for v in parts):
+        raise InputError(f"{name} {value!r} must be three comma-separated finite numbers")
+    return parts  # type: ignore[return-value]
 
 
 def emit_json(data: Any, dest: str) -> None:

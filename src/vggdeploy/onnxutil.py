@@ -93,3 +93,68 @@ def external_data_tensors(path: str | os.PathLike[str]) -> list[str]:
     except Exception as exc:  # DecodeError and friends: not an ONNX protobuf
         raise ValueError(f"not an ONNX model ({type(exc).__name__})") from None
     return [t.name for t in _get_all_tensors(model) if uses_external_data(t)]
+
+
+class Background:
+    """`fn()` started on a thread now; `result()` waits for it and returns or raises its outcome.
+
+    For C++ work that releases the GIL (ONNX Runtime building a session parses and prepacks the
+    model: measured on VGG-16, the main thread keeps running meanwhile) while the caller does
+    other work, e.g. the ONNX checker on the same file. Use as a context manager so that the
+    thread is always joined, also when the caller fails or is interrupted.
+    """
+
+    def __init__(self, fn: Any) -> None:
+        import threading
+
+        self._outcome: list[Any] = []
+
+        def target() -> None:
+            try:
+                self._outcome.append((True, fn()))
+            except BaseException as exc:  # handed to the caller by result()
+                self._outcome.append((False, exc))
+
+        self._thread = threading.Thread(target=target, name="vggdeploy-background", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        ok, value = self._outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join()
+        self._outcome.clear()  # drop the result (a session holds the whole model)
+
+
+def onnx_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
+    """An exported model's metadata and doc string, from a manifest's `model`, `weights` and
+    `preprocessing` (validated as the manifest's records, so the values are the manifest's):
+    {"props": {"vggdeploy.model": ...}, "doc_string": ...}."""
+    import json
+
+    from vggdeploy import __version__
+    from vggdeploy.records import ModelRecord, PreprocessingRecord, WeightsRecord
+
+    m = ModelRecord.model_validate(manifest["model"])
+    weights = WeightsRecord.model_validate(manifest["weights"]).to_json_dict()
+    pre = PreprocessingRecord.model_validate(manifest["preprocessing"]).to_json_dict()
+    entries = {
+        "model": m.name,
+        "config": m.config,
+        "batch_norm": json.dumps(m.batch_norm),
+        "num_classes": str(m.num_classes),
+        "dense": json.dumps(m.dense),
+        "image_size": str(m.image_size),
+        "preprocessing": json.dumps(pre),
+        "weights": json.dumps({k: v for k, v in weights.items() if k != "path"}),
+        "version": __version__,
+    }
+    doc = f"{m.name} (VGG config {m.config}) exported by vggdeploy {__version__}"
+    return {"props": {METADATA_PREFIX + k: v for k, v in entries.items()}, "doc_string": doc}

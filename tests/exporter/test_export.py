@@ -381,7 +381,7 @@ def test_interrupted_export_leaves_no_model_and_no_partial_file(
     """Interrupt after the exporter has written the file, during the parity check."""
     seen = {}
 
-    def interrupted(model, onnx_path: Path, options) -> None:
+    def interrupted(model, onnx_path: Path, options, *checks) -> None:
         seen["size"] = onnx_path.stat().st_size  # the ONNX file was really written
         raise exc("interrupted during parity")
 
@@ -395,7 +395,7 @@ def test_interrupted_export_leaves_no_model_and_no_partial_file(
 
 
 def test_interrupt_while_the_exporter_writes(tmp_path: Path, monkeypatch) -> None:
-    def half_written(model, dest: Path, options) -> None:
+    def half_written(model, dest: Path, options, *more) -> None:
         dest.write_bytes(b"\x08\x07partial protobuf")
         raise KeyboardInterrupt
 
@@ -461,3 +461,66 @@ def test_full_vgg16_export_at_224_passes_parity(tmp_path: Path) -> None:
     size = (tmp_path / "vgg16" / "model.onnx").stat().st_size
     assert 138_357_544 * 4 < size < 138_357_544 * 4 * 1.01  # one file, fp32 weights inside
     assert bundle.artifact_path("onnx.fp32", verify=True).is_file()
+
+
+def test_the_model_is_serialised_once_and_checked_on_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No onnx.load/onnx.save round trips and no file rewrite: the exporter's save is the one
+    serialisation; the checker, strict shape inference and one ORT session read that file."""
+    import onnx
+
+    from vggdeploy import ortsession
+
+    calls: dict[str, int] = {"load": 0, "save": 0, "infer_shapes_path": 0, "session": 0}
+    checked: list[tuple[str, bool]] = []
+
+    def count(name: str, real):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(onnx, "load", count("load", onnx.load))
+    monkeypatch.setattr(onnx, "save", count("save", onnx.save))
+    monkeypatch.setattr(
+        onnx.shape_inference,
+        "infer_shapes_path",
+        count("infer_shapes_path", onnx.shape_inference.infer_shapes_path),
+    )
+    real_check = onnx.checker.check_model
+    monkeypatch.setattr(
+        onnx.checker,
+        "check_model",
+        lambda m, full_check=False, **kw: (
+            checked.append((str(m), full_check)),
+            real_check(m, full_check, **kw),
+        )[1],
+    )
+    monkeypatch.setattr(onnx_export, "cpu_session", count("session", ortsession.cpu_session))
+    out = tmp_path / "out"
+    export_bundle(resolve_spec("vgg11", **TINY), RANDOM, out, ExportOptions(image_size=32))
+    # the one save is the exporter's own (onnx_ir calls onnx.save), as in a bare export
+    assert calls == {"load": 0, "save": 1, "infer_shapes_path": 0, "session": 1}
+    assert len(checked) == 1 and checked[0][1] is True  # full check: strict, type-checked
+    # What the skipped rewrite would have written is already in the file.
+    model = onnx.load(str(out / "model.onnx"))
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    assert {v.name: v.SerializeToString() for v in model.graph.value_info} == {
+        v.name: v.SerializeToString() for v in inferred.graph.value_info
+    }
+    assert model.doc_string.startswith("vgg11 (VGG config A) exported by vggdeploy")
+
+
+def test_background_hands_back_the_result_or_the_error() -> None:
+    from vggdeploy.onnxutil import Background
+
+    with Background(lambda: 42) as job:
+        assert job.result() == 42
+
+    def fails() -> None:
+        raise InputError("cannot load")
+
+    with Background(fails) as job, pytest.raises(InputError, match="cannot load"):
+        job.result()

@@ -224,3 +224,30 @@ def test_cli_convert_bad_keep_fp32_is_one_line(
     assert err.startswith("error: --keep-fp32 NoSuchOp: neither an op type nor a node name")
     assert err.count("\n") == 1
     assert not (tiny_bundle / "model.fp16.onnx").exists()
+
+
+def test_weight_ranges_count_like_the_plain_formula() -> None:
+    """The fast path (two reductions, integer bits) gives the |w| float comparisons' figures."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from vggdeploy.exporter.fp16_measure import FP16_MAX, FP16_MIN_NORMAL, weight_ranges
+
+    values = [
+        np.array([1e-6, -1e-6, 0.0, -0.0, 7e4, -1e5, np.inf, 3.0], np.float32),
+        np.array([np.nan, 1e-5, 7e4], np.float32),
+        np.zeros((0, 3), np.float32),
+        np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32) * 1e-4,
+        np.array([[6.1e-5, 6.2e-5, -6.0e-5, FP16_MIN_NORMAL]], np.float32),
+    ]
+    inits = [numpy_helper.from_array(v, f"w{i}") for i, v in enumerate(values)]
+    model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [], inits))
+    got = weight_ranges(model)
+    for i, v in enumerate(values):
+        expected = float(np.abs(v).max(initial=0.0))
+        assert np.array_equal(got["tensors"][f"w{i}"]["max_abs"], expected, equal_nan=True)
+    a = np.abs(np.concatenate([v.ravel() for v in values]))
+    assert got["summary"]["count"] == a.size
+    assert got["summary"]["over_fp16_max"] == np.count_nonzero(a > FP16_MAX)
+    assert got["summary"]["subnormal_in_fp16"] == np.count_nonzero((a > 0) & (a < FP16_MIN_NORMAL))

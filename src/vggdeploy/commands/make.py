@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import click
@@ -15,31 +14,12 @@ from vggdeploy.cli_options import (
     json_option,
     log,
     model_size_options,
+    parse_export_batch,
+    parse_floats,
 )
 from vggdeploy.errors import InputError
 
 # -- export -----------------------------------------------------------------------------------
-
-
-def _parse_batch(value: str) -> int | None:
-    if value == "dynamic":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InputError(f"--batch {value!r} must be 'dynamic' or a positive integer") from None
-
-
-def _parse_floats(value: str | None, name: str) -> tuple[float, float, float] | None:
-    if value is None:
-        return None
-    try:
-        parts = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise InputError(f"{name} {value!r} must be three comma-separated numbers") from None
-    if len(parts) != 3 or not all(math.isfinite(v) for v in parts):
-        raise InputError(f"{name} {value!r} must be three comma-separated finite numbers")
-    return parts  # type: ignore[return-value]
 
 
 @click.command(context_settings=CONTEXT)
@@ -129,8 +109,8 @@ def export(
         )
     pre = Preprocessing.for_size(
         image_size,
-        mean=_parse_floats(mean, "--mean"),
-        std=_parse_floats(std, "--std"),
+        mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"),
         channel_order=channel_order,
     )
     if resize is not None:
@@ -141,7 +121,7 @@ def export(
 
     options = ExportOptions(
         image_size=image_size,
-        batch=_parse_batch(batch),
+        batch=parse_export_batch(batch),
         opset=opset,
         dense=dense,
         labels=labels,
@@ -232,6 +212,14 @@ def export(
     metavar="NAME,...",
     help="Layers to keep float: ONNX node names or layer names (features.10, classifier.0).",
 )
+@click.option(
+    "--weight-bits",
+    type=click.Choice(["auto", "8", "7"]),
+    default="auto",
+    show_default=True,
+    help="auto: 8, or 7 (ONNX Runtime's reduce-range remedy) when measured better on a CPU "
+    "without VNNI/AMX; 8 for TensorRT-only deployments.",
+)
 @json_option("the summary")
 def calibrate(
     bundle: str,
@@ -248,6 +236,7 @@ def calibrate(
     accuracy_images: str | None,
     max_drop: float | None,
     keep_float: tuple[str, ...],
+    weight_bits: str,
     json_path: str | None,
 ) -> None:
     """Calibrate BUNDLE on --images and write an INT8 Q/DQ ONNX (per-channel int8 weights).
@@ -289,6 +278,7 @@ def calibrate(
             cache=cache,
             holdout=holdout,
             keep_float=split_names(keep_float),
+            weight_bits=weight_bits if weight_bits == "auto" else int(weight_bits),
             progress=advance,
         )
         summary = calibrate_with_accuracy(

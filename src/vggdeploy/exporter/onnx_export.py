@@ -13,7 +13,7 @@ sizes.
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import logging
 import os
 import platform
@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from vggdeploy import __version__
 from vggdeploy.bundle import (
     MANIFEST_NAME,
     Bundle,
@@ -42,6 +41,7 @@ from vggdeploy.bundle import (
 from vggdeploy.errors import BundleError, CheckFailedError, InputError
 from vggdeploy.metrics import compare_arrays
 from vggdeploy.models import ModelSpec, check_image_size, count_flops, count_parameters
+from vggdeploy.onnxutil import Background, onnx_metadata
 from vggdeploy.ortsession import cpu_session, import_ort
 from vggdeploy.precision import onnx_file, onnx_key
 from vggdeploy.preprocess import Preprocessing
@@ -57,7 +57,6 @@ OUTPUT_NAME = "logits"
 PARITY_MAX_REL = 1e-4
 PARITY_MIN_COSINE = 0.9999
 DENSE_CHECK_SIZES = (224, 256, 320)
-METADATA_PREFIX = "vggdeploy."
 #: The largest batch: the dynamic axis's upper bound, and what a fixed batch may be.
 MAX_BATCH = 4096
 
@@ -284,14 +283,10 @@ def _write_bundle(
     options: ExportOptions,
     started: float,
 ) -> Bundle:
-    """Write the ONNX file, labels and manifest of a bundle into the (staging) folder `root`."""
-    onnx_path = root / onnx_file("fp32")
-    with atomic_path(onnx_path) as tmp:
-        export_onnx(model, tmp, options)
-        io = finish_onnx(tmp, spec, options)
-        parity = check_parity(model, tmp, options)
-    export_seconds = time.perf_counter() - started
+    """Write the ONNX file, labels and manifest of a bundle into the (staging) folder `root`.
 
+    The model is serialised once (axis names and metadata are set on the exporter's graph
+    before it saves); ONNX Runtime builds its session on that file while the checker runs."""
     pre = options.preprocessing or Preprocessing.for_size(options.image_size)
     manifest: dict[str, Any] = {
         "created_by": {
@@ -309,20 +304,22 @@ def _write_bundle(
         "weights": weights_record,
         "preprocessing": pre.to_dict(),
         "labels": None,
-        "io": io,
-        "export": {
-            "opset": options.opset,
-            "exporter": "torch.onnx dynamo",
-            "seconds": round(export_seconds, 2),
-        },
-        "parity": parity,
-        "artifacts": {},
     }
+    onnx_path = root / onnx_file("fp32")
+    with atomic_path(onnx_path) as tmp:
+        # PyTorch's parity outputs are computed while the exporter saves (after its tracing).
+        reference = functools.partial(reference_outputs, model, options)
+        exported = export_onnx(model, tmp, options, onnx_metadata(manifest), reference)
+        with Background(lambda: cpu_session(tmp)) as session:
+            finish_onnx(tmp, spec, options, exported.get("value_info_complete", False))
+            parity = check_parity(model, tmp, options, session.result, exported.get("side"))
+    seconds = round(time.perf_counter() - started, 2)
+    export = {"opset": options.opset, "exporter": "torch.onnx dynamo", "seconds": seconds}
+    manifest.update(io=exported["io"], export=export, parity=parity, artifacts={})
     if labels is not None:
         atomic_write_text(root / "labels.txt", "\n".join(labels) + "\n")
         manifest["labels"] = "labels.txt"
     bundle = Bundle.create(root, Manifest.model_validate(manifest))
-    _set_metadata(onnx_path, bundle)
     bundle.save()
     bundle.add_artifact(
         onnx_key("fp32"), onnx_file("fp32"), kind="onnx", precision="fp32", opset=options.opset
@@ -330,8 +327,12 @@ def _write_bundle(
     return bundle
 
 
-def export_onnx(model: Any, dest: Path, options: ExportOptions) -> None:
-    """Run the dynamo exporter on `model` and save one self-contained ONNX file at `dest`."""
+def export_onnx(
+    model: Any, dest: Path, options: ExportOptions, metadata: Any = None, while_saving: Any = None
+) -> dict[str, Any]:
+    """Export `model`, name the dynamic axes, set `metadata`, save one self-contained file;
+    return {"io": ..., "value_info_complete": the exporter typed and shaped every tensor,
+    "side": what `while_saving()` returned, run on a thread during the save}."""
     import torch
 
     _quiet_exporter_logs()
@@ -363,75 +364,91 @@ def export_onnx(model: Any, dest: Path, options: ExportOptions) -> None:
             raise KeyboardInterrupt from None
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         raise InputError(f"the ONNX exporter failed: {lines[0][:300]}") from exc
-    program.save(str(dest))
-
-
-def finish_onnx(path: Path, spec: ModelSpec, options: ExportOptions) -> dict[str, Any]:
-    """Name the dynamic axes, check the model, infer shapes; return the io description."""
-    import onnx
-
-    model = onnx.load(str(path))
-    written = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    written = program.model.opset_imports.get("", program.model.opset_imports.get("ai.onnx"))
     if written != options.opset:
         raise InputError(
             f"the exporter wrote opset {written}, not the requested {options.opset}: use --opset {written}"
         )
-    for value in list(model.graph.input) + list(model.graph.output):
-        dims = value.type.tensor_type.shape.dim
+    io = _name_axes(program.model.graph, options)
+    graph, meta = program.model.graph, program.model.metadata_props
+    if metadata:
+        meta.clear()
+        meta.update(metadata["props"])
+        program.model.doc_string = metadata["doc_string"]
+    complete = all(v.type and v.shape is not None for n in graph for v in n.outputs if v.name)
+    with Background(while_saving or (lambda: None)) as side:
+        program.save(str(dest))
+        return {"io": io, "value_info_complete": complete, "side": side.result()}
+
+
+def _name_axes(graph: Any, options: ExportOptions) -> dict[str, Any]:
+    """Name the batch axis (and a dense model's height/width); return the io description."""
+    from onnx_ir import Shape, SymbolicDim
+
+    for value in [*graph.inputs, *graph.outputs]:
+        dims = list(value.shape.dims)
         if options.batch is None:
-            dims[0].dim_param = "batch"
+            dims[0] = "batch"
         if options.dense and value.name == INPUT_NAME:
-            dims[2].dim_param, dims[3].dim_param = "height", "width"
+            dims[2], dims[3] = "height", "width"
+        value.shape = Shape(dims)
 
     def describe(value: Any) -> dict[str, Any]:
-        dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
-        return {"name": value.name, "shape": dims, "dtype": dtype}
+        dims = [(d.value or 0) if isinstance(d, SymbolicDim) else int(d) for d in value.shape]
+        return {"name": value.name, "shape": dims, "dtype": value.dtype.numpy().name}
 
-    io = {
-        "inputs": [describe(v) for v in model.graph.input],
-        "outputs": [describe(v) for v in model.graph.output],
-    }
-    onnx.save(model, str(path))
-    del model
-    # Check and infer on the file: the in-memory forms copy the whole model (measured on VGG-16:
-    # +1 GB over the exporter's own peak); the path forms work on it in C++ once.
+    return {"inputs": [*map(describe, graph.inputs)], "outputs": [*map(describe, graph.outputs)]}
+
+
+def finish_onnx(path: Path, spec: ModelSpec, options: ExportOptions, typed: bool = False) -> None:
+    """The checker with full_check, which runs strict type-checked shape inference (what
+    `infer_shapes_path` ran); that rewrites the file only if the exporter left a tensor
+    untyped. Path forms: the in-memory ones copy the model (+1 GB on VGG-16)."""
+    import onnx
+
     onnx.checker.check_model(str(path), full_check=True)
-    onnx.shape_inference.infer_shapes_path(str(path), str(path), check_type=True, strict_mode=True)
-    return io
+    if not typed:
+        onnx.shape_inference.infer_shapes_path(path, path, check_type=True, strict_mode=True)
 
 
-def check_parity(model: Any, onnx_path: Path, options: ExportOptions) -> dict[str, Any]:
-    """Run seeded inputs through PyTorch and ONNX Runtime CPU at every exported size."""
+def reference_outputs(model: Any, options: ExportOptions) -> list[tuple[int, int, Any, Any]]:
+    """(size, batch, seeded input, PyTorch's output) at every exported size and checked batch."""
     import torch
 
-    ort = import_ort()
-    session = cpu_session(onnx_path)
     sizes = [options.image_size]
     if options.dense:
         sizes += [s for s in (*DENSE_CHECK_SIZES, *options.extra_sizes) if s not in sizes]
     batches = [options.batch] if options.batch else [1, options.check_batch + 1]
     rng = np.random.default_rng(options.seed)
-    checks = []
+    cases = []
     for size in sizes:
         for batch in batches:
             x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
             with torch.no_grad():
-                ref = model(torch.from_numpy(x)).numpy()
-            got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-            figures = compare_arrays(ref, got)
-            passed = figures["max_rel"] <= PARITY_MAX_REL and figures["cosine"] >= PARITY_MIN_COSINE
-            checks.append(
-                {"batch": batch, "height": size, "width": size, **figures, "passed": passed}
-            )
-            log.info(
-                "parity b=%d %dx%d: max rel %.2e, cosine %.7f",
-                batch,
-                size,
-                size,
-                figures["max_rel"],
-                figures["cosine"],
-            )
+                cases.append((size, batch, x, model(torch.from_numpy(x)).numpy()))
+    return cases
+
+
+def check_parity(
+    model: Any, onnx_path: Path, options: ExportOptions, session: Any = None, cases: Any = None
+) -> dict[str, Any]:
+    """Run seeded inputs through PyTorch and ONNX Runtime CPU at every exported size.
+
+    `session`: returns the ONNX Runtime session on `onnx_path` (None: built here); `cases`:
+    `reference_outputs(model, options)` when already computed."""
+    ort = import_ort()
+    cases = cases if cases is not None else reference_outputs(model, options)
+    runner = session() if session is not None else cpu_session(onnx_path)
+    checks = []
+    for size, batch, x, ref in cases:
+        got = runner.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        figures = compare_arrays(ref, got)
+        passed = figures["max_rel"] <= PARITY_MAX_REL and figures["cosine"] >= PARITY_MIN_COSINE
+        checks.append({"batch": batch, "height": size, "width": size, **figures, "passed": passed})
+        log.info(
+            "parity b=%d %dx%d: max rel %.2e, cosine %.7f",
+            *(batch, size, size, figures["max_rel"], figures["cosine"]),
+        )
     return {
         "reference": "torch (cpu, fp32)",
         "runtime": f"onnxruntime {ort.__version__} (CPUExecutionProvider)",
@@ -441,32 +458,6 @@ def check_parity(model: Any, onnx_path: Path, options: ExportOptions) -> dict[st
         "worst_cosine": min(c["cosine"] for c in checks),
         "passed": all(c["passed"] for c in checks),
     }
-
-
-def _set_metadata(onnx_path: Path, bundle: Bundle) -> None:
-    """Record what the model is and how to feed it inside the ONNX file itself."""
-    import onnx
-
-    model = onnx.load(str(onnx_path))
-    m = bundle.manifest.model
-    weights = bundle.manifest.weights.to_json_dict()
-    entries = {
-        "model": m.name,
-        "config": m.config,
-        "batch_norm": json.dumps(m.batch_norm),
-        "num_classes": str(m.num_classes),
-        "dense": json.dumps(m.dense),
-        "image_size": str(m.image_size),
-        "preprocessing": json.dumps(bundle.manifest.preprocessing.to_json_dict()),
-        "weights": json.dumps({k: v for k, v in weights.items() if k != "path"}),
-        "version": __version__,
-    }
-    del model.metadata_props[:]
-    for key, value in entries.items():
-        model.metadata_props.add(key=METADATA_PREFIX + key, value=value)
-    model.doc_string = f"{m.name} (VGG config {m.config}) exported by vggdeploy {__version__}"
-    with atomic_path(onnx_path) as tmp:
-        onnx.save(model, str(tmp))
 
 
 def _read_labels(path: str, spec: ModelSpec) -> list[str]:
