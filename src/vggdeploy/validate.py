@@ -217,6 +217,8 @@ def validate_bundle(
     skip_unavailable: bool | None = None,
     options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    reference_cache: dict[tuple[str, str, str], tuple[np.ndarray, str, dict[str, Any]]]
+    | None = None,
 ) -> ValidationReport:
     """Compare each target with `reference` and judge it by its precision's tolerances.
 
@@ -231,6 +233,9 @@ def validate_bundle(
             instead of raising. Default: True for the default targets, False for named ones.
         options: shared runtime options (`threads`, `allow_fallback`), passed where they apply.
         progress: called with a line before each runtime runs.
+        reference_cache: a dict the caller keeps between calls on the same bundle (the
+            pipeline's two validations): the reference's outputs per (model.onnx sha256,
+            reference spec, input set), so identical reference runs happen once.
     """
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     say = progress or (lambda _text: None)
@@ -267,12 +272,24 @@ def validate_bundle(
             sets.setdefault(s.describe(), s)
     ref_outputs: dict[str, np.ndarray] = {}
     ref_label, ref_info = reference.text, {}
-    if sets:
+    cache = reference_cache if reference_cache is not None else {}
+    model_sha = bundle.artifacts["onnx.fp32"].sha256 if "onnx.fp32" in bundle.artifacts else ""
+
+    def key(text: str) -> tuple[str, str, str]:
+        return (model_sha, reference.text, text)
+
+    for text in sets:
+        if key(text) in cache:
+            ref_outputs[text], ref_label, ref_info = cache[key(text)]
+    missing_sets = {t: s for t, s in sets.items() if t not in ref_outputs}
+    if missing_sets:
         with open_runtime(bundle, reference, **options) as ref_runtime:
-            for text, s in sets.items():
+            for text, s in missing_sets.items():
                 say(f"reference {ref_runtime.label} on {text}")
                 ref_outputs[text] = run_inputs(ref_runtime, s)
             ref_label, ref_info = ref_runtime.label, ref_runtime.describe().to_dict()
+        for text in missing_sets:
+            cache[key(text)] = (ref_outputs[text], ref_label, ref_info)
 
     report = ValidationReport(
         bundle=str(bundle.root),

@@ -1,0 +1,112 @@
+"""One runtime spec grammar in every command that takes a runtime.
+
+`validate`, `predict`, `evaluate`, `bench` and `pipeline` each run `torch:channels-last`,
+`onnxruntime:cpu@fp32` and `tensorrt@int8`. The TensorRT cases exercise only the project's
+TensorRT double (tests/trt_double), with engines built by it from the bundle's Q/DQ ONNX.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vggdeploy.bundle import Bundle
+from vggdeploy.cli import main
+from vggdeploy.errors import CheckFailedError
+from vggdeploy.exporter.engine import BuildOptions, build_engine
+
+pytest_plugins = ("trt_double.fixtures",)
+
+SPECS = ["torch:channels-last", "onnxruntime:cpu@fp32", "tensorrt@int8"]
+
+
+@pytest.fixture
+def engine_bundle(trt, precision_bundle) -> Path:
+    """The tiny bundle with fp32/fp16/int8 ONNX and an int8 engine built by the double."""
+    build_engine(Bundle.load(precision_bundle), BuildOptions(precision="int8"))
+    return precision_bundle
+
+
+@pytest.fixture
+def labelled(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        for i in range(2):
+            path = tmp_path / "labelled" / f"class_{c}" / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    return tmp_path / "labelled"
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_validate_predict_evaluate_bench_take_every_spec(
+    engine_bundle, labelled, tmp_path, capsys, spec
+):
+    image = next(labelled.rglob("*.png"))
+    commands = {
+        "validate": ["validate", engine_bundle, "--runtime", spec, "--samples", "4"],
+        "predict": ["predict", engine_bundle, image, "--runtime", spec, "--top", "2"],
+        "evaluate": ["evaluate", engine_bundle, "--images", labelled, "--runtime", spec],
+        "bench": ["bench", engine_bundle, "--runtime", spec, "--batch", "1"]
+        + ["--warmup", "1", "--iterations", "2"],
+    }
+    for name, args in commands.items():
+        code, out, err = run_cli([*args, "--json", tmp_path / f"{name}.json"], capsys)
+        assert code == 0, f"{name} {spec}: {err}"
+        data = json.loads((tmp_path / f"{name}.json").read_text())
+        text = json.dumps(data)
+        want = spec.split("@")[0].split(":")[0]
+        assert want in text, f"{name} {spec} did not run {want}"
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    [case] = bench["cases"]
+    assert case["precision"] == ("int8" if spec.endswith("@int8") else "fp32")
+
+
+def test_pipeline_takes_every_spec(first_export_dir, trt10, tmp_path, capsys):
+    """The pipeline's --bench-runtime takes the same specs (TensorRT through the double)."""
+    out = tmp_path / "run"
+    shutil.copytree(first_export_dir, out)
+    args = [
+        "pipeline", "vgg11_bn", "--out", out, "--width-divisor", "16", "--hidden", "64",
+        "--num-classes", "10", "--image-size", "32", "--batch", "1", "--bench-iterations", "2",
+        "--validate-samples", "4", "--bench-runtime", ",".join(SPECS), "--json", "-",
+    ]  # fmt: skip
+    code, out_text, err = run_cli(args, capsys)
+    assert code in (0, 2), err  # 2: a random-weights INT8 check may fail; the specs all ran
+    report = json.loads(out_text)
+    ran = {(c["runtime"], c["precision"]) for c in report["bench"]["cases"]}
+    assert {("torch:channels-last", "fp32"), ("onnxruntime", "fp32"), ("tensorrt", "int8")} <= ran
+
+
+@pytest.fixture
+def first_export_dir(tmp_path_factory) -> Path:
+    """A pipeline folder whose export already ran (so the test above times the rest)."""
+    from vggdeploy.pipeline import PipelineOptions, run_pipeline
+
+    out = tmp_path_factory.mktemp("pipe") / "run"
+    options = PipelineOptions(
+        width_divisor=16,
+        hidden=64,
+        num_classes=10,
+        image_size=32,
+        batches=(1,),
+        bench_iterations=2,
+        validate_samples=4,
+        bench_runtimes=("onnxruntime",),
+    )
+    with contextlib.suppress(CheckFailedError):  # a random-weights INT8 check may fail
+        run_pipeline("vgg11_bn", out, options)
+    return out
