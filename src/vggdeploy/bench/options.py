@@ -21,36 +21,30 @@ MAX_SEED = 2**32 - 1
 MAX_STREAMS = 256
 
 
-def parse_batches(text: str) -> tuple[int, ...]:
-    """`"1,8,32"` -> (1, 8, 32); each a positive integer, no repeats."""
-    message = f"--batch {text!r} must be comma-separated positive integers, e.g. 1,8,32"
+def parse_counts(text: str, option: str, limit: int, example: str, what: str) -> tuple[int, ...]:
+    """`"1,8,32"` -> (1, 8, 32): comma-separated positive integers up to `limit`, no repeats."""
+    message = f"{option} {text!r} must be comma-separated positive integers, e.g. {example}"
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise InputError(message) from None
     if not values or any(v < 1 for v in values):
         raise InputError(message)
-    if max(values) > MAX_BATCH:
-        raise InputError(f"--batch {max(values)} is too large: at most {MAX_BATCH} per case")
+    if max(values) > limit:
+        raise InputError(f"{option} {max(values)} is too large: at most {limit}")
     if len(set(values)) != len(values):
-        raise InputError(f"--batch {text!r} lists a batch size twice")
+        raise InputError(f"{option} {text!r} lists a {what} twice")
     return values
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """`"1,8,32"` -> (1, 8, 32); each a positive integer up to MAX_BATCH, no repeats."""
+    return parse_counts(text, "--batch", MAX_BATCH, "1,8,32", "batch size")
 
 
 def parse_streams(text: str) -> tuple[int, ...]:
-    """`"1,2,4"` -> (1, 2, 4): concurrent request streams, each a positive integer, no repeats."""
-    message = f"--streams {text!r} must be comma-separated positive integers, e.g. 1,2,4"
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise InputError(message) from None
-    if not values or any(v < 1 for v in values):
-        raise InputError(message)
-    if max(values) > MAX_STREAMS:
-        raise InputError(f"--streams {max(values)} is too many: at most {MAX_STREAMS}")
-    if len(set(values)) != len(values):
-        raise InputError(f"--streams {text!r} lists a stream count twice")
-    return values
+    """`"1,2,4"` -> (1, 2, 4): concurrent request streams, no repeats."""
+    return parse_counts(text, "--streams", MAX_STREAMS, "1,2,4", "stream count")
 
 
 def parse_amount(text: str, option: str) -> tuple[str, float]:
