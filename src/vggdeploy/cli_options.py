@@ -179,6 +179,15 @@ def emit_json(data: Any, dest: str) -> None:
         atomic_write_json(dest, data)
 
 
+def emit(text: str, data: Any, json_path: str | None) -> None:
+    """A command's result: the text on standard output, and its JSON to `--json FILE`
+    (`--json -`: the JSON instead of the text)."""
+    if json_path:
+        emit_json(data, json_path)
+    if json_path != "-":
+        click.echo(text)
+
+
 def emit_text(text: str, dest: str) -> None:
     """Text to standard output (`-`) or atomically to a file."""
     if dest == "-":

@@ -10,6 +10,7 @@ import click
 from vggdeploy.cli_options import (
     CONTEXT,
     batch_option,
+    emit,
     emit_json,
     json_option,
     log,
@@ -62,6 +63,7 @@ from vggdeploy.errors import InputError
 @click.option(
     "--channel-order", type=click.Choice(["RGB", "BGR"]), help="Preprocessing channel order."
 )
+@json_option("the bundle's manifest")
 @click.option(
     "--force",
     is_flag=True,
@@ -85,6 +87,7 @@ def export(
     mean: str | None,
     std: str | None,
     channel_order: str | None,
+    json_path: str | None,
     force: bool,
 ) -> None:
     """Export MODEL to a bundle: a checked ONNX file and manifest.json.
@@ -130,12 +133,13 @@ def export(
     )
     bundle = export_bundle(spec, WeightsSource.parse(weights, seed), Path(out), options)
     parity = bundle.manifest.parity
-    click.echo(
+    text = (
         f"exported {spec.name} to {bundle.artifact_path('onnx.fp32')} in "
         f"{bundle.manifest.export['seconds']:.1f} s; "
         f"parity vs PyTorch: max rel diff {parity['worst_max_rel']:.1e}, cosine {parity['worst_cosine']:.6f} "
         f"over {len(parity['checks'])} checks - passed"
     )
+    emit(text, bundle.manifest.to_json_dict(), json_path)
 
 
 # -- calibration and conversion: calibrate, convert, evaluate (issue 4) -----------------------
@@ -427,6 +431,7 @@ def convert(
 @click.option("--gpu-fallback", is_flag=True, help="With --dla-core: GPU runs what DLA cannot.")
 @click.option("--batch", "static_batch", type=click.IntRange(min=1), help="One static batch.")
 @click.option("--device", "device_id", default=0, show_default=True, help="CUDA device index.")
+@json_option("the engine's manifest record")
 @click.pass_context
 def build(
     ctx: click.Context,
@@ -449,6 +454,7 @@ def build(
     gpu_fallback: bool,
     static_batch: int | None,
     device_id: int,
+    json_path: str | None,
 ) -> None:
     """Build a TensorRT engine (model.<precision>.engine) for this GPU from a bundle.
 
@@ -484,4 +490,4 @@ def build(
     from vggdeploy.report.build import render_build
 
     record = build_engine(bundle, options)
-    click.echo(render_build(record, bundle.root))
+    emit(render_build(record, bundle.root), record.to_json_dict(), json_path)

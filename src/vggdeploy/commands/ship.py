@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from vggdeploy.cli_options import (
     CONTEXT,
+    emit,
     emit_json,
     json_option,
     model_size_options,
@@ -175,7 +177,8 @@ def pipeline(
     is_flag=True,
     help="Leave TensorRT engines out (they only run on the GPU and TensorRT that built them).",
 )
-def pack(bundle: str, output: str, no_engines: bool) -> None:
+@json_option("what was written")
+def pack(bundle: str, output: str, no_engines: bool, json_path: str | None) -> None:
     """Pack BUNDLE into one checksummed archive to copy to another machine (e.g. a Jetson).
 
     \b
@@ -192,7 +195,7 @@ def pack(bundle: str, output: str, no_engines: bool) -> None:
 
     with byte_progress() as progress:
         result = pack_bundle(bundle, output, include_engines=not no_engines, progress=progress)
-    click.echo(format_pack(result))
+    emit(format_pack(result), _jsonable(result), json_path)
 
 
 @click.command(context_settings=CONTEXT)
@@ -210,7 +213,8 @@ def pack(bundle: str, output: str, no_engines: bool) -> None:
     help="Replace an existing bundle at the output folder, once the new one is verified "
     "(a folder that is not a bundle is never replaced).",
 )
-def unpack(archive: str, output: str, force: bool) -> None:
+@json_option("what was written")
+def unpack(archive: str, output: str, force: bool, json_path: str | None) -> None:
     """Unpack an archive made by `vggdeploy pack` and verify every sha256.
 
     The archive is untrusted: before anything is written, every member must be a plain file
@@ -224,7 +228,8 @@ def unpack(archive: str, output: str, force: bool) -> None:
 
     with byte_progress() as progress:
         result = unpack_bundle(archive, output, force=force, progress=progress)
-    click.echo(format_unpack(result))
+    data = {"bundle": str(result.root), "manifest": result.manifest.to_json_dict()}
+    emit(format_unpack(result), data, json_path)
 
 
 @click.command(context_settings=CONTEXT)
@@ -303,6 +308,7 @@ def unpack(archive: str, output: str, force: bool) -> None:
     help="deepstream: minimum top output value (a logit) for a label.",
 )
 @click.option("--gpu-id", type=int, default=0, show_default=True, help="deepstream: gpu-id.")
+@json_option("what was written")
 def package(
     bundle: str,
     fmt: str,
@@ -325,6 +331,7 @@ def package(
     secondary: bool,
     classifier_threshold: float,
     gpu_id: int,
+    json_path: str | None,
 ) -> None:
     """Write a Triton model repository, or a DeepStream nvinfer package, for BUNDLE.
 
@@ -344,7 +351,7 @@ def package(
     if fmt == "deepstream":
         _package_deepstream(
             bundle, out, precisions, force, batch, bake_normalization, color_format,
-            maintain_aspect_ratio, secondary, classifier_threshold, gpu_id,
+            maintain_aspect_ratio, secondary, classifier_threshold, gpu_id, json_path,
         )  # fmt: skip
         return
     ds_only = {
@@ -374,7 +381,7 @@ def package(
         force=force,
     )
     result = package_triton(bundle, out, options, engines_from=engines_from)
-    click.echo(format_triton(result))
+    emit(format_triton(result), result.to_dict(), json_path)
 
 
 def _package_deepstream(
@@ -389,6 +396,7 @@ def _package_deepstream(
     secondary: bool,
     classifier_threshold: float,
     gpu_id: int,
+    json_path: str | None,
 ) -> None:
     from vggdeploy.packaging import DeepStreamOptions, package_deepstream
     from vggdeploy.report.packaging import format_deepstream
@@ -407,4 +415,12 @@ def _package_deepstream(
         gpu_id=gpu_id,
         force=force,
     )
-    click.echo(format_deepstream(package_deepstream(bundle, out, options)))
+    result = package_deepstream(bundle, out, options)
+    emit(format_deepstream(result), result.to_dict(), json_path)
+
+
+def _jsonable(result: Any) -> dict[str, Any]:
+    """A result dataclass as JSON-ready data (paths as strings)."""
+    import dataclasses
+
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()}
