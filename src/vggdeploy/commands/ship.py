@@ -349,10 +349,25 @@ def package(
     scale is used (a warning says how far off); --bake-normalization makes it exact.
     """
     if fmt == "deepstream":
-        _package_deepstream(
-            bundle, out, precisions, force, batch, bake_normalization, color_format,
-            maintain_aspect_ratio, secondary, classifier_threshold, gpu_id, json_path,
-        )  # fmt: skip
+        from vggdeploy.packaging import DeepStreamOptions, package_deepstream
+        from vggdeploy.report.packaging import format_deepstream
+
+        chosen = parse_precisions(precisions)
+        if len(chosen) > 1:
+            raise InputError(f"--precision {','.join(chosen)}: --format deepstream takes one")
+        ds_options = DeepStreamOptions(
+            precision=chosen[0] if chosen else "fp32",
+            batch=batch,
+            bake_normalization=bake_normalization,
+            color_format=color_format,
+            maintain_aspect_ratio=maintain_aspect_ratio,
+            secondary=secondary,
+            classifier_threshold=classifier_threshold,
+            gpu_id=gpu_id,
+            force=force,
+        )
+        written = package_deepstream(bundle, out, ds_options)
+        emit(format_deepstream(written), written.to_dict(), json_path)
         return
     ds_only = {
         "--batch": batch is not None,
@@ -382,41 +397,6 @@ def package(
     )
     result = package_triton(bundle, out, options, engines_from=engines_from)
     emit(format_triton(result), result.to_dict(), json_path)
-
-
-def _package_deepstream(
-    bundle: str,
-    out: str,
-    precisions: tuple[str, ...],
-    force: bool,
-    batch: int | None,
-    bake_normalization: bool,
-    color_format: str | None,
-    maintain_aspect_ratio: bool,
-    secondary: bool,
-    classifier_threshold: float,
-    gpu_id: int,
-    json_path: str | None,
-) -> None:
-    from vggdeploy.packaging import DeepStreamOptions, package_deepstream
-    from vggdeploy.report.packaging import format_deepstream
-
-    chosen = parse_precisions(precisions)
-    if len(chosen) > 1:
-        raise InputError(f"--precision {','.join(chosen)}: --format deepstream takes one")
-    options = DeepStreamOptions(
-        precision=chosen[0] if chosen else "fp32",
-        batch=batch,
-        bake_normalization=bake_normalization,
-        color_format=color_format,
-        maintain_aspect_ratio=maintain_aspect_ratio,
-        secondary=secondary,
-        classifier_threshold=classifier_threshold,
-        gpu_id=gpu_id,
-        force=force,
-    )
-    result = package_deepstream(bundle, out, options)
-    emit(format_deepstream(result), result.to_dict(), json_path)
 
 
 def _jsonable(result: Any) -> dict[str, Any]:
