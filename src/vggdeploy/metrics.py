@@ -129,3 +129,20 @@ def compare_arrays(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
         "max_rel": float(diff.max(initial=0.0) / scale),
         "cosine": cosine,
     }
+
+
+# -- class scores -----------------------------------------------------------------------------
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, stable for large logits."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def top_k(probs: np.ndarray, k: int, labels: Sequence[str]) -> list[tuple[int, str, float]]:
+    """The `k` most probable classes of one row, highest first (ties: lower index first)."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(int(i), labels[i], float(probs[i])) for i in order]

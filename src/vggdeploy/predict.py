@@ -18,6 +18,7 @@ import numpy as np
 
 from vggdeploy.bundle import Bundle
 from vggdeploy.errors import InputError, VggDeployError
+from vggdeploy.metrics import softmax, top_k
 from vggdeploy.runtimes.base import infer_array
 
 
@@ -44,20 +45,6 @@ class Prediction:
                 for rank, (index, label, prob) in enumerate(self.top, 1)
             ],
         }
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64, stable for large logits."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def top_k(probs: np.ndarray, k: int, labels: Sequence[str]) -> list[tuple[int, str, float]]:
-    """The `k` most probable classes of one row, highest first (ties: lower index first)."""
-    order = np.argsort(-probs, kind="stable")[:k]
-    return [(int(i), labels[i], float(probs[i])) for i in order]
 
 
 def class_names(bundle: Bundle, num_classes: int) -> list[str]:

@@ -171,7 +171,7 @@ def test_staged_runtime_gets_a_copy_stage(tiny_bundle_ro: Path, monkeypatch, ima
 
 
 def test_top_k_matches_predict() -> None:
-    from vggdeploy.predict import softmax, top_k
+    from vggdeploy.metrics import softmax, top_k
 
     logits = np.array([[1.0, 3.0, 3.0, -2.0], [0.0, 0.0, 5.0, 1.0]], np.float32)
     labels = ["a", "b", "c", "d"]

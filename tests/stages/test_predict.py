@@ -12,7 +12,8 @@ import pytest
 from vggdeploy.bundle import Bundle, atomic_write_text
 from vggdeploy.cli import main
 from vggdeploy.errors import InputError
-from vggdeploy.predict import class_names, predict_images, softmax, top_k
+from vggdeploy.metrics import softmax, top_k
+from vggdeploy.predict import class_names, predict_images
 from vggdeploy.preprocess import load_image, preprocess_image
 from vggdeploy.runtimes.onnxrt import OrtRuntime
 

@@ -120,18 +120,10 @@ def time_stages(
 
 
 def softmax_top_k(logits: np.ndarray, k: int, labels: Sequence[str]) -> list[list[Any]]:
-    """Per row: the `k` most probable (index, label, probability), as `predict.top_k` (the
-    same softmax in float64 and stable argsort; bench sits beside predict and cannot import
-    it)."""
-    z = np.asarray(logits).astype(np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    probs = e / e.sum(axis=-1, keepdims=True)
-    rows = []
-    for row in probs:
-        order = np.argsort(-row, kind="stable")[:k]
-        rows.append([(int(i), labels[i], float(row[i])) for i in order])
-    return rows
+    """Per row: the `k` most probable (index, label, probability), as `predict` reports them."""
+    from vggdeploy.metrics import softmax, top_k
+
+    return [top_k(row, k, labels) for row in softmax(np.asarray(logits))]
 
 
 def copy_note(runtime: Runtime, described: dict[str, Any]) -> str | None:
