@@ -84,6 +84,52 @@ def current_umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives during a few renames, and raise it once they are done (so a
+    swap of two folders is never left half done). Only the main thread receives signals."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def replace_folder(staging: Path, dest: Path, *, replace: bool) -> None:
+    """Move the finished folder `staging` to `dest` (same file system), Ctrl-C deferred.
+
+    Without `replace`, one rename: it also takes the place of an empty folder, and fails if
+    `dest` is not empty. With `replace` (the caller has checked that `dest` may go), `dest` is
+    renamed aside first, put back if the second rename fails, and deleted only once `staging`
+    is in place: at every moment one complete folder is at `dest`.
+    """
+    import shutil
+
+    with interrupts_deferred():
+        if not replace or not dest.exists():
+            os.rename(staging, dest)
+            return
+        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".replaced", dir=dest.parent))
+        os.rename(dest, aside)  # onto the empty folder mkdtemp made
+        try:
+            os.rename(staging, dest)
+        except BaseException:
+            os.rename(aside, dest)  # the old folder back where it was
+            raise
+    shutil.rmtree(aside, ignore_errors=True)
+    if aside.exists():
+        log.warning("could not remove the replaced folder, now at %s", aside)
+
+
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)

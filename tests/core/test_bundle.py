@@ -95,3 +95,31 @@ def test_a_waiting_stage_says_so(tiny_bundle: Path, caplog) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert "waiting for another vggdeploy process" in err
+
+
+def test_ctrl_c_during_a_swap_is_held_until_it_is_done() -> None:
+    import signal
+
+    from vggdeploy.bundle import interrupts_deferred
+
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        done = True  # still runs: the signal waits for the block's end
+    assert done
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_replace_folder_swaps_and_keeps_one_complete_folder(tmp_path: Path) -> None:
+    from vggdeploy.bundle import replace_folder
+
+    old, new = tmp_path / "out", tmp_path / "new"
+    old.mkdir()
+    (old / "a").write_text("old")
+    new.mkdir()
+    (new / "b").write_text("new")
+    with pytest.raises(OSError):
+        replace_folder(new, old, replace=False)  # a non-empty folder is never replaced
+    assert (old / "a").read_text() == "old"
+    replace_folder(new, old, replace=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (old / "b").read_text() == "new" and not (old / "a").exists()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -279,14 +278,6 @@ def test_an_empty_folder_stays_empty_on_failure(tmp_path: Path, capsys, monkeypa
     code, _, err = run_cli(export_args(out), capsys)
     assert (code, one_line(err)) == (130, INTERRUPTED)
     assert list(out.iterdir()) == []
-
-
-def test_ctrl_c_during_the_swap_is_held_until_it_is_done() -> None:
-    with pytest.raises(KeyboardInterrupt), onnx_export._interrupt_deferred():
-        os.kill(os.getpid(), signal.SIGINT)
-        done = True  # still runs: the signal waits for the block's end
-    assert done
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 # -- numbers out of range: refused before anything is allocated or written -------------------

@@ -19,8 +19,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -35,8 +33,10 @@ from vggdeploy.bundle import (
     Bundle,
     atomic_path,
     atomic_write_text,
+    interrupts_deferred,
     library_versions,
     read_manifest,
+    replace_folder,
 )
 from vggdeploy.errors import BundleError, CheckFailedError, InputError
 from vggdeploy.metrics import compare_arrays
@@ -164,50 +164,23 @@ def _remove_empty(folders: list[Path]) -> None:
 
 def _move_into_place(stage: Path, out: Path, replace: bool) -> None:
     """Make the staged bundle OUT, Ctrl-C deferred: one rename, or a swap of two."""
-    aside = _hidden_name(out.parent, out, "old")
     moved: list[Path] = []
-    with _interrupt_deferred():
-        try:
-            if stage.parent == out:  # OUT was an empty folder: move entries up, manifest last
+    try:
+        if stage.parent == out:  # OUT was an empty folder: move entries up, manifest last
+            with interrupts_deferred():
                 for entry in sorted(stage.iterdir(), key=lambda p: p.name == MANIFEST_NAME):
                     os.rename(entry, out / entry.name)
                     moved.append(out / entry.name)
-            elif not replace:
-                os.rename(stage, out)  # fails if someone filled OUT meanwhile
-            else:
-                os.rename(out, aside)
-                try:
-                    os.rename(stage, out)
-                except OSError:
-                    os.rename(aside, out)
-                    raise
-        except OSError as exc:
-            for path in moved:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            raise InputError(
-                f"cannot move the new bundle into {out} ({exc.strerror}): {out} was left as it "
-                "was; choose another --out"
-            ) from None
-        if replace:
-            shutil.rmtree(aside, ignore_errors=True)
-            if aside.exists():
-                log.warning("could not remove the replaced bundle, now at %s", aside)
-
-
-@contextlib.contextmanager
-def _interrupt_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C that arrives during a few renames, and raise it once they are done."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
+        else:
+            # without replace the rename fails if someone filled OUT meanwhile
+            replace_folder(stage, out, replace=replace)
+    except OSError as exc:
+        for path in moved:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        raise InputError(
+            f"cannot move the new bundle into {out} ({exc.strerror}): {out} was left as it "
+            "was; choose another --out"
+        ) from None
 
 
 def _interrupted(exc: BaseException) -> bool:

@@ -32,7 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from vggdeploy.bundle import MANIFEST_NAME, Bundle, atomic_path, current_umask, sha256_bytes
+from vggdeploy.bundle import (
+    MANIFEST_NAME,
+    Bundle,
+    atomic_path,
+    current_umask,
+    replace_folder,
+    sha256_bytes,
+)
 from vggdeploy.errors import BundleError, InputError
 from vggdeploy.inspect import SUMS_NAME
 from vggdeploy.packaging.archive_checks import (
@@ -356,26 +363,6 @@ def _check_destination(dest: Path, force: bool) -> bool:
     return True
 
 
-def _move_into_place(staging: Path, dest: Path, replace: bool) -> None:
-    """Rename the verified bundle to `dest`; an old bundle is set aside first, deleted last."""
-    if not replace:
-        os.rename(staging, dest)  # also replaces an empty folder
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".replaced", dir=dest.parent))
-    moved = False
-    try:
-        os.rename(dest, aside)  # onto the empty folder mkdtemp made
-        moved = True
-        os.rename(staging, dest)
-    except BaseException:
-        if moved and not dest.exists():
-            os.rename(aside, dest)  # the old bundle back where it was
-        else:
-            shutil.rmtree(aside, ignore_errors=True)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-
-
 def unpack_bundle(
     archive: str | os.PathLike[str],
     dest: str | os.PathLike[str],
@@ -427,7 +414,7 @@ def unpack_bundle(
         check_unpacked(staging, archive)
         meter.set("verified", meter.total, force=True)
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp made it 0700
-        _move_into_place(staging, dest, replace)
+        replace_folder(staging, dest, replace=replace)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise write_error(shown, exc) from None

@@ -53,6 +53,7 @@ from vggdeploy.bundle import (
     atomic_write_bytes,
     atomic_write_text,
     current_umask,
+    replace_folder,
 )
 from vggdeploy.errors import InputError
 
@@ -328,7 +329,7 @@ def package_deepstream(
         comments = _comments(bundle, options, plan)
         atomic_write_text(staging / config, nvinfer_config(properties, comments))
         files = [config, *files, LABELS_FILE]
-        _replace(staging, out)
+        replace_folder(staging, out, replace=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -416,19 +417,3 @@ def _check_qdq(model: Any) -> None:
         raise CheckFailedError(
             f"the baked INT8 ONNX breaks TensorRT's Q/DQ rules: {problems[0]}; nothing written"
         )
-
-
-def _replace(staging: Path, out: Path) -> None:
-    """Move the finished `staging` folder to `out` (an existing `out` goes only once it can)."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    old.rmdir()
-    os.replace(out, old)
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
