@@ -22,7 +22,8 @@ import numpy as np
 
 from vggdeploy.bundle import Bundle
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
-from vggdeploy.preprocess import IMAGE_EXTENSIONS, iter_batches
+from vggdeploy.inputs import map_class_folders
+from vggdeploy.preprocess import iter_batches
 from vggdeploy.runtimes.base import Runtime, infer_array
 from vggdeploy.runtimes.registry import (
     RuntimeSpec,
@@ -32,100 +33,6 @@ from vggdeploy.runtimes.registry import (
 )
 
 TOP_K = 5
-
-
-@dataclass(frozen=True)
-class ClassMapping:
-    """Image files with their class index, and how the folders were mapped."""
-
-    samples: list[tuple[Path, int]]
-    folders: dict[str, int]  # folder name -> output index
-    method: str  # "labels" or "alphabetical"
-    note: str
-
-
-# -- class folders --------------------------------------------------------------------------------
-
-
-def normalize_name(name: str) -> str:
-    """Folder/label comparison key: case-insensitive, `_` and runs of spaces are one space."""
-    return " ".join(name.replace("_", " ").split()).casefold()
-
-
-def map_class_folders(
-    root: str | os.PathLike[str], labels: Sequence[str] | None, num_classes: int
-) -> ClassMapping:
-    """The images under `root/<class>/...` and the output index of each class folder."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"image folder {root} does not exist or is not a directory")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    if not folders:
-        raise InputError(
-            f"{root} has no class sub-folders{f' ({len(loose)} loose images)' if loose else ''}: "
-            "evaluate needs one sub-folder per class (ImageFolder layout), e.g. "
-            f"{root}/cat/1.jpg, {root}/dog/2.jpg"
-        )
-    if labels is None:
-        if len(folders) > num_classes:
-            raise InputError(
-                f"{root} has {len(folders)} class folders but the model has {num_classes} "
-                "outputs: remove the extra folders, or export the bundle with --labels to match "
-                "folders by name"
-            )
-        index = {p.name: i for i, p in enumerate(folders)}
-        method = "alphabetical"
-        note = (
-            "the bundle has no labels: class folders sorted alphabetically map to output "
-            f"indices 0..{len(folders) - 1}, as torchvision's ImageFolder does"
-        )
-    else:
-        by_key: dict[str, list[int]] = {}
-        for i, label in enumerate(labels):
-            by_key.setdefault(normalize_name(label), []).append(i)
-        index, unmatched, ambiguous = {}, [], []
-        for folder in folders:
-            hits = by_key.get(normalize_name(folder.name), [])
-            if len(hits) == 1:
-                index[folder.name] = hits[0]
-            elif hits:
-                ambiguous.append(f"{folder.name!r} (classes {', '.join(map(str, hits))})")
-            else:
-                unmatched.append(folder.name)
-        if unmatched:
-            shown = ", ".join(repr(n) for n in unmatched[:10])
-            more = f" (+{len(unmatched) - 10} more)" if len(unmatched) > 10 else ""
-            examples = ", ".join(repr(n) for n in list(labels)[:3])
-            raise InputError(
-                f"{len(unmatched)} of {len(folders)} class folders under {root} match no class "
-                f"name of the bundle: {shown}{more}. Folder names must equal the bundle's labels "
-                f"(case-insensitive, '_' = ' '), e.g. {examples}: rename the folders, or export "
-                "the bundle with --labels FILE listing your class names in output order"
-            )
-        if ambiguous:
-            raise InputError(
-                f"class folder(s) {', '.join(ambiguous)} match several bundle labels with the "
-                "same name: give the bundle unique labels (--labels FILE) to evaluate on them"
-            )
-        method = "labels"
-        note = "class folders matched to the bundle's labels by name"
-    samples: list[tuple[Path, int]] = []
-    for folder in folders:
-        files = sorted(
-            p
-            for p in folder.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-        )
-        samples += [(p, index[folder.name]) for p in files]
-    if not samples:
-        raise InputError(
-            f"no images found in the class folders under {root} "
-            f"(looked for {', '.join(IMAGE_EXTENSIONS)})"
-        )
-    if loose:
-        note += f"; {len(loose)} images directly under {root} (in no class folder) were ignored"
-    return ClassMapping(samples, index, method, note)
 
 
 # -- runtimes -------------------------------------------------------------------------------------

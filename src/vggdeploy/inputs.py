@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from vggdeploy.bundle import atomic_path
 from vggdeploy.errors import InputError
+from vggdeploy.preprocess import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     from vggdeploy.bundle import Bundle
@@ -181,3 +183,102 @@ def synthetic_images(dest: Path, count: int = 12, size: int = 256, seed: int = 0
         with atomic_path(dest / f"synthetic_{i:02d}.png") as tmp:
             img.save(tmp, format="PNG")
     return dest
+
+
+# -- labelled folders (ImageFolder layout) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassMapping:
+    """Image files with their class index, and how the folders were mapped."""
+
+    samples: list[tuple[Path, int]]
+    folders: dict[str, int]  # folder name -> output index
+    method: str  # "labels" or "alphabetical"
+    note: str
+
+
+def normalize_name(name: str) -> str:
+    """Folder/label comparison key: case-insensitive, `_` and runs of spaces are one space."""
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+def map_class_folders(
+    root: str | os.PathLike[str], labels: Sequence[str] | None, num_classes: int | None = None
+) -> ClassMapping:
+    """The images under `root/<class>/...` and the output index of each class folder.
+
+    Folder names match `labels` (case-insensitive, `_` = space); without labels the folders,
+    sorted, map to outputs 0..N-1 as torchvision's ImageFolder does (at most `num_classes`).
+    `evaluate` and `calibrate --accuracy-images` both read labelled folders this way.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"image folder {root} does not exist or is not a directory")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    if not folders:
+        raise InputError(
+            f"{root} has no class sub-folders{f' ({len(loose)} loose images)' if loose else ''}: "
+            "it needs one sub-folder per class (ImageFolder layout), e.g. "
+            f"{root}/cat/1.jpg, {root}/dog/2.jpg"
+        )
+    if labels is None:
+        if num_classes is not None and len(folders) > num_classes:
+            raise InputError(
+                f"{root} has {len(folders)} class folders but the model has {num_classes} "
+                "outputs: remove the extra folders, or export the bundle with --labels to match "
+                "folders by name"
+            )
+        index = {p.name: i for i, p in enumerate(folders)}
+        method = "alphabetical"
+        note = (
+            "the bundle has no labels: class folders sorted alphabetically map to output "
+            f"indices 0..{len(folders) - 1}, as torchvision's ImageFolder does"
+        )
+    else:
+        by_key: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            by_key.setdefault(normalize_name(label), []).append(i)
+        index, unmatched, ambiguous = {}, [], []
+        for folder in folders:
+            hits = by_key.get(normalize_name(folder.name), [])
+            if len(hits) == 1:
+                index[folder.name] = hits[0]
+            elif hits:
+                ambiguous.append(f"{folder.name!r} (classes {', '.join(map(str, hits))})")
+            else:
+                unmatched.append(folder.name)
+        if unmatched:
+            shown = ", ".join(repr(n) for n in unmatched[:10])
+            more = f" (+{len(unmatched) - 10} more)" if len(unmatched) > 10 else ""
+            examples = ", ".join(repr(n) for n in list(labels)[:3])
+            raise InputError(
+                f"{len(unmatched)} of {len(folders)} class folders under {root} match no class "
+                f"name of the bundle: {shown}{more}. Folder names must equal the bundle's labels "
+                f"(case-insensitive, '_' = ' '), e.g. {examples}: rename the folders, or export "
+                "the bundle with --labels FILE listing your class names in output order"
+            )
+        if ambiguous:
+            raise InputError(
+                f"class folder(s) {', '.join(ambiguous)} match several bundle labels with the "
+                "same name: give the bundle unique labels (--labels FILE) to evaluate on them"
+            )
+        method = "labels"
+        note = "class folders matched to the bundle's labels by name"
+    samples: list[tuple[Path, int]] = []
+    for folder in folders:
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )
+        samples += [(p, index[folder.name]) for p in files]
+    if not samples:
+        raise InputError(
+            f"no images found in the class folders under {root} "
+            f"(looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    if loose:
+        note += f"; {len(loose)} images directly under {root} (in no class folder) were ignored"
+    return ClassMapping(samples, index, method, note)

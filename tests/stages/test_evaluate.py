@@ -13,7 +13,8 @@ from PIL import Image
 from vggdeploy.bundle import Bundle, atomic_write_text
 from vggdeploy.cli import cli
 from vggdeploy.errors import InputError
-from vggdeploy.evaluate import evaluate_bundle, map_class_folders, normalize_name, topk_hits
+from vggdeploy.evaluate import evaluate_bundle, topk_hits
+from vggdeploy.inputs import map_class_folders, normalize_name
 from vggdeploy.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from vggdeploy.runtimes.base import Runtime, TensorSpec
 from vggdeploy.runtimes.registry import RuntimeSpec, open_available, parse_spec

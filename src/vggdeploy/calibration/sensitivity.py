@@ -28,8 +28,9 @@ from vggdeploy.calibration.calibrators import TensorRange
 from vggdeploy.calibration.data import ImageBatchReader
 from vggdeploy.calibration.qdq import quantizable_nodes, quantize_model
 from vggdeploy.errors import InputError
+from vggdeploy.inputs import map_class_folders
 from vggdeploy.ortsession import cpu_session
-from vggdeploy.preprocess import IMAGE_EXTENSIONS, Preprocessing
+from vggdeploy.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -52,61 +53,16 @@ class LabelledImages:
     method: str  # "labels" or "alphabetical"
 
 
-def _key(name: str) -> str:
-    # as vggdeploy.evaluate compares folders and labels: case-insensitive, `_` = space
-    return " ".join(name.replace("_", " ").split()).casefold()
-
-
 def read_labelled_folder(root: str | Path, labels: Sequence[str] | None) -> LabelledImages:
-    """`root/<class>/...` images with their class index (ImageFolder layout).
-
-    Folder names match the bundle's labels (case-insensitive, `_` = space) when it has labels,
-    else the folders, sorted, map to outputs 0..N-1 as torchvision's ImageFolder does. The
-    same rules as `vggdeploy evaluate`, kept here because calibration sits below evaluate.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"--accuracy-images {root} does not exist or is not a directory")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise InputError(
-            f"--accuracy-images {root} has no class sub-folders: it needs one sub-folder per "
-            f"class (ImageFolder layout), e.g. {root}/cat/1.jpg"
-        )
-    if labels is None:
-        index = {p.name: i for i, p in enumerate(folders)}
-        method = "alphabetical"
-    else:
-        by_key: dict[str, list[int]] = {}
-        for i, label in enumerate(labels):
-            by_key.setdefault(_key(label), []).append(i)
-        index, bad = {}, []
-        for folder in folders:
-            hits = by_key.get(_key(folder.name), [])
-            if len(hits) == 1:
-                index[folder.name] = hits[0]
-            else:
-                bad.append(folder.name)
-        if bad:
-            raise InputError(
-                f"--accuracy-images: {len(bad)} class folder(s) under {root} match no single "
-                f"class name of the bundle: {', '.join(repr(n) for n in bad[:10])}; folder names "
-                "must equal the bundle's labels (case-insensitive, '_' = ' ')"
-            )
-        method = "labels"
-    paths: list[Path] = []
-    targets: list[int] = []
-    for folder in folders:
-        files = sorted(
-            p
-            for p in folder.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-        )
-        paths += files
-        targets += [index[folder.name]] * len(files)
-    if not paths:
-        raise InputError(f"--accuracy-images: no images in the class folders under {root}")
-    return LabelledImages(paths, np.asarray(targets, dtype=np.int64), method)
+    """`root/<class>/...` images with their class index, read as `vggdeploy evaluate` reads
+    them (`inputs.map_class_folders`)."""
+    try:
+        mapping = map_class_folders(root, labels)
+    except InputError as exc:
+        raise InputError(f"--accuracy-images: {exc}") from None
+    paths = [p for p, _ in mapping.samples]
+    targets = np.asarray([c for _, c in mapping.samples], dtype=np.int64)
+    return LabelledImages(paths, targets, mapping.method)
 
 
 # -- scoring variants against one fp32 reference ----------------------------------------------
