@@ -302,18 +302,28 @@ class Bundle:
             )
         _SELF_CONTAINED.add((str(path), sha256))
 
-    def add_artifact(self, key: str, path: str | os.PathLike[str], **facts: Any) -> ArtifactRecord:
+    def add_artifact(
+        self,
+        key: str,
+        path: str | os.PathLike[str],
+        *,
+        known_sha256: str | None = None,
+        **facts: Any,
+    ) -> ArtifactRecord:
         """Record a file already written inside the bundle, with its size and sha256.
 
         `facts` are the record's fields (`kind`, `precision`, and the stage's own); the record is
         validated, then written under the lock so a concurrent stage's record is kept too.
+        `known_sha256`: the digest of the bytes the caller itself just wrote there (hashed while
+        they were written), instead of reading the file again.
         """
         from vggdeploy.records import EngineRecord, OnnxArtifact
 
         path = Path(path)
         abs_path = path if path.is_absolute() else self.root / path
         rel = Path(os.path.relpath(abs_path, self.root)).as_posix()
-        data = {"path": rel, "sha256": sha256_file(abs_path), "size": abs_path.stat().st_size}
+        digest = known_sha256 or sha256_file(abs_path)
+        data = {"path": rel, "sha256": digest, "size": abs_path.stat().st_size}
         data.update(facts)
         cls = EngineRecord if data.get("kind") == "tensorrt-engine" else OnnxArtifact
         record = cls.model_validate(data)

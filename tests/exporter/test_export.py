@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import wait_for_size
 
 from vggdeploy.bundle import LOCK_NAME, Bundle, sha256_file
 from vggdeploy.errors import CheckFailedError, InputError
@@ -382,7 +384,8 @@ def test_interrupted_export_leaves_no_model_and_no_partial_file(
     seen = {}
 
     def interrupted(model, onnx_path: Path, options, *checks) -> None:
-        seen["size"] = onnx_path.stat().st_size  # the ONNX file was really written
+        # The parity check runs while the file is written: interrupt once it is written.
+        seen["size"] = wait_for_size(onnx_path, 10_000)
         raise exc("interrupted during parity")
 
     monkeypatch.setattr(onnx_export, "check_parity", interrupted)
@@ -466,8 +469,9 @@ def test_full_vgg16_export_at_224_passes_parity(tmp_path: Path) -> None:
 def test_the_model_is_serialised_once_and_checked_on_that_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No onnx.load/onnx.save round trips and no file rewrite: the exporter's save is the one
-    serialisation; the checker, strict shape inference and one ORT session read that file."""
+    """No onnx.load/onnx.save round trips and no file rewrite: the graph is serialised once;
+    the file holds those bytes, the checker (strict shape inference) reads the file, and the
+    one ORT session and the manifest's sha256 come from the same bytes."""
     import onnx
 
     from vggdeploy import ortsession
@@ -498,12 +502,23 @@ def test_the_model_is_serialised_once_and_checked_on_that_file(
             real_check(m, full_check, **kw),
         )[1],
     )
-    monkeypatch.setattr(onnx_export, "cpu_session", count("session", ortsession.cpu_session))
+    sources: list[object] = []
+
+    def session(source, **kwargs):
+        calls["session"] += 1
+        sources.append(source)
+        return ortsession.cpu_session(source, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "cpu_session", session)
     out = tmp_path / "out"
-    export_bundle(resolve_spec("vgg11", **TINY), RANDOM, out, ExportOptions(image_size=32))
-    # the one save is the exporter's own (onnx_ir calls onnx.save), as in a bare export
-    assert calls == {"load": 0, "save": 1, "infer_shapes_path": 0, "session": 1}
+    bundle = export_bundle(resolve_spec("vgg11", **TINY), RANDOM, out, ExportOptions(image_size=32))
+    # onnx.save is never called: the graph's bytes are written once, as they are
+    assert calls == {"load": 0, "save": 0, "infer_shapes_path": 0, "session": 1}
     assert len(checked) == 1 and checked[0][1] is True  # full check: strict, type-checked
+    written = (out / "model.onnx").read_bytes()
+    assert sources == [written]  # the session parsed exactly what the file holds
+    record = bundle.manifest.artifacts["onnx.fp32"]
+    assert record.sha256 == hashlib.sha256(written).hexdigest()
     # What the skipped rewrite would have written is already in the file.
     model = onnx.load(str(out / "model.onnx"))
     inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import wait_for_size
 
 from vggdeploy.bundle import sha256_file
 from vggdeploy.cli import main
@@ -168,7 +169,8 @@ def test_ctrl_c_in_the_exporter_exits_130_and_keeps_the_old_bundle(
 
 def test_ctrl_c_in_a_fresh_folder_leaves_nothing(tmp_path: Path, capsys, monkeypatch) -> None:
     def interrupted(model, onnx_path, options, *checks):
-        assert onnx_path.stat().st_size > 10_000  # the ONNX file was really written
+        # The parity check runs while the file is written: interrupt once it is written.
+        assert wait_for_size(onnx_path, 10_000) > 10_000
         raise KeyboardInterrupt
 
     monkeypatch.setattr(onnx_export, "check_parity", interrupted)

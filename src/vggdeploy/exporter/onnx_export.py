@@ -13,6 +13,7 @@ sizes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import os
@@ -37,6 +38,7 @@ from vggdeploy.bundle import (
     library_versions,
     read_manifest,
     replace_folder,
+    sha256_bytes,
 )
 from vggdeploy.errors import BundleError, CheckFailedError, InputError
 from vggdeploy.metrics import compare_arrays
@@ -259,7 +261,8 @@ def _write_bundle(
     """Write the ONNX file, labels and manifest of a bundle into the (staging) folder `root`.
 
     The model is serialised once (axis names and metadata are set on the exporter's graph
-    before it saves); ONNX Runtime builds its session on that file while the checker runs."""
+    first); ONNX Runtime builds its parity session from those bytes, and hashes them, while
+    the file is written and the checker reads it."""
     pre = options.preprocessing or Preprocessing.for_size(options.image_size)
     manifest: dict[str, Any] = {
         "created_by": {
@@ -279,13 +282,44 @@ def _write_bundle(
         "labels": None,
     }
     onnx_path = root / onnx_file("fp32")
-    with atomic_path(onnx_path) as tmp:
-        # PyTorch's parity outputs are computed while the exporter saves (after its tracing).
-        reference = functools.partial(reference_outputs, model, options)
-        exported = export_onnx(model, tmp, options, onnx_metadata(manifest), reference)
-        with Background(lambda: cpu_session(tmp)) as session:
-            finish_onnx(tmp, spec, options, exported.get("value_info_complete", False))
-            parity = check_parity(model, tmp, options, session.result, exported.get("side"))
+    with atomic_path(onnx_path) as tmp, contextlib.ExitStack() as alongside:
+        # PyTorch's parity outputs, on one core, while the exporter traces on the other. On a
+        # copy: while tracing, the exporter swaps the module's parameters for fake tensors.
+        twin = [copy.deepcopy(model)]
+        reference = alongside.enter_context(
+            Background(lambda: reference_outputs(twin.pop(), options, threads=1))
+        )
+        helpers: dict[str, Background] = {}
+
+        def serialized(data: bytes) -> None:
+            # While the main thread writes these bytes, threads build ONNX Runtime's session
+            # from them (no weight prepacking: it runs two batches) and run the parity check,
+            # and hash then check them. ONNX Runtime, the hash and the write release the GIL;
+            # the checker holds it, so it starts last, once the others are under way.
+            def session() -> Any:
+                return cpu_session(data, prepack=False)
+
+            def parity() -> dict[str, Any]:
+                runner = helpers["session"].result
+                return check_parity(model, tmp, options, runner, reference.result())
+
+            def hash_and_check() -> str:
+                digest = sha256_bytes(data)
+                finish_onnx(data, spec, options, typed=True)
+                return digest
+
+            jobs = {"session": session, "parity": parity, "sha256": hash_and_check}
+            for name, work in jobs.items():
+                helpers[name] = alongside.enter_context(Background(work))
+
+        exported = export_onnx(model, tmp, options, onnx_metadata(manifest), serialized)
+        if helpers:
+            parity = helpers["parity"].result()
+        else:  # shape inference rewrites the file: check, then parse the file
+            finish_onnx(tmp, spec, options, typed=False)
+            session = functools.partial(cpu_session, tmp, prepack=False)
+            parity = check_parity(model, tmp, options, session, reference.result())
+        digest = helpers["sha256"].result() if "sha256" in helpers else None
     seconds = round(time.perf_counter() - started, 2)
     export = {"opset": options.opset, "exporter": "torch.onnx dynamo", "seconds": seconds}
     manifest.update(io=exported["io"], export=export, parity=parity, artifacts={})
@@ -295,17 +329,29 @@ def _write_bundle(
     bundle = Bundle.create(root, Manifest.model_validate(manifest))
     bundle.save()
     bundle.add_artifact(
-        onnx_key("fp32"), onnx_file("fp32"), kind="onnx", precision="fp32", opset=options.opset
+        onnx_key("fp32"),
+        onnx_file("fp32"),
+        known_sha256=digest,
+        kind="onnx",
+        precision="fp32",
+        opset=options.opset,
     )
     return bundle
 
 
 def export_onnx(
-    model: Any, dest: Path, options: ExportOptions, metadata: Any = None, while_saving: Any = None
+    model: Any,
+    dest: Path,
+    options: ExportOptions,
+    metadata: Any = None,
+    on_serialized: Any = None,
 ) -> dict[str, Any]:
-    """Export `model`, name the dynamic axes, set `metadata`, save one self-contained file;
-    return {"io": ..., "value_info_complete": the exporter typed and shaped every tensor,
-    "side": what `while_saving()` returned, run on a thread during the save}."""
+    """Export `model`, name the dynamic axes, set `metadata`, write one self-contained file;
+    return {"io": ..., "value_info_complete": the exporter typed and shaped every tensor}.
+
+    `on_serialized(data)` gets the file's bytes before they are written, when the exporter
+    typed every tensor (so the checker will not rewrite the file): the caller can start work
+    on the same bytes while they are written."""
     import torch
 
     _quiet_exporter_logs()
@@ -349,9 +395,27 @@ def export_onnx(
         meta.update(metadata["props"])
         program.model.doc_string = metadata["doc_string"]
     complete = all(v.type and v.shape is not None for n in graph for v in n.outputs if v.name)
-    with Background(while_saving or (lambda: None)) as side:
-        program.save(str(dest))
-        return {"io": io, "value_info_complete": complete, "side": side.result()}
+    data = _serialize(program.model)
+    del program, graph, meta  # the exporter's graph: only the bytes are needed from here on
+    if on_serialized is not None and complete:
+        on_serialized(data)
+    dest.write_bytes(data)
+    return {"io": io, "value_info_complete": complete}
+
+
+def _serialize(model: Any) -> bytes:
+    """The bytes `ONNXProgram.save` writes for a self-contained file (what `onnx_ir.save`
+    does: the IR model to a ModelProto, then protobuf's serialiser), without the file."""
+    import onnx_ir
+
+    proto = onnx_ir.serde.serialize_model(model)
+    try:
+        return proto.SerializeToString()
+    except ValueError as exc:  # protobuf refuses messages over 2 GB
+        raise InputError(
+            f"the exported model cannot be one self-contained ONNX file ({exc}): "
+            "use a smaller model (--width-divisor, --hidden)"
+        ) from None
 
 
 def _name_axes(graph: Any, options: ExportOptions) -> dict[str, Any]:
@@ -373,19 +437,28 @@ def _name_axes(graph: Any, options: ExportOptions) -> dict[str, Any]:
     return {"inputs": [*map(describe, graph.inputs)], "outputs": [*map(describe, graph.outputs)]}
 
 
-def finish_onnx(path: Path, spec: ModelSpec, options: ExportOptions, typed: bool = False) -> None:
+def finish_onnx(
+    source: Path | bytes, spec: ModelSpec, options: ExportOptions, typed: bool = False
+) -> None:
     """The checker with full_check, which runs strict type-checked shape inference (what
-    `infer_shapes_path` ran); that rewrites the file only if the exporter left a tensor
-    untyped. Path forms: the in-memory ones copy the model (+1 GB on VGG-16)."""
+    `infer_shapes_path` ran), on a file or its bytes; the file is rewritten only if the
+    exporter left a tensor untyped (`typed` False; then `source` must be the path). Path or
+    bytes: the ModelProto forms copy the model (+1 GB on VGG-16)."""
     import onnx
 
-    onnx.checker.check_model(str(path), full_check=True)
+    onnx.checker.check_model(source if isinstance(source, bytes) else str(source), full_check=True)
     if not typed:
+        path = str(source)
         onnx.shape_inference.infer_shapes_path(path, path, check_type=True, strict_mode=True)
 
 
-def reference_outputs(model: Any, options: ExportOptions) -> list[tuple[int, int, Any, Any]]:
-    """(size, batch, seeded input, PyTorch's output) at every exported size and checked batch."""
+def reference_outputs(
+    model: Any, options: ExportOptions, threads: int | None = None
+) -> list[tuple[int, int, Any, Any]]:
+    """(size, batch, seeded input, PyTorch's output) at every exported size and checked batch.
+
+    `threads`: PyTorch's intra-op threads meanwhile (the export runs this on one core while
+    the graph is serialised on the other); None keeps PyTorch's setting."""
     import torch
 
     sizes = [options.image_size]
@@ -394,11 +467,17 @@ def reference_outputs(model: Any, options: ExportOptions) -> list[tuple[int, int
     batches = [options.batch] if options.batch else [1, options.check_batch + 1]
     rng = np.random.default_rng(options.seed)
     cases = []
-    for size in sizes:
-        for batch in batches:
-            x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
-            with torch.no_grad():
-                cases.append((size, batch, x, model(torch.from_numpy(x)).numpy()))
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        for size in sizes:
+            for batch in batches:
+                x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+                with torch.no_grad():
+                    cases.append((size, batch, x, model(torch.from_numpy(x)).numpy()))
+    finally:
+        torch.set_num_threads(before)
     return cases
 
 
