@@ -6,6 +6,9 @@ Variants (all written from the bundle's fp32 `model.onnx` with the activation sc
   fp32            model.onnx
   int8 old        Q/DQ on weighted-op inputs only (the form before issue 12)
   int8 new        + a Q/DQ pair on each Conv/Gemm output (what `calibrate` writes now)
+  int8 new lut    the same file as vggdeploy's ONNX Runtime CPU runtime loads it: ReLUs between
+                  int8 Q/DQ pairs as LeakyRelu(0), which ORT runs as an int8 lookup table
+                  (`onnxutil.relu_as_int8_lookup`; outputs bit for bit those of "int8 new")
   int8 new w7     the same with 7-bit weights in [-63, 63] (the no-VNNI remedy)
   int8 new fcfp   new form, classifier Gemms kept float (keep_float): int8 vs float FCs
   int8-u8         the bundle's model.int8-u8.onnx (ORT form), if it has one
@@ -15,7 +18,8 @@ Variants (all written from the bundle's fp32 `model.onnx` with the activation sc
 Each round runs every variant once at each batch size, in turn, so drift on a shared machine
 hits all alike; the table gives the median latency, speed-up vs fp32, the fused integer
 kernels in ORT's optimized graph, and agreement with fp32 on the shipped photographs (ORT
-CPU, fused kernels: mean/min per-image cosine, top-1 agreement).
+CPU, fused kernels: mean/min per-image cosine, top-1 agreement). "f32 passes": the float
+ReLU/Q/DQ nodes left between the integer kernels in ORT's optimized graph.
 
     .venv/bin/python bench/int8_bench.py                        # runs/vgg16/bundle
     .venv/bin/python bench/int8_bench.py BUNDLE --rounds 15 --batch 1,8 --json out.json
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 
 FUSED = ("QLinearConv", "QGemm", "ConvInteger", "MatMulInteger", "QLinearMatMul")
+FLOAT_ELEMENTWISE = ("Relu", "QuantizeLinear", "DequantizeLinear")  # float passes between kernels
 FLOAT = ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul")
 
 
@@ -93,6 +98,7 @@ def fused_counts(path: Path, work: Path) -> dict[str, int]:
     return {
         "int": sum(ops[o] for o in FUSED),
         "float": sum(ops[o] for o in FLOAT),
+        "passes": sum(ops[o] for o in FLOAT_ELEMENTWISE),
         **{o: ops[o] for o in FUSED if ops[o]},
     }
 
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from vggdeploy.calibration.qdq import quantize_model
     from vggdeploy.host import cpu
     from vggdeploy.inputs import InputSet
+    from vggdeploy.onnxutil import relu_as_int8_lookup
     from vggdeploy.ortsession import cpu_session
 
     bundle = Bundle.load(args.bundle)
@@ -129,10 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     for label, kwargs in (
         ("int8 old", {"output_qdq": False}),
         ("int8 new", {}),
+        ("int8 new lut", {}),
         ("int8 new w7", {"weight_bits": 7}),
         ("int8 new fcfp", {"keep_float": classifier}),
     ):
         model, _ = quantize_model(fp32, ranges, "tensorrt", **kwargs)
+        if label.endswith(" lut"):
+            relu_as_int8_lookup(model)
         variants[label] = work / (label.replace(" ", "_") + ".onnx")
         onnx.save(model, str(variants[label]))
         del model
@@ -186,14 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         f"\nINT8 on ONNX Runtime CPU, {bundle.root}, {cpu().name} {cpu().features}, "
         f"{args.rounds} interleaved rounds (median)"
     )
-    print(head + f"{'int/float ops':>15}{'cos mean':>10}{'cos min':>9}{'top1':>7}")
+    print(
+        head + f"{'int/float ops':>15}{'f32 passes':>11}{'cos mean':>10}{'cos min':>9}{'top1':>7}"
+    )
     for label, r in results.items():
         row = f"{label:<14}"
         for b in batches:
             ms = r["latency_ms"][b]
             row += f"{ms:>10.1f}{results['fp32']['latency_ms'][b] / ms:>8.2f}"
         k = r["kernels"]
-        row += f"{str(k['int']) + '/' + str(k['float']):>15}"
+        row += f"{str(k['int']) + '/' + str(k['float']):>15}{k['passes']:>11}"
         row += f"{r['cosine_mean']:>10.4f}{r['cosine_min']:>9.4f}{r['top1']:>4}/{len(photos)}"
         print(row)
     if args.json:

@@ -9,6 +9,8 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 #: prefix of the metadata keys vggdeploy writes into every ONNX file it makes
 METADATA_PREFIX = "vggdeploy."
 
@@ -158,3 +160,87 @@ def onnx_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
     }
     doc = f"{m.name} (VGG config {m.config}) exported by vggdeploy {__version__}"
     return {"props": {METADATA_PREFIX + k: v for k, v in entries.items()}, "doc_string": doc}
+
+
+# -- ONNX Runtime's CPU kernels for a Q/DQ model --------------------------------------------------
+
+#: Ops a quantized tensor passes through unchanged in value order, so that Q(op(x)) equals
+#: Q(op(DQ(Q(x)))) bit for bit when both Q use the same scale and zero point.
+ORDER_PRESERVING_OPS = (
+    "Relu",
+    "MaxPool",
+    "Reshape",
+    "Flatten",
+    "Identity",
+    "Dropout",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+)
+
+
+def relu_as_int8_lookup(model: Any) -> int:
+    """Let ONNX Runtime's CPU provider run the ReLUs of a symmetric Q/DQ model in int8; returns
+    how many it changed (`model` is changed in place).
+
+    In TensorRT's form (int8, zero point 0) a ReLU between a DequantizeLinear and the next
+    QuantizeLinear is not redundant for ONNX Runtime (it drops one only before a Q whose zero
+    point is the type's minimum), so it runs DQ -> float ReLU -> Q over every activation map.
+    ONNX Runtime fuses DQ -> LeakyRelu -> Q into QLinearLeakyRelu, an int8 lookup table, so
+    each such ReLU becomes LeakyRelu(alpha=0). Bit for bit the same: the two differ only in the
+    sign of a zero (-0.0 for negative inputs), which the ops between here and the Q pass on
+    and the Q maps to the same integer. Changed only where the ReLU reads a DequantizeLinear
+    and its value reaches, through order-preserving single-consumer ops, only a
+    QuantizeLinear whose zero point is not the type's minimum.
+
+    For ONNX Runtime's CPU provider only: the file on disk keeps its ReLUs (TensorRT fuses
+    Conv + ReLU itself).
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def quantize_at_end(tensor: str) -> Any:
+        while tensor not in outputs:
+            users = consumers.get(tensor, [])
+            if len(users) != 1 or users[0].input[0] != tensor:
+                return None
+            user = users[0]
+            if user.op_type == "QuantizeLinear":
+                return user
+            if user.op_type not in ORDER_PRESERVING_OPS or user.op_type == "Relu":
+                return None
+            if any(o in consumers or o in outputs for o in user.output[1:] if o):
+                return None  # MaxPool indices or a Dropout mask in use
+            tensor = user.output[0]
+        return None
+
+    def zero_point_not_minimum(q: Any) -> bool:
+        if len(q.input) < 3 or q.input[2] not in inits:
+            return False  # no zero point: uint8 0, the minimum (ReLU already redundant)
+        zero_point = numpy_helper.to_array(inits[q.input[2]])
+        info = np.iinfo(zero_point.dtype) if zero_point.dtype.kind in "iu" else None
+        return info is not None and bool(np.all(zero_point != info.min))
+
+    changed = 0
+    for node in graph.node:
+        if node.op_type != "Relu" or len(node.output) != 1:
+            continue
+        source = producers.get(node.input[0])
+        if source is None or source.op_type != "DequantizeLinear":
+            continue
+        q = quantize_at_end(node.output[0])
+        if q is None or not zero_point_not_minimum(q):
+            continue
+        node.op_type = "LeakyRelu"
+        del node.attribute[:]
+        node.attribute.append(helper.make_attribute("alpha", 0.0))
+        changed += 1
+    return changed

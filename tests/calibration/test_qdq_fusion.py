@@ -158,3 +158,61 @@ def test_seven_bit_weights_stay_in_range(fp32, ranges) -> None:
     assert max(int(np.abs(w).max()) for w in weights) == 63
     with pytest.raises(InputError):
         quantize_model(fp32, ranges, "tensorrt", weight_bits=4)
+
+
+def _relu_to_lookup(model):
+    import onnx
+
+    from vggdeploy.onnxutil import relu_as_int8_lookup
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy, relu_as_int8_lookup(copy)
+
+
+def test_relus_between_int8_pairs_run_as_lookups_bit_for_bit(fp32, ranges, tmp_path: Path) -> None:
+    """ONNX Runtime keeps a float ReLU (DQ -> Relu -> Q) at int8 zero point 0; as LeakyRelu(0)
+    it runs an int8 lookup table (QLinearLeakyRelu), with the very same outputs."""
+    model, _ = quantize_model(fp32, ranges, "tensorrt")
+    rewritten, changed = _relu_to_lookup(model)
+    relus = sum(n.op_type == "Relu" for n in model.graph.node)
+    # All but the last conv's ReLU, which reaches the logits' Q through the adaptive pool.
+    assert changed == relus - 1
+    before = _ops(_save(model, tmp_path / "relu.onnx"), tmp_path)
+    after = _ops(_save(rewritten, tmp_path / "lut.onnx"), tmp_path)
+    assert before["Relu"] == relus and before["QLinearLeakyRelu"] == 0
+    assert after["QLinearLeakyRelu"] == changed and after["Relu"] + after["LeakyRelu"] == 1
+    assert after["QLinearConv"] == before["QLinearConv"] > 0
+    x = np.random.default_rng(3).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    for optimize in (True, False):
+        expected = _run(tmp_path / "relu.onnx", x, optimize)
+        assert np.array_equal(_run(tmp_path / "lut.onnx", x, optimize), expected)
+
+
+def test_redundant_relus_are_left_to_onnxruntime(fp32) -> None:
+    """uint8 activations with zero point 0 after a ReLU (calibrated ranges there start at 0):
+    ORT already drops the ReLU, and a lookup table would be slower, so nothing changes; nor in
+    a float model."""
+    after_relu = {
+        name: TensorRange(0.0, 4.0 + i, 4.0 + i, True)
+        for i, name in enumerate(select_calibration_tensors(fp32))
+    }
+    u8, _ = quantize_model(fp32, after_relu, "onnxruntime")
+    assert any(n.op_type == "Relu" for n in u8.graph.node)
+    assert _relu_to_lookup(u8)[1] == 0
+    assert _relu_to_lookup(fp32)[1] == 0
+
+
+def test_the_onnxruntime_cpu_runtime_loads_int8_with_lookups(fp32, ranges, tmp_path: Path) -> None:
+    from vggdeploy.runtimes.onnxrt import OrtRuntime
+
+    model, _ = quantize_model(fp32, ranges, "tensorrt")
+    path = _save(model, tmp_path / "model.int8.onnx")
+    x = np.random.default_rng(4).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    runtime = OrtRuntime(path, precision="int8", provider="cpu")
+    with runtime:
+        got = next(iter(runtime.infer({"input": x}).values()))
+        details = runtime.describe().details
+    assert details["int8_relu_lookups"] == sum(n.op_type == "Relu" for n in model.graph.node) - 1
+    assert np.array_equal(got, _run(path, x, optimize=True))
+    assert path.read_bytes() == _save(model, tmp_path / "again.onnx").read_bytes()  # file as is

@@ -8,20 +8,7 @@ from typing import Any
 
 from vggdeploy.calibration.calibrators import QUANTIZABLE_OPS
 from vggdeploy.errors import InputError
-
-# Ops a quantized tensor passes through unchanged in value order, so that Q(op(x)) equals
-# Q(op(DQ(Q(x)))) bit for bit when both Q use the same scale and zero point (see module doc).
-ORDER_PRESERVING_OPS = (
-    "Relu",
-    "MaxPool",
-    "Reshape",
-    "Flatten",
-    "Identity",
-    "Dropout",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
-)
+from vggdeploy.onnxutil import ORDER_PRESERVING_OPS
 
 
 def quantizable_nodes(model: Any) -> list[tuple[str, str, str]]:

@@ -24,6 +24,10 @@ Placement (one file for TensorRT and ONNX Runtime):
   same scale (`verify_qdq`), activations stay per-tensor int8 with zero point 0, and weights
   per-channel int8. Ops kept float (`keep_float`) read float inputs and float weights, so a
   strongly typed build runs them in float (the ONNX types decide).
+- The ReLUs stay ReLUs in the file (TensorRT fuses Conv + ReLU). Between int8 zero-point-0
+  pairs ONNX Runtime runs them as DQ -> float ReLU -> Q, so vggdeploy's ONNX Runtime CPU
+  runtime loads the file with those ReLUs as LeakyRelu(0), which ORT runs as an int8 lookup
+  table, bit for bit the same (`vggdeploy.onnxutil.relu_as_int8_lookup`).
 
 Two targets:
 
