@@ -19,7 +19,7 @@ from waiting import wait_for_size
 
 from vggdeploy.bundle import sha256_file
 from vggdeploy.cli import main
-from vggdeploy.exporter import onnx_export
+from vggdeploy.exporter import onnx_export, output_dir
 
 TINY_ARGS = ["--width-divisor", "16", "--hidden", "64", "--num-classes", "10", "--image-size", "32"]
 INTERRUPTED = "interrupted (no partial files were left behind)"
@@ -211,7 +211,7 @@ def test_a_failed_swap_puts_the_old_bundle_back(old, capsys, monkeypatch) -> Non
             raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
         return real(src, dst)
 
-    monkeypatch.setattr(onnx_export.os, "rename", rename)
+    monkeypatch.setattr(output_dir.os, "rename", rename)
     code, _, err = run_cli(export_args(bundle, "--force"), capsys)
     assert code == 1
     assert "cannot move the new bundle into" in one_line(err)

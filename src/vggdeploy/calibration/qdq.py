@@ -156,10 +156,6 @@ def weight_axis(node: Any, weight_rank: int) -> int:
     raise ValueError(f"no weight axis for {node.op_type}")
 
 
-def _opset(model: Any) -> int:
-    return opset_of(model)
-
-
 # -- writing --------------------------------------------------------------------------------
 
 
@@ -194,9 +190,9 @@ def quantize_model(
     from onnx import TensorProto, helper, numpy_helper
 
     spec = get_target(target)
-    if _opset(model) < MIN_OPSET:
+    if opset_of(model) < MIN_OPSET:
         raise InputError(
-            f"the model uses opset {_opset(model)}; per-channel Q/DQ needs opset {MIN_OPSET} or "
+            f"the model uses opset {opset_of(model)}; per-channel Q/DQ needs opset {MIN_OPSET} or "
             "later: re-export with `vggdeploy export --opset 18`"
         )
     if in_place:
@@ -362,7 +358,7 @@ def verify_qdq(model: Any, target: str, *, keep_float: Collection[str] = ()) -> 
 
     spec = get_target(target)
     problems: list[str] = []
-    opset = _opset(model)
+    opset = opset_of(model)
     if opset < MIN_OPSET:
         problems.append(f"opset {opset} < {MIN_OPSET}: per-channel Q/DQ needs opset 13+")
     graph = model.graph
