@@ -6,9 +6,9 @@ Variants (all written from the bundle's fp32 `model.onnx` with the activation sc
   fp32            model.onnx
   int8 old        Q/DQ on weighted-op inputs only (the form before issue 12)
   int8 new        + a Q/DQ pair on each Conv/Gemm output (what `calibrate` writes now)
-  int8 new lut    the same file as vggdeploy's ONNX Runtime CPU runtime loads it: ReLUs between
-                  int8 Q/DQ pairs as LeakyRelu(0), which ORT runs as an int8 lookup table
-                  (`onnxutil.relu_as_int8_lookup`; outputs bit for bit those of "int8 new")
+  int8 new cpu    the same file as vggdeploy's ONNX Runtime CPU runtime loads it: each ReLU
+                  between int8 Q/DQ pairs as an integer Max, activations uint8
+                  (`onnxutil.cpu_int8_form`; outputs bit for bit those of "int8 new")
   int8 new w7     the same with 7-bit weights in [-63, 63] (the no-VNNI remedy)
   int8 new fcfp   new form, classifier Gemms kept float (keep_float): int8 vs float FCs
   int8-u8         the bundle's model.int8-u8.onnx (ORT form), if it has one
@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 FUSED = ("QLinearConv", "QGemm", "ConvInteger", "MatMulInteger", "QLinearMatMul")
-FLOAT_ELEMENTWISE = ("Relu", "QuantizeLinear", "DequantizeLinear")  # float passes between kernels
+# float passes between the integer kernels
+FLOAT_ELEMENTWISE = ("Relu", "LeakyRelu", "QuantizeLinear", "DequantizeLinear")
 FLOAT = ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul")
 
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from vggdeploy.calibration.qdq import quantize_model
     from vggdeploy.host import cpu
     from vggdeploy.inputs import InputSet
-    from vggdeploy.onnxutil import relu_as_int8_lookup
+    from vggdeploy.onnxutil import cpu_int8_form
     from vggdeploy.ortsession import cpu_session
 
     bundle = Bundle.load(args.bundle)
@@ -136,13 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     for label, kwargs in (
         ("int8 old", {"output_qdq": False}),
         ("int8 new", {}),
-        ("int8 new lut", {}),
+        ("int8 new cpu", {}),
         ("int8 new w7", {"weight_bits": 7}),
         ("int8 new fcfp", {"keep_float": classifier}),
     ):
         model, _ = quantize_model(fp32, ranges, "tensorrt", **kwargs)
-        if label.endswith(" lut"):
-            relu_as_int8_lookup(model)
+        if label.endswith(" cpu"):
+            cpu_int8_form(model)
         variants[label] = work / (label.replace(" ", "_") + ".onnx")
         onnx.save(model, str(variants[label]))
         del model

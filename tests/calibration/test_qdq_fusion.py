@@ -160,59 +160,66 @@ def test_seven_bit_weights_stay_in_range(fp32, ranges) -> None:
         quantize_model(fp32, ranges, "tensorrt", weight_bits=4)
 
 
-def _relu_to_lookup(model):
+def _cpu_form(model):
     import onnx
 
-    from vggdeploy.onnxutil import relu_as_int8_lookup
+    from vggdeploy.onnxutil import cpu_int8_form
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    return copy, relu_as_int8_lookup(copy)
+    return copy, cpu_int8_form(copy)
 
 
-def test_relus_between_int8_pairs_run_as_lookups_bit_for_bit(fp32, ranges, tmp_path: Path) -> None:
-    """ONNX Runtime keeps a float ReLU (DQ -> Relu -> Q) at int8 zero point 0; as LeakyRelu(0)
-    it runs an int8 lookup table (QLinearLeakyRelu), with the very same outputs."""
+def test_the_cpu_form_runs_relus_as_integer_max_bit_for_bit(fp32, ranges, tmp_path: Path) -> None:
+    """ONNX Runtime keeps a float ReLU (DQ -> Relu -> Q) at int8 zero point 0; the CPU form
+    runs it as Max on uint8 activations, with the very same outputs, fused or not."""
     model, _ = quantize_model(fp32, ranges, "tensorrt")
-    rewritten, changed = _relu_to_lookup(model)
+    rewritten, changed = _cpu_form(model)
     relus = sum(n.op_type == "Relu" for n in model.graph.node)
     # All but the last conv's ReLU, which reaches the logits' Q through the adaptive pool.
-    assert changed == relus - 1
+    assert changed["relu_as_max"] == relus - 1
+    assert changed["uint8_activations"] > 0
+    assert verify_qdq(model, "tensorrt") == []  # the caller's copy: still TensorRT's form
     before = _ops(_save(model, tmp_path / "relu.onnx"), tmp_path)
-    after = _ops(_save(rewritten, tmp_path / "lut.onnx"), tmp_path)
-    assert before["Relu"] == relus and before["QLinearLeakyRelu"] == 0
-    assert after["QLinearLeakyRelu"] == changed and after["Relu"] + after["LeakyRelu"] == 1
+    after = _ops(_save(rewritten, tmp_path / "cpu.onnx"), tmp_path)
+    assert before["Relu"] == relus and before["Max"] == 0
+    assert after["Max"] == relus - 1 and after["Relu"] == 1
     assert after["QLinearConv"] == before["QLinearConv"] > 0
+    assert after["QGemm"] == before["QGemm"]
     x = np.random.default_rng(3).standard_normal((2, 3, 224, 224)).astype(np.float32)
     for optimize in (True, False):
         expected = _run(tmp_path / "relu.onnx", x, optimize)
-        assert np.array_equal(_run(tmp_path / "lut.onnx", x, optimize), expected)
+        assert np.array_equal(_run(tmp_path / "cpu.onnx", x, optimize), expected)
 
 
-def test_redundant_relus_are_left_to_onnxruntime(fp32) -> None:
-    """uint8 activations with zero point 0 after a ReLU (calibrated ranges there start at 0):
-    ORT already drops the ReLU, and a lookup table would be slower, so nothing changes; nor in
-    a float model."""
-    after_relu = {
-        name: TensorRange(0.0, 4.0 + i, 4.0 + i, True)
-        for i, name in enumerate(select_calibration_tensors(fp32))
-    }
-    u8, _ = quantize_model(fp32, after_relu, "onnxruntime")
-    assert any(n.op_type == "Relu" for n in u8.graph.node)
-    assert _relu_to_lookup(u8)[1] == 0
-    assert _relu_to_lookup(fp32)[1] == 0
+def test_the_cpu_form_leaves_other_models_alone(fp32, ranges) -> None:
+    """uint8 activations (the ONNX Runtime target), a float model, and a model where a
+    quantized tensor feeds something else than a DequantizeLinear are left unchanged."""
+    u8, _ = quantize_model(fp32, ranges, "onnxruntime")
+    int8, _ = quantize_model(fp32, ranges, "tensorrt")
+    odd, _ = quantize_model(fp32, ranges, "tensorrt")
+    q = next(n for n in odd.graph.node if n.op_type == "QuantizeLinear")
+    odd.graph.output.add().name = q.output[0]  # a quantized tensor is also a graph output
+    nothing = {"relu_as_max": 0, "uint8_activations": 0}
+    for model in (u8, fp32, odd):
+        copy, changed = _cpu_form(model)
+        assert changed == nothing
+        assert copy.SerializeToString() == model.SerializeToString()
+    assert _cpu_form(int8)[1] != nothing
 
 
-def test_the_onnxruntime_cpu_runtime_loads_int8_with_lookups(fp32, ranges, tmp_path: Path) -> None:
+def test_the_onnxruntime_cpu_runtime_loads_int8_in_cpu_form(fp32, ranges, tmp_path: Path) -> None:
     from vggdeploy.runtimes.onnxrt import OrtRuntime
 
     model, _ = quantize_model(fp32, ranges, "tensorrt")
     path = _save(model, tmp_path / "model.int8.onnx")
+    on_disk = path.read_bytes()
     x = np.random.default_rng(4).standard_normal((2, 3, 224, 224)).astype(np.float32)
     runtime = OrtRuntime(path, precision="int8", provider="cpu")
     with runtime:
         got = next(iter(runtime.infer({"input": x}).values()))
         details = runtime.describe().details
-    assert details["int8_relu_lookups"] == sum(n.op_type == "Relu" for n in model.graph.node) - 1
+    relus = sum(n.op_type == "Relu" for n in model.graph.node)
+    assert details["cpu_int8_form"]["relu_as_max"] == relus - 1
     assert np.array_equal(got, _run(path, x, optimize=True))
-    assert path.read_bytes() == _save(model, tmp_path / "again.onnx").read_bytes()  # file as is
+    assert path.read_bytes() == on_disk  # the file stays as it was

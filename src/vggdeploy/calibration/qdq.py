@@ -26,8 +26,8 @@ Placement (one file for TensorRT and ONNX Runtime):
   strongly typed build runs them in float (the ONNX types decide).
 - The ReLUs stay ReLUs in the file (TensorRT fuses Conv + ReLU). Between int8 zero-point-0
   pairs ONNX Runtime runs them as DQ -> float ReLU -> Q, so vggdeploy's ONNX Runtime CPU
-  runtime loads the file with those ReLUs as LeakyRelu(0), which ORT runs as an int8 lookup
-  table, bit for bit the same (`vggdeploy.onnxutil.relu_as_int8_lookup`).
+  runtime loads the file with each as an integer Max and uint8 activations, bit for bit the
+  same outputs (`vggdeploy.onnxutil.cpu_int8_form`).
 
 Two targets:
 

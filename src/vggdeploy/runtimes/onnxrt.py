@@ -181,7 +181,7 @@ class OrtRuntime(Runtime):
         self._fallback: str | None = None
         self._active: list[str] = []
         self._ort_version = ""
-        self._relu_lookups = 0  # ReLUs run as int8 lookup tables (see _cpu_int8_form)
+        self._cpu_form: dict[str, int] = {}  # what _cpu_int8_form changed
 
     @property
     def label(self) -> str:
@@ -205,7 +205,7 @@ class OrtRuntime(Runtime):
                     "threads": self.threads or "default",
                     "artifact": str(self._path),
                     "sha256": self._sha256,
-                    "int8_relu_lookups": self._relu_lookups,
+                    "cpu_int8_form": self._cpu_form,
                     "provider_options": {
                         k: v
                         for k, v in session.get_provider_options().items()
@@ -290,22 +290,22 @@ class OrtRuntime(Runtime):
     # -- helpers --------------------------------------------------------------------------------
 
     def _cpu_int8_form(self) -> bytes | None:
-        """An int8 model as ONNX Runtime's CPU provider runs it fastest, or None to load the
-        file as it is: its ReLUs between int8 Q/DQ pairs become int8 lookup tables
-        (`onnxutil.relu_as_int8_lookup`: bit for bit the same outputs; measured by
-        bench/int8_bench.py). The file keeps TensorRT's form."""
+        """An int8 model in the form ONNX Runtime's CPU provider runs fastest, or None to load
+        the file as it is (`onnxutil.cpu_int8_form`: ReLUs become integer maxima, activations
+        uint8; bit for bit the same outputs; measured by bench/int8_bench.py). The file keeps
+        TensorRT's form."""
         if P.get(self.precision).numeric != "int8":
             return None
         import onnx
         from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-        from vggdeploy.onnxutil import relu_as_int8_lookup
+        from vggdeploy.onnxutil import cpu_int8_form
 
         model = onnx.load(str(self._path), load_external_data=False)
         if any(uses_external_data(t) for t in _get_all_tensors(model)):
             return None  # a loose file with weights beside it: ONNX Runtime reads it from there
-        self._relu_lookups = relu_as_int8_lookup(model)
-        return model.SerializeToString() if self._relu_lookups else None
+        self._cpu_form = cpu_int8_form(model)
+        return model.SerializeToString() if self._cpu_form["relu_as_max"] else None
 
     def _provider_list(self) -> list[Any]:
         """Providers with their options, as `InferenceSession(providers=...)` takes them."""
