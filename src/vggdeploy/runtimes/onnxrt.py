@@ -294,7 +294,7 @@ class OrtRuntime(Runtime):
         the file as it is (`onnxutil.cpu_int8_form`: ReLUs become integer maxima, activations
         uint8; bit for bit the same outputs; measured by bench/int8_bench.py). The file keeps
         TensorRT's form."""
-        if P.get(self.precision).numeric != "int8":
+        if self.precision != "int8":  # int8-u8 is ONNX Runtime's own form already
             return None
         import onnx
         from onnx.external_data_helper import _get_all_tensors, uses_external_data
