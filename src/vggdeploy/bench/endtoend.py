@@ -213,17 +213,8 @@ def run_end_to_end(
     # one call outside timing with the checks, as the compute-only case checks its feed once
     feed = stages[1][1](stages[0][1](0))
     runtime.check_feed(feed)
-    if options.warmup_iterations is not None:
-        warm = time_stages(stages, iterations=options.warmup_iterations, clock=clock)
-    else:
-        warm = time_stages(stages, seconds=options.warmup_seconds or 0.0, clock=clock)
-    timed = time_stages(
-        stages,
-        iterations=options.iterations,
-        seconds=options.seconds,
-        min_iterations=options.min_iterations if options.seconds is not None else 1,
-        clock=clock,
-    )
+    warm = time_stages(stages, **options.warmup_calls(), clock=clock)
+    timed = time_stages(stages, **options.timed_calls(), clock=clock)
     ms = {name: [t / 1e6 for t in values] for name, values in timed.items()}
     stats = {name: summarize(values) for name, values in ms.items()}
     total = stats["total"]

@@ -103,6 +103,22 @@ class BenchOptions:
     stream_threads: int | None = None
     top_k: int = 5
 
+    def timed_calls(self) -> dict[str, Any]:
+        """`time_calls`'s stopping arguments for the timed calls: `iterations`, or `seconds`
+        with at least `min_iterations` calls (trtexec's `--duration` with `--iterations`)."""
+        return {
+            "iterations": self.iterations,
+            "seconds": self.seconds,
+            "min_iterations": self.min_iterations if self.seconds is not None else 1,
+        }
+
+    def warmup_calls(self) -> dict[str, Any]:
+        """`time_calls`'s stopping arguments for the untimed calls before: `warmup_iterations`
+        calls if given, else `warmup_seconds` (0: none)."""
+        if self.warmup_iterations is not None:
+            return {"iterations": self.warmup_iterations}
+        return {"seconds": self.warmup_seconds or 0.0}
+
     def __post_init__(self) -> None:
         if self.iterations is None and self.seconds is None:
             raise InputError("give --iterations or --duration (or both)")

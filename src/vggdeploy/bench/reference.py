@@ -17,7 +17,6 @@ from vggdeploy.bench.timing import (
     coefficient_of_variation,
     summarize,
     time_calls,
-    warm_up,
 )
 
 if TYPE_CHECKING:
@@ -76,10 +75,7 @@ def with_bare_reference(
     def bare(f: dict[str, np.ndarray]) -> Any:
         return run(None, f)
 
-    warm_up(
-        bare, feed, iterations=options.warmup_iterations, seconds=options.warmup_seconds,
-        clock=clock,
-    )  # fmt: skip
+    time_calls(bare, feed, **options.warmup_calls(), clock=clock)
     rounds = max(1, options.reference_rounds)
     per_round: list[int] = []
     if options.iterations is not None:

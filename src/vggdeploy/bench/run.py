@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +45,6 @@ from vggdeploy.bench.timing import (
     summarize,
     time_calls,
     time_staged,
-    warm_up,
 )
 from vggdeploy.errors import InputError, VggDeployError
 from vggdeploy.runtimes.registry import RuntimeSpec, open_runtime
@@ -319,24 +318,6 @@ def _stream_sweep(
     return streams.run_sweep(runtime, reopen, batch, feed, options, options.stream_threads, clock)
 
 
-def _timed(step: Callable[[Any], Any], feed: Any, options: BenchOptions, clock: Clock) -> list[int]:
-    return time_calls(
-        step,
-        feed,
-        iterations=options.iterations,
-        seconds=options.seconds,
-        min_iterations=options.min_iterations if options.seconds is not None else 1,
-        clock=clock,
-    )
-
-
-def _warm_up(step: Callable[[Any], Any], feed: Any, options: BenchOptions, clock: Clock) -> int:
-    return warm_up(
-        step, feed, iterations=options.warmup_iterations, seconds=options.warmup_seconds,
-        clock=clock,
-    )  # fmt: skip
-
-
 def _run_case(
     bundle: Bundle,
     plan: Plan,
@@ -370,22 +351,16 @@ def _run_case(
         ref_path = ort_model_path(bundle, described, plan.precision)
         ref_session = bare_ort_session(ref_path, plan.spec.device or "cpu", options.threads)
     rss.start()
-    warmup_done = _warm_up(step, feed, options, clock)
+    warmup_done = len(time_calls(step, feed, **options.warmup_calls(), clock=clock))
     wall0 = clock()
     if staged:
-        host_ns, split = time_staged(
-            runtime,
-            iterations=options.iterations,
-            seconds=options.seconds,
-            min_iterations=options.min_iterations if options.seconds is not None else 1,
-            clock=clock,
-        )
+        host_ns, split = time_staged(runtime, **options.timed_calls(), clock=clock)
     elif use_reference:
         host_ns, reference = with_bare_reference(
             ref_session, ref_path, runtime, feed, options, clock
         )
     else:
-        host_ns = _timed(step, feed, options, clock)
+        host_ns = time_calls(step, feed, **options.timed_calls(), clock=clock)
     wall_s = (clock() - wall0) / 1e9
     peak = rss.stop()
 

@@ -34,7 +34,6 @@ from vggdeploy.bench.timing import (
     coefficient_of_variation,
     summarize,
     time_calls,
-    warm_up,
 )
 from vggdeploy.errors import InputError
 
@@ -106,20 +105,10 @@ def time_streams(
     def worker(k: int) -> None:
         feed = feeds[k]
         try:
-            warm_up(
-                step, feed, iterations=options.warmup_iterations,
-                seconds=options.warmup_seconds, clock=clock,
-            )  # fmt: skip
+            time_calls(step, feed, **options.warmup_calls(), clock=clock)
             barrier.wait()
             start = clock()
-            times = time_calls(
-                step,
-                feed,
-                iterations=options.iterations,
-                seconds=options.seconds,
-                min_iterations=options.min_iterations if options.seconds is not None else 1,
-                clock=clock,
-            )
+            times = time_calls(step, feed, **options.timed_calls(), clock=clock)
             got[k] = (threading.get_ident(), start, times)
         except threading.BrokenBarrierError:
             pass  # another stream failed: its error is reported

@@ -100,21 +100,6 @@ def time_calls(
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def warm_up(
-    step: Callable[[Any], Any],
-    feed: Any,
-    *,
-    iterations: int | None,
-    seconds: float | None,
-    clock: Clock = time.perf_counter_ns,
-) -> int:
-    """Untimed calls before measuring: `iterations` calls if given, else `seconds` (0: none).
-    Returns how many calls were made."""
-    if iterations is not None:
-        return len(time_calls(step, feed, iterations=iterations, clock=clock))
-    return len(time_calls(step, feed, seconds=seconds or 0.0, clock=clock))
-
-
 def time_staged(
     runtime: StagedRuntime,
     *,
