@@ -41,7 +41,7 @@ import numpy as np
 
 FUSED = ("QLinearConv", "QGemm", "ConvInteger", "MatMulInteger", "QLinearMatMul")
 # float passes between the integer kernels
-FLOAT_ELEMENTWISE = ("Relu", "LeakyRelu", "QuantizeLinear", "DequantizeLinear")
+FLOAT_ELEMENTWISE = ("Relu", "QuantizeLinear", "DequantizeLinear")
 FLOAT = ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul")
 
 

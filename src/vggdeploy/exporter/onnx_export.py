@@ -216,7 +216,7 @@ def _write_bundle(
 
             def hash_and_check() -> str:
                 digest = sha256_bytes(data)
-                finish_onnx(data, spec, options, typed=True)
+                finish_onnx(data, typed=True)
                 return digest
 
             jobs = {"session": session, "parity": parity, "sha256": hash_and_check}
@@ -227,7 +227,7 @@ def _write_bundle(
         if helpers:
             parity = helpers["parity"].result()
         else:  # shape inference rewrites the file: check, then parse the file
-            finish_onnx(tmp, spec, options, typed=False)
+            finish_onnx(tmp, typed=False)
             session = functools.partial(cpu_session, tmp, prepack=False)
             parity = check_parity(model, tmp, options, session, reference.result())
         digest = helpers["sha256"].result() if "sha256" in helpers else None
@@ -348,9 +348,7 @@ def _name_axes(graph: Any, options: ExportOptions) -> dict[str, Any]:
     return {"inputs": [*map(describe, graph.inputs)], "outputs": [*map(describe, graph.outputs)]}
 
 
-def finish_onnx(
-    source: Path | bytes, spec: ModelSpec, options: ExportOptions, typed: bool = False
-) -> None:
+def finish_onnx(source: Path | bytes, typed: bool = False) -> None:
     """The checker with full_check, which runs strict type-checked shape inference (what
     `infer_shapes_path` ran), on a file or its bytes; the file is rewritten only if the
     exporter left a tensor untyped (`typed` False; then `source` must be the path). Path or
