@@ -88,12 +88,18 @@ def external_data_tensors(path: str | os.PathLike[str]) -> list[str]:
     that is not ONNX at all raises `ValueError`.
     """
     import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # DecodeError and friends: not an ONNX protobuf
         raise ValueError(f"not an ONNX model ({type(exc).__name__})") from None
+    return external_tensors(model)
+
+
+def external_tensors(model: Any) -> list[str]:
+    """Names of the tensors of the loaded `model` whose data lives in other files."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
     return [t.name for t in _get_all_tensors(model) if uses_external_data(t)]
 
 

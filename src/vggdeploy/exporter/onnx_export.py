@@ -172,8 +172,8 @@ def _write_bundle(
     """Write the ONNX file, labels and manifest of a bundle into the (staging) folder `root`.
 
     The model is serialised once (axis names and metadata are set on the exporter's graph
-    first); ONNX Runtime builds its parity session from those bytes, and hashes them, while
-    the file is written and the checker reads it."""
+    first); while those bytes are written, ONNX Runtime builds its parity session from them,
+    and they are hashed and checked."""
     pre = options.preprocessing or Preprocessing.for_size(options.image_size)
     manifest: dict[str, Any] = {
         "created_by": {

@@ -297,12 +297,11 @@ class OrtRuntime(Runtime):
         if self.precision != "int8":  # int8-u8 is ONNX Runtime's own form already
             return None
         import onnx
-        from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-        from vggdeploy.onnxutil import cpu_int8_form
+        from vggdeploy.onnxutil import cpu_int8_form, external_tensors
 
         model = onnx.load(str(self._path), load_external_data=False)
-        if any(uses_external_data(t) for t in _get_all_tensors(model)):
+        if external_tensors(model):
             return None  # a loose file with weights beside it: ONNX Runtime reads it from there
         self._cpu_form = cpu_int8_form(model)
         return model.SerializeToString() if self._cpu_form["relu_as_max"] else None
