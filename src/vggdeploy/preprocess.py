@@ -131,10 +131,6 @@ def load_image(path: str | os.PathLike[str], size: int | None = None) -> Any:
     than `MAX_IMAGE_PIXELS` pixels (checked from the header, before decoding), empty,
     truncated or corrupt.
     """
-    import warnings
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     try:
         f = _open_regular(path)
@@ -146,11 +142,23 @@ def load_image(path: str | os.PathLike[str], size: int | None = None) -> Any:
         raise InputError(f"{path}: permission denied: make the file readable") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    try:
+    with f:
         if os.fstat(f.fileno()).st_size == 0:
-            f.close()
             raise InputError(f"{path}: the file is empty (0 bytes)")
-        with f, warnings.catch_warnings():
+        return decode_image(f, str(path), size)
+
+
+def decode_image(f: Any, name: str, size: int | None = None) -> Any:
+    """An RGB Pillow image from an open binary file `f` (a file, or `io.BytesIO` of bytes
+    received over the network), with `load_image`'s checks; every problem is one
+    `InputError` starting with `name`."""
+    import warnings
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = name
+    try:
+        with warnings.catch_warnings():
             # Pillow's own bomb check, in case its limit was lowered below ours.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(f, formats=_formats()) as img:
@@ -204,7 +212,7 @@ def _open_regular(path: Path) -> Any:
         raise
 
 
-def _too_large(path: Path, what: str) -> InputError:
+def _too_large(path: Path | str, what: str) -> InputError:
     return InputError(
         f"{path}: the image is too large ({what}; the limit is {MAX_IMAGE_PIXELS:,} pixels, "
         "8192x8192): downscale it first"
