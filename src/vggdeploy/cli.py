@@ -15,7 +15,7 @@ import click
 
 from vggdeploy import __version__
 from vggdeploy.cli_options import CONTEXT
-from vggdeploy.commands import bench, check, make, ship
+from vggdeploy.commands import bench, check, make, serve, ship
 from vggdeploy.errors import VggDeployError
 
 
@@ -103,6 +103,7 @@ for _command in (
     ship.pack,
     ship.unpack,
     ship.package,
+    serve.serve,
 ):
     cli.add_command(_command)
 
