@@ -104,6 +104,7 @@ for _command in (
     ship.unpack,
     ship.package,
     serve.serve,
+    serve.verify_endpoint,
 ):
     cli.add_command(_command)
 

@@ -10,7 +10,8 @@ command), so the service runs what `validate` checked.
 Each model takes either input, declared in its metadata:
 - the bundle's input tensor (e.g. `input`): FP32, [N, 3, H, W], already preprocessed as the
   bundle says (what a Triton model repository written by `package --format triton` takes);
-- `image`: BYTES, [N], encoded image files; the bundle's preprocessing (`preprocess.py`) runs
+- `image`: BYTES, [N], encoded image files (or their base64 text, which is what crosses
+  KServe's REST decoder: see `_unbase64`); the bundle's preprocessing (`preprocess.py`) runs
   on the server.
 and answers the bundle's output tensor (e.g. `logits`), FP32 [N, classes].
 
@@ -149,6 +150,7 @@ class ServedModel:
         data = item.encode("utf-8") if isinstance(item, str) else item
         if not isinstance(data, bytes) or not data:
             raise RequestError(f"image {index}: empty or not bytes")
+        data = _unbase64(data)
         try:
             img = decode_image(io.BytesIO(data), f"image {index}", self.pre.resize)
             return faulty_preprocess(img, self.pre, self.fault)
@@ -164,6 +166,22 @@ class ServedModel:
         if self.fault == "shift-labels":
             out = np.roll(out, 1, axis=1)
         return out
+
+
+def _unbase64(data: bytes) -> bytes:
+    """The image file in `data`: `data` itself, or its base64 decoding when `data` is base64
+    text. Over HTTP, KServe's REST decoder turns a BYTES input into UTF-8 strings (binary
+    inputs included: kserve/protocol/infer_type.py, `InferRequest.from_bytes` calls
+    `set_data_from_numpy(..., binary_data=False)`, which refuses non-UTF-8 bytes), so an image
+    file cannot cross it raw; its base64 text can. Every image format has bytes outside the
+    base64 alphabet in its header (PNG 0x89, JPEG 0xFF 0xD8), so the two cannot be confused."""
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return data
 
 
 def faulty_preprocess(img: Any, pre: Preprocessing, fault: str | None) -> np.ndarray:

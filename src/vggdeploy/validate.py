@@ -375,14 +375,20 @@ def _run_one(
             f"{label} returned shape {got.shape}, the reference {ref_out.shape}: not the same model"
         )
     metrics = compare_outputs(ref_out, got)
-    checks = []
-    for metric, limit in limits.get(spec.precision or "fp32", {}).items():
-        value = metrics[metric]
-        ok = value <= limit if METRICS[metric][0] == "max" else value >= limit
-        checks.append(Check(label, metric, value, limit, bool(ok)))
+    checks = judge(label, metrics, limits.get(spec.precision or "fp32", {}))
     return TargetResult(
         spec, label, "compared", inputs.describe(), runtime=info, metrics=metrics, checks=checks
     )
+
+
+def judge(target: str, metrics: Mapping[str, float], limits: Mapping[str, float]) -> list[Check]:
+    """One `Check` per limit of a precision (`metrics.TOLERANCES[precision]`, merged)."""
+    checks = []
+    for metric, limit in limits.items():
+        value = metrics[metric]
+        ok = value <= limit if METRICS[metric][0] == "max" else value >= limit
+        checks.append(Check(target, metric, value, limit, bool(ok)))
+    return checks
 
 
 def json_float(value: float) -> float | str:
@@ -394,6 +400,7 @@ __all__ = [
     "TargetResult",
     "ValidationReport",
     "inputs_for",
+    "judge",
     "judged_on_images",
     "run_inputs",
     "validate_bundle",
