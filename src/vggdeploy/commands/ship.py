@@ -237,7 +237,7 @@ def unpack(archive: str, output: str, force: bool, json_path: str | None) -> Non
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["triton", "deepstream"]),
+    type=click.Choice(["triton", "deepstream", "kserve"]),
     default="triton",
     show_default=True,
 )
@@ -245,7 +245,7 @@ def unpack(archive: str, output: str, force: bool, json_path: str | None) -> Non
     "--out",
     required=True,
     type=click.Path(file_okay=False),
-    help="Model repository (triton) or package folder (deepstream).",
+    help="Model repository (triton) or package folder (deepstream, kserve).",
 )
 @click.option("--name", help="Base model name (default: the bundle's model, e.g. vgg16).")
 @click.option(
@@ -308,6 +308,13 @@ def unpack(archive: str, output: str, force: bool, json_path: str | None) -> Non
     help="deepstream: minimum top output value (a logit) for a label.",
 )
 @click.option("--gpu-id", type=int, default=0, show_default=True, help="deepstream: gpu-id.")
+@click.option(
+    "--storage-uri",
+    help="kserve: where the cluster reads OUT/repository (e.g. s3://bucket/vgg16, "
+    "pvc://models/vgg16); required.",
+)
+@click.option("--namespace", help="kserve: the Kubernetes namespace of both resources.")
+@click.option("--gpus", type=int, default=1, show_default=True, help="kserve: nvidia.com/gpu.")
 @json_option("what was written")
 def package(
     bundle: str,
@@ -331,9 +338,12 @@ def package(
     secondary: bool,
     classifier_threshold: float,
     gpu_id: int,
+    storage_uri: str | None,
+    namespace: str | None,
+    gpus: int,
     json_path: str | None,
 ) -> None:
-    """Write a Triton model repository, or a DeepStream nvinfer package, for BUNDLE.
+    """Write a Triton model repository, a DeepStream nvinfer package or KServe manifests.
 
     \b
     One model per artifact, named after its artifact key: <name>_onnx_<precision> (platform
@@ -347,7 +357,15 @@ def package(
     labels.txt and the ONNX of --precision (one; default fp32), plus its engine when the
     bundle has one. nvinfer has one scale for all channels: by default the closest single
     scale is used (a warning says how far off); --bake-normalization makes it exact.
+    --format kserve writes OUT/repository (the Triton repository of the bundle's engines),
+    OUT/servingruntime.yaml (Triton, the image whose TensorRT built the engines) and
+    OUT/inferenceservice.yaml (nvidia.com/gpu, scheduled on the engines' GPU product), both
+    checked with the KServe SDK's models; a bundle without engines is refused.
     """
+    kserve_only = {"--storage-uri": storage_uri is not None, "--namespace": namespace is not None}
+    if fmt != "kserve" and any(kserve_only.values()):
+        flags = ", ".join(f for f, used in kserve_only.items() if used)
+        raise InputError(f"{flags}: only for --format kserve")
     if fmt == "deepstream":
         from vggdeploy.packaging import DeepStreamOptions, package_deepstream
         from vggdeploy.report.packaging import format_deepstream
@@ -395,6 +413,27 @@ def package(
         onnx_kind=kind,
         force=force,
     )
+    if fmt == "kserve":
+        from vggdeploy.packaging.kserve import KServeOptions, package_kserve
+        from vggdeploy.report.packaging import format_kserve
+
+        if not storage_uri:
+            raise InputError(
+                "--format kserve needs --storage-uri: where the cluster reads the repository, "
+                "e.g. s3://bucket/vgg16"
+            )
+        if engines_from:
+            raise InputError("--engines-from: not with --format kserve (one GPU product)")
+        k_options = KServeOptions(
+            storage_uri=storage_uri,
+            name=name,
+            namespace=namespace,
+            gpus=gpus,
+            precisions=options.precisions,
+        )
+        written_k = package_kserve(bundle, out, k_options, options)
+        emit(format_kserve(written_k), written_k.to_dict(), json_path)
+        return
     result = package_triton(bundle, out, options, engines_from=engines_from)
     emit(format_triton(result), result.to_dict(), json_path)
 

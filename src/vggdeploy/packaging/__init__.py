@@ -18,6 +18,7 @@ from vggdeploy.packaging.deepstream import (
     closest_scale,
     package_deepstream,
 )
+from vggdeploy.packaging.kserve import KServeOptions, KServeResult, package_kserve
 from vggdeploy.packaging.triton import (
     TritonModel,
     TritonOptions,
@@ -37,6 +38,8 @@ __all__ = [
     "BakedNormalization",
     "DeepStreamOptions",
     "DeepStreamResult",
+    "KServeOptions",
+    "KServeResult",
     "PackResult",
     "ProgressFn",
     "TritonModel",
@@ -52,6 +55,7 @@ __all__ = [
     "model_name",
     "pack_bundle",
     "package_deepstream",
+    "package_kserve",
     "package_triton",
     "parse_config_pbtxt",
     "plan_triton",

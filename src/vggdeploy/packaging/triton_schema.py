@@ -24,6 +24,12 @@ def triton_model_config_pb2() -> Any | None:
         return None
     except RuntimeError:  # "The installation does not include grpc support"
         pass
+    except TypeError:
+        # "duplicate symbol 'inference.ServerLiveRequest'": kserve (the serve extra) was
+        # imported in this process, and its grpc_predict_v2.proto defines the same messages as
+        # tritonclient's grpc_service.proto in protobuf's default pool. model_config.proto
+        # alone does not clash: load that file directly, as below.
+        pass
     import importlib.util
     import sys
 

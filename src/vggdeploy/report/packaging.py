@@ -10,6 +10,7 @@ from vggdeploy.report.tables import mib, text_table
 if TYPE_CHECKING:
     from vggdeploy.bundle import Bundle
     from vggdeploy.packaging import DeepStreamResult, PackResult, TritonResult
+    from vggdeploy.packaging.kserve import KServeResult
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:<yy.mm>-py3"
 
@@ -89,4 +90,20 @@ def format_deepstream(result: DeepStreamResult) -> str:
         f"use: nvinfer config-file-path={Path(result.out).resolve() / result.config} "
         "(e.g. [primary-gie] config-file= in a deepstream-app config)"
     )
+    return "\n".join(lines)
+
+
+def format_kserve(result: KServeResult) -> str:
+    """What `package --format kserve` wrote and how to apply it."""
+    where = ", ".join(f"{k}={v}" for k, v in result.node_selector.get("nodeSelector", {}).items())
+    lines = [
+        f"wrote {result.out}: repository/ ({', '.join(result.models)}), {', '.join(result.files)}",
+        f"Triton image {result.triton_image} (TensorRT {result.tensorrt_version}, as the engines)",
+        f"scheduled on {where}" if where else "scheduled by node affinity on the engines' GPUs",
+        "both manifests loaded into the KServe SDK's models (V1alpha1ServingRuntime, "
+        "V1beta1InferenceService)",
+        f"next: copy {result.repository} to the --storage-uri, then "
+        f"kubectl apply -f {result.out / 'servingruntime.yaml'} -f "
+        f"{result.out / 'inferenceservice.yaml'}",
+    ]
     return "\n".join(lines)
