@@ -281,7 +281,9 @@ def test_grpc_bad_requests_get_invalid_argument_and_the_server_keeps_serving(
     assert conn.infer(MODEL, [ok]).as_numpy("logits").shape == (1, 10)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(blob=st.binary(min_size=1, max_size=4096))
 def test_garbage_image_bytes_get_a_400_over_grpc_and_http(server: Server, blob: bytes) -> None:
     import tritonclient.grpc as tc

@@ -292,7 +292,8 @@ def sdk_check(doc: Mapping[str, Any], klass: str) -> Any:
     try:
         obj = client.deserialize(_Response(), klass)
     except (ValueError, TypeError) as exc:
-        raise CheckFailedError(f"the KServe SDK refuses the {doc.get('kind')}: {exc}") from None
+        reason = " ".join(str(exc).split())[:300]  # pydantic's errors span lines
+        raise CheckFailedError(f"the KServe SDK refuses the {doc.get('kind')}: {reason}") from None
     back = client.sanitize_for_serialization(obj)
     lost = _differences(doc, back)
     if lost:
