@@ -99,6 +99,8 @@ def test_a_server_with_wrong_preprocessing_fails_with_the_cause_named(
     (model,) = report["models"]
     assert not model["agrees"] and not report["passed"]
     assert model["likely_cause"].startswith(cause), model["likely_cause"]
+    # every answer of the load levels is judged too, and none of them agrees
+    assert all(load["agreed"] == 0 and load["answered"] == 3 for load in model["loads"])
 
 
 def test_the_text_report_names_the_verdict(
