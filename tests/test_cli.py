@@ -15,7 +15,7 @@ import pytest
 from vggdeploy.cli import cli, main
 
 # Libraries that must never be imported to show help (slow, or absent on the machine).
-HEAVY = ("torch", "onnxruntime", "tensorrt", "onnx", "matplotlib")
+HEAVY = ("torch", "onnxruntime", "tensorrt", "onnx", "matplotlib", "kserve", "tritonclient")
 TINY_ARGS = ["--width-divisor", "16", "--hidden", "64", "--num-classes", "10", "--image-size", "32"]
 
 

@@ -39,7 +39,10 @@ class Endpoint:
         """`http://host:port`, `https://host:port`, `grpc://host:port` or `host:port`; the
         protocol is `protocol` if given, else the scheme's (`grpc://` -> grpc, else http)."""
         text = url.strip()
-        parts = urlsplit(text if "://" in text else f"//{text}")
+        try:
+            parts = urlsplit(text if "://" in text else f"//{text}")
+        except ValueError as exc:  # "Invalid IPv6 URL", a bracketed host that is no address
+            raise InputError(f"URL {url!r}: {exc}; use e.g. http://localhost:8080") from None
         scheme = parts.scheme.lower()
         if scheme not in ("", "http", "https", "grpc", "grpcs"):
             raise InputError(f"URL {url!r}: use http://HOST:PORT or grpc://HOST:PORT")
