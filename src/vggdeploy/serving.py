@@ -323,13 +323,13 @@ def serve_bundle(
 
     from vggdeploy.runtimes.registry import open_runtime
 
+    fault = test_fault()
+    pairs = open_served(bundle, spec_texts)
     if http_port == grpc_port:
         raise InputError(f"--port and --grpc-port are both {http_port}: give two ports")
     check_port_free(http_port, "--port")
     check_port_free(grpc_port, "--grpc-port")
     kserve = import_kserve()
-    fault = test_fault()
-    pairs = open_served(bundle, spec_texts)
     with contextlib.ExitStack() as stack:
         served = []
         for name, spec in pairs:

@@ -4,7 +4,10 @@ refused in one line. (No cluster and no Triton here: what is checked is the mani
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,21 @@ from vggdeploy.bundle import Bundle
 from vggdeploy.errors import CheckFailedError
 from vggdeploy.packaging.kserve import TRITON_RELEASES, sdk_check, triton_release
 
-pytest.importorskip("kserve", reason="the serve extra (kserve) is not installed")
+# Looked up, not imported: kserve and tritonclient.grpc cannot share a process (their gRPC
+# messages clash in protobuf's default pool), and other tests here import tritonclient.
+if importlib.util.find_spec("kserve") is None:
+    pytest.skip("the serve extra (kserve) is not installed", allow_module_level=True)
+
+_PROBE = """
+import json, sys
+from vggdeploy.packaging.kserve_sdk import load
+obj, _ = load(json.load(sys.stdin), sys.argv[1])
+out = {"type": type(obj).__name__}
+for expr in sys.argv[2:]:
+    value = eval("obj." + expr)
+    out[expr] = value if isinstance(value, (str, int, list, dict, type(None))) else repr(value)
+print(json.dumps(out))
+"""
 
 
 def add_engine(root: Path, precision: str, trt: str, gpu: str | None, cc: str = "9.0") -> None:
@@ -45,9 +62,15 @@ def package(bundle: Path, out: Path, capsys, *extra: str) -> tuple[int, str, str
     )  # fmt: skip
 
 
-def load_sdk(path: Path, klass: str):
-    """The written YAML loaded into the KServe SDK model (by the SDK's deserializer)."""
-    return sdk_check(yaml.safe_load(path.read_text()), klass)
+def load_sdk(path: Path, klass: str, *attrs: str) -> dict:
+    """The written YAML loaded into the KServe SDK model `klass` (by the SDK's deserializer,
+    in a child process): its type name and the attributes `attrs` of the typed object."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, klass, *attrs],
+        input=json.dumps(yaml.safe_load(path.read_text())),
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    return json.loads(proc.stdout)
 
 
 def test_manifests_load_into_the_sdk_models_with_the_image_the_table_gives(
@@ -56,17 +79,23 @@ def test_manifests_load_into_the_sdk_models_with_the_image_the_table_gives(
     add_engine(tiny_bundle, "fp16", "10.8.0.43", "NVIDIA H200")
     code, out, err = package(tiny_bundle, tmp_path / "k", capsys)
     assert code == 0, err
-    runtime = load_sdk(tmp_path / "k" / "servingruntime.yaml", "V1alpha1ServingRuntime")
-    isvc = load_sdk(tmp_path / "k" / "inferenceservice.yaml", "V1beta1InferenceService")
-    assert type(runtime).__name__ == "V1alpha1ServingRuntime"
-    (container,) = runtime.spec.containers
-    assert container.image == "nvcr.io/nvidia/tritonserver:25.02-py3"
-    assert container.resources.limits == {"nvidia.com/gpu": "1"}
-    predictor = isvc.spec.predictor
-    assert predictor.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H200"}
-    assert predictor.model.runtime == runtime.metadata.name
-    assert predictor.model.storage_uri == "s3://models/vgg11"
-    assert predictor.model.resources.limits == {"nvidia.com/gpu": "1"}
+    runtime = load_sdk(
+        tmp_path / "k" / "servingruntime.yaml", "V1alpha1ServingRuntime",
+        "spec.containers[0].image", "spec.containers[0].resources.limits", "metadata.name",
+    )  # fmt: skip
+    isvc = load_sdk(
+        tmp_path / "k" / "inferenceservice.yaml", "V1beta1InferenceService",
+        "spec.predictor.node_selector", "spec.predictor.model.runtime",
+        "spec.predictor.model.storage_uri", "spec.predictor.model.resources.limits",
+    )  # fmt: skip
+    assert runtime["type"] == "V1alpha1ServingRuntime"
+    assert isvc["type"] == "V1beta1InferenceService"
+    assert runtime["spec.containers[0].image"] == "nvcr.io/nvidia/tritonserver:25.02-py3"
+    assert runtime["spec.containers[0].resources.limits"] == {"nvidia.com/gpu": "1"}
+    assert isvc["spec.predictor.node_selector"] == {"nvidia.com/gpu.product": "NVIDIA-H200"}
+    assert isvc["spec.predictor.model.runtime"] == runtime["metadata.name"]
+    assert isvc["spec.predictor.model.storage_uri"] == "s3://models/vgg11"
+    assert isvc["spec.predictor.model.resources.limits"] == {"nvidia.com/gpu": "1"}
     assert (tmp_path / "k" / "repository" / "vgg11_bn_trt_fp16" / "config.pbtxt").is_file()
     assert not (tmp_path / "k" / "repository" / "vgg11_bn_onnx_fp32").exists()
     assert "nvcr.io/nvidia/tritonserver:25.02-py3 (TensorRT 10.8.0.43" in out
@@ -101,11 +130,16 @@ def test_engines_of_two_gpus_get_node_affinity_on_both(
     add_engine(tiny_bundle, "int8", "10.9.0.34", "NVIDIA H100 80GB HBM3", "9.0")
     code, _, err = package(tiny_bundle, tmp_path / "k", capsys)
     assert code == 0, err
-    isvc = load_sdk(tmp_path / "k" / "inferenceservice.yaml", "V1beta1InferenceService")
-    terms = isvc.spec.predictor.affinity.node_affinity.required_during_scheduling_ignored_during_execution
-    (expr,) = terms.node_selector_terms[0].match_expressions
-    assert (expr.key, expr.operator) == ("nvidia.com/gpu.product", "In")
-    assert expr.values == ["NVIDIA-H100-80GB-HBM3", "NVIDIA-L4"]
+    expr = (
+        "spec.predictor.affinity.node_affinity.required_during_scheduling_ignored_during_execution"
+        ".node_selector_terms[0].match_expressions[0]"
+    )
+    isvc = load_sdk(
+        tmp_path / "k" / "inferenceservice.yaml", "V1beta1InferenceService",
+        f"{expr}.key", f"{expr}.operator", f"{expr}.values",
+    )  # fmt: skip
+    assert (isvc[f"{expr}.key"], isvc[f"{expr}.operator"]) == ("nvidia.com/gpu.product", "In")
+    assert isvc[f"{expr}.values"] == ["NVIDIA-H100-80GB-HBM3", "NVIDIA-L4"]
 
 
 @pytest.mark.parametrize(

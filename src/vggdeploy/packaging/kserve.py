@@ -255,52 +255,43 @@ def manifests(
     return runtime, isvc
 
 
-def sdk_check(doc: Mapping[str, Any], klass: str) -> Any:
-    """`doc` loaded into the KServe SDK model `klass` by its own ApiClient deserializer; raises
-    `CheckFailedError` when the SDK refuses it or drops or changes a field (a generator bug)."""
-    try:
-        import kserve.models
-        from kserve import ApiClient
-        from kubernetes import client as k8s
-    except ImportError:
+def sdk_check(doc: Mapping[str, Any], klass: str) -> dict[str, Any]:
+    """`doc` loaded into the KServe SDK model `klass` by its own ApiClient deserializer and
+    serialized back; raises `CheckFailedError` when the SDK refuses it or drops or changes a
+    field (a generator bug). Returns what the SDK model serializes to.
+
+    It runs in a child process (`python -m vggdeploy.packaging.kserve_sdk`): importing
+    `kserve` registers its gRPC messages (`inference.ServerLiveRequest`...) in protobuf's
+    default pool, where `tritonclient.grpc` registers the same names, so the two cannot be
+    imported into one process, and this process may already hold tritonclient (the Triton
+    schema check of the repository)."""
+    import subprocess
+    import sys
+
+    from vggdeploy.packaging.kserve_sdk import MISSING
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "vggdeploy.packaging.kserve_sdk", klass],
+        input=json.dumps(doc),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode == MISSING:
         raise InputError(
             "--format kserve checks the manifests with the KServe SDK: pip install "
             "'vggdeploy[serve]'"
-        ) from None
-
-    class _Response:
-        data = json.dumps(doc)
-
-    class _Client(ApiClient):  # type: ignore[misc]
-        """KServe's deserializer looks a type name up in `kserve.models` only
-        (kserve/api_client.py `__deserialize`), but its models name Kubernetes types
-        (`V1ObjectMeta`, `V1Container`...): those go to the Kubernetes client's own
-        deserializer, which has the same private method."""
-
-        _k8s = k8s.ApiClient()
-
-        def _ApiClient__deserialize(self, data: Any, klass: Any) -> Any:
-            if (
-                isinstance(klass, str)
-                and not hasattr(kserve.models, klass)
-                and hasattr(k8s.models, klass)
-            ):
-                return self._k8s._ApiClient__deserialize(data, klass)
-            return ApiClient._ApiClient__deserialize(self, data, klass)
-
-    client = _Client()
-    try:
-        obj = client.deserialize(_Response(), klass)
-    except (ValueError, TypeError) as exc:
-        reason = " ".join(str(exc).split())[:300]  # pydantic's errors span lines
-        raise CheckFailedError(f"the KServe SDK refuses the {doc.get('kind')}: {reason}") from None
-    back = client.sanitize_for_serialization(obj)
+        )
+    if proc.returncode != 0:
+        reason = " ".join(proc.stderr.split())[-400:] or f"exit code {proc.returncode}"
+        raise CheckFailedError(f"the KServe SDK refuses the {doc.get('kind')}: {reason}")
+    back = json.loads(proc.stdout)
     lost = _differences(doc, back)
     if lost:
         raise CheckFailedError(
             f"the KServe SDK's {klass} does not keep {', '.join(lost)} of the {doc.get('kind')}"
         )
-    return obj
+    return back
 
 
 def _differences(want: Any, got: Any, path: str = "") -> list[str]:
