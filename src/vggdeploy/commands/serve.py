@@ -96,8 +96,9 @@ def serve(bundle: str, runtimes: tuple[str, ...], port: int, grpc_port: int) -> 
     type=click.Choice(["auto", "images", "tensors"]),
     default="auto",
     show_default=True,
-    help="images: encoded files as BYTES (the server preprocesses); tensors: preprocessed here "
-    "as the bundle says; auto: images when the model declares a BYTES input.",
+    help="images: encoded files as BYTES (the server preprocesses; over HTTP each file goes as "
+    "its base64 text, what `vggdeploy serve` takes there); tensors: preprocessed here as the "
+    "bundle says; auto: images when the model declares a BYTES input.",
 )
 @click.option("--precision", help="The served precision (default: from the model name).")
 @click.option(
