@@ -84,7 +84,7 @@ def test_serve_refuses_a_busy_port_and_an_unknown_fault_in_one_line(
     tiny_bundle_ro: Path, capsys, monkeypatch
 ) -> None:
     with socket.socket() as busy:
-        busy.bind(("0.0.0.0", 0))
+        busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         code, err = _run(["serve", str(tiny_bundle_ro), "--port", str(port)], capsys)
