@@ -26,14 +26,17 @@ from vggdeploy.bundle import Bundle, atomic_write_text
 from vggdeploy.errors import CheckFailedError, InputError
 from vggdeploy.records import EngineRecord
 
-#: (TensorRT major.minor.patch, Triton container release `<yy.mm>`) for the `-py3` image,
-#: from NVIDIA's Triton Inference Server release notes ("NVIDIA Triton Inference Server
-#: Container Versions" table in each release's notes,
-#: https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/) and the
-#: Frameworks Support Matrix. Only the `-py3` image has the TensorRT backend: the
-#: `-trtllm-python-py3` image has only the TensorRT-LLM and Python backends
-#: (triton-inference-server/server issue 7346). Where two releases ship the same TensorRT,
-#: the later one is listed, so a fix release is preferred.
+#: (TensorRT major.minor.patch, Triton container release `<yy.mm>`) for the `-py3` image, as
+#: NVIDIA's Triton Inference Server release notes list them (the "Container Versions" table of
+#: each release, https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/,
+#: and the Frameworks Support Matrix). The rows were written from those notes; the search
+#: tools available when this was written returned only the notes' opening paragraphs, so
+#: re-check new rows against the notes themselves (25.01-py3 with TensorRT 10.8 is confirmed
+#: by a third-party repository's README). Not the `-trtllm-python-py3` table of the server
+#: repository's docs/introduction/compatibility.md: that image has only the TensorRT-LLM and
+#: Python backends, no `tensorrt_plan` (triton-inference-server/server issue 7346), and ships
+#: an older TensorRT than the same release's `-py3` image. Where two releases ship the same
+#: TensorRT, the later one is listed, so a fix release is preferred.
 TRITON_RELEASES: tuple[tuple[str, str], ...] = (
     ("10.0.1", "24.05"),
     ("10.1.0", "24.06"),
