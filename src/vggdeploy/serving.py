@@ -58,7 +58,7 @@ def served_name(bundle: Bundle, precision: str) -> str:
     return f"{bundle.manifest.model.name.replace('.', '_')}-{precision}"
 
 
-def test_fault() -> str | None:
+def fault_from_env() -> str | None:
     """The fault named by `FAULT_ENV`, or None; an unknown name is refused."""
     fault = os.environ.get(FAULT_ENV) or None
     if fault is not None and fault not in FAULTS:
@@ -323,7 +323,7 @@ def serve_bundle(
 
     from vggdeploy.runtimes.registry import open_runtime
 
-    fault = test_fault()
+    fault = fault_from_env()
     pairs = open_served(bundle, spec_texts)
     if http_port == grpc_port:
         raise InputError(f"--port and --grpc-port are both {http_port}: give two ports")

@@ -35,10 +35,10 @@ def serve(bundle: str, runtimes: tuple[str, ...], port: int, grpc_port: int) -> 
       vggdeploy verify-endpoint http://localhost:8080 --bundle BUNDLE --images DIR
     """
     from vggdeploy.bundle import Bundle
-    from vggdeploy.serving import FAULT_ENV, serve_bundle, test_fault
+    from vggdeploy.serving import FAULT_ENV, fault_from_env, serve_bundle
 
     loaded = Bundle.load(bundle)
-    if fault := test_fault():
+    if fault := fault_from_env():
         click.echo(
             f"warning: {FAULT_ENV}={fault}: TEST ONLY, this server answers wrongly on purpose",
             err=True,
