@@ -277,9 +277,7 @@ def candidate_models(bundle: Bundle) -> list[str]:
     base = bundle.manifest.model.name.replace(".", "_")
     names = []
     for key in sorted(bundle.artifacts, key=P.artifact_order):
-        kind, precision = P.split_key(key)
-        if kind == P.ONNX:
-            names.append(served_name(bundle, precision))
+        names.append(served_name(bundle, P.split_key(key)[1]))
         names.append(model_name(base, key))
     return list(dict.fromkeys(names))
 
