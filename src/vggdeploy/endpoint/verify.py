@@ -362,6 +362,8 @@ def local_stages(bundle: Bundle, spec_text: str, precision: str, paths: Sequence
         return {"runtime": spec.text, "skipped": str(exc)}
     with runtime:
         stages = pipeline_stages(bundle, runtime, 1, paths, 5)
+        # one checked call first, as `bench --end-to-end` does (run_end_to_end)
+        runtime.check_feed(stages[1][1](stages[0][1](0)))
         time_stages(stages, iterations=1, clock=time.perf_counter_ns)  # warm-up, untimed
         calls = min(len(paths), 64)
         timed = time_stages(stages, iterations=calls, clock=time.perf_counter_ns)
