@@ -95,6 +95,13 @@ def test_a_server_with_wrong_preprocessing_fails_with_the_cause_named(
             capsys, url, "--bundle", str(tiny_bundle_ro), "--images", str(images),
             "--requests", "3",
         )  # fmt: skip
+        with pytest.raises(SystemExit) as text_exit:
+            main(["verify-endpoint", url, "--bundle", str(tiny_bundle_ro),
+                  "--images", str(images), "--requests", "3"])  # fmt: skip
+        text = capsys.readouterr().out
+    assert text_exit.value.code == 2
+    assert f"likely cause: {cause}" in text and "DISAGREES with" in text
+    assert text.rstrip().endswith(f"FAILED: {MODEL}")
     assert code == 2
     (model,) = report["models"]
     assert not model["agrees"] and not report["passed"]
