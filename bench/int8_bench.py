@@ -1,4 +1,4 @@
-"""INT8 on the CPU (ONNX Runtime, OpenVINO): every INT8 variant of a bundle next to fp32, in one interleaved run.
+"""INT8 on the CPU (ONNX Runtime, OpenVINO): every INT8 variant of a bundle next to fp32, interleaved.
 
 Variants (all written from the bundle's fp32 `model.onnx` with the activation scales of its
 `model.int8.onnx`, so only the Q/DQ placement and weight range differ):

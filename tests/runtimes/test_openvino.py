@@ -74,7 +74,9 @@ def test_fp16_never_runs_in_bf16(precision_bundle_ro):
     assert compare_outputs(ref, got)["max_rel"] <= TOLERANCES["fp16"]["max_rel"]
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(batch=st.integers(1, 5), seed=st.integers(0, 2**32 - 1), scale=st.floats(1e-3, 1e3))
 def test_fp32_agrees_with_onnxruntime_on_generated_batches(precision_bundle_ro, batch, seed, scale):
     x = (_x(batch, seed) * np.float32(scale)).astype(np.float32)
@@ -228,7 +230,9 @@ print("openvino" in sys.modules)
 # -- untrusted files ----------------------------------------------------------------------------
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(min_size=0, max_size=512))
 def test_a_damaged_onnx_file_is_one_line(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("bad") / "model.onnx"
