@@ -347,5 +347,8 @@ def _safe_name(text: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of OpenVINO's message that says something: it starts with a stack of
+    `Exception from src/...cpp:N:` lines."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]
+    told = [ln for ln in lines if not ln.startswith("Exception from ")]
+    return ((told or lines or [type(exc).__name__])[0])[:300]
