@@ -1,4 +1,4 @@
-"""INT8 on ONNX Runtime CPU: every INT8 variant of a bundle next to fp32, in one interleaved run.
+"""INT8 on the CPU (ONNX Runtime, OpenVINO): every INT8 variant of a bundle next to fp32, interleaved.
 
 Variants (all written from the bundle's fp32 `model.onnx` with the activation scales of its
 `model.int8.onnx`, so only the Q/DQ placement and weight range differ):
@@ -14,6 +14,16 @@ Variants (all written from the bundle's fp32 `model.onnx` with the activation sc
   int8-u8         the bundle's model.int8-u8.onnx (ORT form), if it has one
   ort s8          onnxruntime.quantization.quantize_static, QDQ, QInt8/QInt8, per channel,
                   calibrated (MinMax) on the shipped photographs
+  ov fp32         OpenVINO (vggdeploy's runtime, `openvino@fp32`): model.onnx in f32
+  ov int8         OpenVINO (vggdeploy's runtime, `openvino@int8`): the bundle's model.int8.onnx
+  nncf ov         NNCF's own quantization (`nncf.quantize`, default preset) of model.onnx read by
+                  OpenVINO, calibrated on the same shipped photographs as "ort s8", compiled
+                  with the settings of `openvino@int8` (f32 for float layers, LATENCY hint)
+
+The OpenVINO rows need `pip install 'vggdeploy[bench]'` (openvino and nncf); without them
+they are left out with one line saying so (`--skip-openvino` leaves them out on purpose).
+"x peer" is each row's latency over the fastest peer at that batch: "ort s8" (ONNX Runtime's
+own quantizer) and "nncf ov" (OpenVINO's own): below 1.00 beats both.
 
 Each round runs every variant once at each batch size, in turn, so drift on a shared machine
 hits all alike; the table gives the median latency, speed-up vs fp32, the fused integer
@@ -104,6 +114,53 @@ def fused_counts(path: Path, work: Path) -> dict[str, int]:
     }
 
 
+#: the peers every row is compared with ("x peer"): each toolkit's own INT8 quantizer
+PEERS = ("ort s8", "nncf ov")
+
+
+def openvino_rows(bundle: Any, photos: np.ndarray, threads: int) -> dict[str, tuple[Any, dict]]:
+    """OpenVINO on the bundle's fp32 and int8 files (vggdeploy's runtime) and on NNCF's own
+    quantization of model.onnx: label -> (run(x) -> logits, kernel counts)."""
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        print(
+            f"OpenVINO rows left out ({exc.name} is not installed): pip install 'vggdeploy[bench]'",
+            file=sys.stderr,
+        )
+        return {}
+    from vggdeploy.runtimes.openvino_rt import OpenVinoRuntime, _count_layers
+
+    def kernels(compiled: Any) -> dict[str, int]:
+        n = _count_layers(compiled)
+        int8 = n["int8_convolutions"] + n["int8_fully_connected"]
+        return {"int": int8, "float": n["convolutions"] + n["fully_connected"] - int8, "passes": 0}
+
+    rows: dict[str, tuple[Any, dict]] = {}
+    for label, precision in (("ov fp32", "fp32"), ("ov int8", "int8")):
+        rt = OpenVinoRuntime(bundle, precision=precision, threads=threads or None, cache=False)
+        rt.load()
+        rows[label] = (
+            lambda x, r=rt: r.infer_unchecked({bundle.input_name: x})[bundle.output_name],
+            kernels(rt._compiled),
+        )
+    model = ov.Core().read_model(str(bundle.root / "model.onnx"))
+    dataset = nncf.Dataset([x[None] for x in photos])
+    quantized = nncf.quantize(model, dataset, subset_size=len(photos))
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(quantized, "CPU", config)
+    request = compiled.create_infer_request()
+    port = compiled.outputs[0]
+    rows["nncf ov"] = (
+        lambda x: request.infer({0: x}, share_inputs=True)[port],
+        kernels(compiled),
+    )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", nargs="?", default="runs/vgg16/bundle")
@@ -111,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", default="1,8")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT's)")
     parser.add_argument("--skip-ort-static", action="store_true")
+    parser.add_argument("--skip-openvino", action="store_true", help="no OpenVINO/NNCF rows")
     parser.add_argument("--json", help="write the results as JSON to this file")
     args = parser.parse_args(argv)
 
@@ -155,20 +213,22 @@ def main(argv: list[str] | None = None) -> int:
         ort_static_s8(fp32_path, variants["ort s8"], list(photos), bundle.input_name)
 
     results: dict[str, dict[str, Any]] = {}
-    sessions = {}
+    runners: dict[str, Any] = {}  # label -> run(x) -> logits
     for label, path in variants.items():
         results[label] = {"kernels": fused_counts(path, work), "latency_ms": {}}
-        sessions[label] = cpu_session(path, threads=args.threads or None)
+        session = cpu_session(path, threads=args.threads or None)
+        runners[label] = lambda x, s=session: s.run(None, {bundle.input_name: x})[0]
+    if not args.skip_openvino:
+        for label, (run, kernels) in openvino_rows(bundle, photos, args.threads).items():
+            results[label] = {"kernels": kernels, "latency_ms": {}}
+            runners[label] = run
 
     # Agreement with fp32 on the photographs, fused kernels (the sessions above).
     logits = {
-        label: np.concatenate(
-            [
-                s.run(None, {bundle.input_name: photos[i : i + 4]})[0]
-                for i in range(0, len(photos), 4)
-            ]
-        ).astype(np.float64)
-        for label, s in sessions.items()
+        label: np.concatenate([run(photos[i : i + 4]) for i in range(0, len(photos), 4)]).astype(
+            np.float64
+        )
+        for label, run in runners.items()
     }
     ref = logits["fp32"]
     for label, out in logits.items():
@@ -179,22 +239,31 @@ def main(argv: list[str] | None = None) -> int:
 
     # Interleaved timing: round r runs every variant at every batch size once.
     feeds = {b: np.resize(photos, (b, *photos.shape[1:])).astype(np.float32) for b in batches}
-    times: dict[tuple[str, int], list[float]] = {(v, b): [] for v in variants for b in batches}
-    for s in sessions.values():  # warm-up
+    times: dict[tuple[str, int], list[float]] = {(v, b): [] for v in runners for b in batches}
+    for run in runners.values():  # warm-up
         for b in batches:
-            s.run(None, {bundle.input_name: feeds[b]})
+            run(feeds[b])
     for _ in range(args.rounds):
         for b in batches:
-            for label, s in sessions.items():
+            for label, run in runners.items():
                 t0 = time.perf_counter()
-                s.run(None, {bundle.input_name: feeds[b]})
+                run(feeds[b])
                 times[(label, b)].append(time.perf_counter() - t0)
     for (label, b), values in times.items():
         results[label]["latency_ms"][b] = 1000 * statistics.median(values)
 
-    head = f"{'variant':<14}" + "".join(f"{'b' + str(b) + ' ms':>10}{'x fp32':>8}" for b in batches)
+    peers = [p for p in PEERS if p in results]
+    for r in results.values():
+        r["x_best_peer"] = {
+            b: r["latency_ms"][b] / min(results[p]["latency_ms"][b] for p in peers)
+            for b in batches
+            if peers
+        }
+    head = f"{'variant':<14}" + "".join(
+        f"{'b' + str(b) + ' ms':>10}{'x fp32':>8}{'x peer':>8}" for b in batches
+    )
     print(
-        f"\nINT8 on ONNX Runtime CPU, {bundle.root}, {cpu().name} {cpu().features}, "
+        f"\nINT8 on the CPU (ONNX Runtime, OpenVINO), {bundle.root}, {cpu().name} {cpu().features}, "
         f"{args.rounds} interleaved rounds (median)"
     )
     print(
@@ -204,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         row = f"{label:<14}"
         for b in batches:
             ms = r["latency_ms"][b]
+            peer = r["x_best_peer"].get(b)
             row += f"{ms:>10.1f}{results['fp32']['latency_ms'][b] / ms:>8.2f}"
+            row += f"{peer:>8.2f}" if peer is not None else f"{'-':>8}"
         k = r["kernels"]
         row += f"{str(k['int']) + '/' + str(k['float']):>15}{k['passes']:>11}"
         row += f"{r['cosine_mean']:>10.4f}{r['cosine_min']:>9.4f}{r['top1']:>4}/{len(photos)}"

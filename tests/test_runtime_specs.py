@@ -1,13 +1,15 @@
 """One runtime spec grammar in every command that takes a runtime.
 
 `validate`, `predict`, `evaluate`, `bench` and `pipeline` each run `torch:channels-last`,
-`onnxruntime:cpu@fp32` and `tensorrt@int8`. The TensorRT cases exercise only the project's
+`onnxruntime:cpu@fp32`, `tensorrt@int8` and (when installed) `openvino@int8` / `openvino:cpu@fp32`,
+OpenVINO for real on the CPU. The TensorRT cases exercise only the project's
 TensorRT double (tests/trt_double), with engines built by it from the bundle's Q/DQ ONNX.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -24,6 +26,8 @@ from vggdeploy.exporter.engine import BuildOptions, build_engine
 pytest_plugins = ("trt_double.fixtures",)
 
 SPECS = ["torch:channels-last", "onnxruntime:cpu@fp32", "tensorrt@int8"]
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+OPENVINO_SPECS = ["openvino@int8", "openvino:cpu@fp32"] if HAS_OPENVINO else []
 
 
 @pytest.fixture
@@ -51,7 +55,7 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
     return exc.value.code, out, err
 
 
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("spec", SPECS + OPENVINO_SPECS)
 def test_validate_predict_evaluate_bench_take_every_spec(
     engine_bundle, labelled, tmp_path, capsys, spec
 ):
@@ -82,13 +86,16 @@ def test_pipeline_takes_every_spec(first_export_dir, trt10, tmp_path, capsys):
     args = [
         "pipeline", "vgg11_bn", "--out", out, "--width-divisor", "16", "--hidden", "64",
         "--num-classes", "10", "--image-size", "32", "--batch", "1", "--bench-iterations", "2",
-        "--validate-samples", "4", "--bench-runtime", ",".join(SPECS), "--json", "-",
+        "--validate-samples", "4", "--bench-runtime", ",".join(SPECS + OPENVINO_SPECS),
+        "--json", "-",
     ]  # fmt: skip
     code, out_text, err = run_cli(args, capsys)
     assert code in (0, 2), err  # 2: a random-weights INT8 check may fail; the specs all ran
     report = json.loads(out_text)
     ran = {(c["runtime"], c["precision"]) for c in report["bench"]["cases"]}
     assert {("torch:channels-last", "fp32"), ("onnxruntime", "fp32"), ("tensorrt", "int8")} <= ran
+    if HAS_OPENVINO:
+        assert {("openvino", "int8"), ("openvino", "fp32")} <= ran
 
 
 @pytest.fixture
@@ -110,3 +117,18 @@ def first_export_dir(tmp_path_factory) -> Path:
     with contextlib.suppress(CheckFailedError):  # a random-weights INT8 check may fail
         run_pipeline("vgg11_bn", out, options)
     return out
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
+def test_bench_openvino_end_to_end_and_streams(precision_bundle, labelled, tmp_path, capsys):
+    """`--streams N` reaches OpenVINO as its own NUM_STREAMS (read back per stream count)."""
+    args = ["bench", precision_bundle, "--runtime", "openvino@int8", "--batch", "1"]
+    args += ["--warmup", "1", "--iterations", "3", "--end-to-end", labelled, "--streams", "1,2"]
+    code, out, err = run_cli([*args, "--json", tmp_path / "b.json"], capsys)
+    assert code == 0, err
+    [case] = json.loads((tmp_path / "b.json").read_text())["cases"]
+    assert case["end_to_end"] and case["stages"]
+    rules = [s["threads_rule"] for s in case["streams"]]
+    assert [s["streams"] for s in case["streams"]] == [1, 2]
+    assert all("stream(s) of its own" in r for r in rules), rules
+    assert case["describe"]["performance_hint"] == "LATENCY"

@@ -33,6 +33,8 @@ _SELF_CONTAINED: set[tuple[str, str]] = set()
 MANIFEST_NAME = "manifest.json"
 #: the lock file beside the manifest; every read-modify-write of the manifest holds it
 LOCK_NAME = ".manifest.lock"
+#: the folder of runtimes' compiled-model caches: not an artifact, never packed, safe to delete
+CACHE_NAME = "cache"
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
@@ -241,6 +243,18 @@ class Bundle:
             raise BundleError(
                 f"{self.root / MANIFEST_NAME}: {field} {rel!r} leads outside the bundle through "
                 "a symbolic link: replace the link with the file itself"
+            )
+        return path
+
+    def cache_dir(self, *parts: str) -> Path:
+        """`cache/<parts...>` in the bundle, for a runtime's compiled models (not created here).
+        Deleting it costs only a recompile. Refused if it leads outside the bundle through a
+        symbolic link."""
+        path = self.root.joinpath(CACHE_NAME, *parts)
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise BundleError(
+                f"{path} leads outside the bundle through a symbolic link: remove the link "
+                f"({self.root / CACHE_NAME} is rebuilt on the next run)"
             )
         return path
 

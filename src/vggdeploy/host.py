@@ -1,5 +1,5 @@
-"""What this host has: CPU model and instruction sets, NVIDIA GPUs, TensorRT; and whether it can
-run a given TensorRT engine.
+"""What this host has: CPU model and instruction sets, NVIDIA GPUs, TensorRT, OpenVINO's devices;
+and whether it can run a given TensorRT engine.
 
 The one home of "can this host run that engine": `engine_incompatibility` holds TensorRT's
 portability rules, and `TrtRuntime`, `inspect`, `bench`, `validate` and `pipeline` all ask it
@@ -123,6 +123,45 @@ def module_missing(module: str, hint: str) -> str | None:
 TENSORRT_HINT = (
     "pip install 'vggdeploy[gpu]' on a machine with an NVIDIA GPU; JetPack ships it on Jetson"
 )
+
+
+OPENVINO_HINT = "pip install 'vggdeploy[openvino]'"
+#: what a missing OpenVINO device needs (OpenVINO's "Inference Devices and Modes" pages: the GPU
+#: plugin runs on Intel GPUs through Intel's compute runtime, the NPU plugin on Core Ultra NPUs
+#: through the NPU driver)
+OPENVINO_DEVICE_HINTS = {
+    "CPU": "use an x86-64 or Arm CPU that OpenVINO supports",
+    "GPU": "it needs an Intel GPU and Intel's GPU compute runtime (OpenCL / Level Zero drivers)",
+    "NPU": "it needs an Intel NPU (Core Ultra) and Intel's NPU driver",
+}
+
+
+@functools.cache
+def openvino_devices() -> tuple[tuple[str, ...], str | None]:
+    """(OpenVINO's `Core().available_devices`, None), or ((), why OpenVINO cannot be used)."""
+    if importlib.util.find_spec("openvino") is None:
+        return (), f"the openvino package is not installed ({OPENVINO_HINT})"
+    try:
+        import openvino
+
+        return tuple(openvino.Core().available_devices), None
+    except Exception as exc:  # a broken install can raise anything
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return (), f"OpenVINO is not usable ({type(exc).__name__}: {first}; {OPENVINO_HINT})"
+
+
+def openvino_device_missing(device: str) -> str | None:
+    """Why OpenVINO cannot run on `device` ("CPU", "GPU", "NPU") here, in one line, or None.
+    OpenVINO numbers several devices of a kind (`GPU.0`, `GPU.1`); any of them will do."""
+    devices, error = openvino_devices()
+    if error:
+        return error
+    if any(d == device or d.startswith(device + ".") for d in devices):
+        return None
+    return (
+        f"OpenVINO finds no {device} device on this host (it has {', '.join(devices) or 'none'}): "
+        f"{OPENVINO_DEVICE_HINTS.get(device, 'check the device and its driver')}"
+    )
 
 
 def tensorrt_version() -> tuple[str | None, str | None]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from vggdeploy import host as H
 from vggdeploy import precision as P
-from vggdeploy.bundle import LOCK_NAME, MANIFEST_NAME, Bundle, sha256_file
+from vggdeploy.bundle import CACHE_NAME, LOCK_NAME, MANIFEST_NAME, Bundle, sha256_file
 from vggdeploy.errors import BundleError, InputError
 from vggdeploy.records import ArtifactRecord, EngineRecord
 
@@ -138,7 +138,9 @@ def inspect_bundle(root: str | os.PathLike[str]) -> dict[str, Any]:
     untracked = sorted(
         p.relative_to(bundle.root).as_posix()
         for p in bundle.root.rglob("*")
-        if p.is_file() and p.relative_to(bundle.root).as_posix() not in tracked
+        if p.is_file()
+        and p.relative_to(bundle.root).as_posix() not in tracked
+        and p.relative_to(bundle.root).parts[0] != CACHE_NAME  # compiled-model caches
     )
     model = manifest.model
     return {

@@ -147,13 +147,16 @@ def resolve_image_size(model: ModelRecord, requested: int | None) -> int:
 # -- runtimes -----------------------------------------------------------------------------------
 
 
-def _new_runtime(bundle: Bundle, plan: Plan, options: BenchOptions) -> Runtime:
+def _new_runtime(
+    bundle: Bundle, plan: Plan, options: BenchOptions, streams: int | None = None
+) -> Runtime:
     """Construct (not load) the plan's runtime. `--cuda-graphs` turns on TensorRT's variant
-    without changing the case's name (`tensorrt`, as asked)."""
+    without changing the case's name (`tensorrt`, as asked). `streams`: concurrent streams for
+    runtimes that run their own (OpenVINO); None is one caller at a time."""
     spec = plan.spec
     if options.cuda_graphs and spec.name == "tensorrt" and "cuda-graphs" not in spec.variants:
         spec = RuntimeSpec(spec.name, (*spec.variants, "cuda-graphs"), spec.precision)
-    return open_runtime(bundle, spec, threads=options.threads)
+    return open_runtime(bundle, spec, threads=options.threads, streams=streams)
 
 
 def _describe(runtime: Runtime) -> dict[str, Any]:
@@ -308,8 +311,8 @@ def _stream_sweep(
     options: BenchOptions,
     clock: Clock,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    def reopen(threads: int | None) -> Runtime:
-        again = _new_runtime(bundle, plan, dataclasses.replace(options, threads=threads))
+    def reopen(threads: int | None, n: int | None = None) -> Runtime:
+        again = _new_runtime(bundle, plan, dataclasses.replace(options, threads=threads), n)
         return again.load()
 
     def feed(rt: Runtime, k: int) -> dict[str, np.ndarray]:

@@ -19,6 +19,10 @@ loaded per stream count with `max(1, usable cores // N)` threads: the cores are 
 between the streams rather than every stream asking for all of them (ONNX Runtime's default,
 per its "Thread management" page, is one intra-op thread per physical core). A number
 (`--stream-threads 1`) fixes it for every N instead. Each result records the count and rule.
+
+Runtimes with streams of their own (OpenVINO: `NUM_STREAMS`, declared as the `streams` option)
+are loaded per stream count with N streams, and they split the cores between them; their
+intra-op threads stay their own unless `--stream-threads` fixes the total.
 """
 
 from __future__ import annotations
@@ -78,8 +82,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def threads_for(streams: int, fixed: int | None, takes_threads: bool) -> tuple[int | None, str]:
+def threads_for(
+    streams: int, fixed: int | None, takes_threads: bool, own_streams: bool = False
+) -> tuple[int | None, str]:
     """Intra-op threads for `streams` streams and the rule that chose them."""
+    if own_streams:
+        if fixed is not None:
+            return fixed, f"fixed (--stream-threads), shared by the runtime's own {streams} streams"
+        return None, f"the runtime's own: {streams} stream(s) of its own share the cores"
     if not takes_threads:
         return None, "n/a: the runtime has no intra-op thread setting"
     if fixed is not None:
@@ -140,7 +150,7 @@ def time_streams(
 
 def run_sweep(
     runtime: Runtime,
-    reopen: Callable[[int | None], Runtime],
+    reopen: Callable[..., Runtime],
     batch: int,
     make_feed: Callable[[Runtime, int], dict[str, Any]],
     options: BenchOptions,
@@ -149,10 +159,12 @@ def run_sweep(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Every stream count of `options.streams` for one case: the results, and the reasons for
     counts that cannot run. `reopen(threads)` constructs and loads the model with that many
-    intra-op threads (closed here); `make_feed(runtime, k)` is stream k's input."""
+    intra-op threads (closed here), `reopen(threads, n)` with n streams of its own for runtimes
+    that declare the `streams` option; `make_feed(runtime, k)` is stream k's input."""
     results: list[dict[str, Any]] = []
     refused: list[str] = []
     takes_threads = "threads" in type(runtime).OPTIONS
+    own_streams = "streams" in type(runtime).OPTIONS
     torch_before = _torch_threads()
     try:
         for n in options.streams:
@@ -160,9 +172,15 @@ def run_sweep(
             if reason:
                 refused.append(reason)
                 continue
-            threads, rule = threads_for(n, fixed_threads, takes_threads)
-            own = reopen(threads) if takes_threads else None
+            threads, rule = threads_for(n, fixed_threads, takes_threads, own_streams)
+            if own_streams:
+                own = reopen(threads, n)
+            else:
+                own = reopen(threads) if takes_threads else None
             model = own or runtime
+            if own_streams and own is not None:
+                # what the runtime chose for its N streams, read back from it
+                threads = own.describe().details.get("inference_num_threads", threads)
             try:
                 feeds = [make_feed(model, k) for k in range(n)]
                 for feed in feeds:

@@ -9,6 +9,8 @@ A runtime spec is `NAME[:VARIANT...][@PRECISION]`:
     onnxruntime:cuda@int8     ... CUDA provider, the Q/DQ model.int8.onnx
     tensorrt@int8             the bundle's TensorRT engine.int8
     tensorrt:cuda-graphs      ... replayed from CUDA graphs
+    openvino@int8             OpenVINO on the CPU, the bundle's model.int8.onnx
+    openvino:gpu@fp16         ... on an Intel GPU, model.fp16.onnx
 
 `parse_spec` is the only parser; `validate`, `predict`, `evaluate`, `bench` and `pipeline` all
 call it. What a name means - its variants, precisions, where its models come from, whether the
@@ -36,12 +38,13 @@ RUNTIMES: dict[str, str] = {
     "torch": "vggdeploy.runtimes.pytorch:TorchRuntime",
     "onnxruntime": "vggdeploy.runtimes.onnxrt:OrtRuntime",
     "tensorrt": "vggdeploy.runtimes.trt:TrtRuntime",
+    "openvino": "vggdeploy.runtimes.openvino_rt:OpenVinoRuntime",
 }
-ALIASES = {"ort": "onnxruntime", "trt": "tensorrt", "pytorch": "torch"}
+ALIASES = {"ort": "onnxruntime", "trt": "tensorrt", "pytorch": "torch", "ov": "openvino"}
 
 SPEC_HELP = (
     "NAME[:VARIANT...][@PRECISION], e.g. torch, torch:channels-last, onnxruntime:cpu@fp32, "
-    "onnxruntime:cuda, tensorrt@int8, tensorrt:cuda-graphs"
+    "onnxruntime:cuda, tensorrt@int8, tensorrt:cuda-graphs, openvino@int8"
 )
 
 
