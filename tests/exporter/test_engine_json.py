@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trt_double.fixtures import precision_bundle, precision_bundle_ro  # noqa: F401
-
 from vggdeploy.errors import CheckFailedError
 from vggdeploy.exporter.engine_checks import check_precision, layer_precision, tensor_format
+
+# precision_bundle(_ro)
+pytest_plugins = ("trt_double.fixtures",)
 
 DATA = Path(__file__).parent.parent / "data" / "trt-engine-json"
 RECORDED = {

@@ -229,7 +229,8 @@ def build_module(version: str) -> types.ModuleType:
     class ITensor:
         def __init__(self, name: str, shape: tuple[int, ...], dtype: Any) -> None:
             self.name, self.shape, self.dtype = name, Dims(shape), dtype
-            self.is_shape_tensor = False  # Polygraphy's Profile.to_trt asks (backend/trt/profile.py)
+            # Polygraphy's Profile.to_trt asks (backend/trt/profile.py)
+            self.is_shape_tensor = False
 
     class ILayer:
         def __init__(self, name: str, op: str, dla: bool) -> None:
@@ -1206,7 +1207,9 @@ def _inspector_form(layer: dict[str, Any], major: int) -> dict[str, Any]:
         entries = []
         for entry in layer.get(key, []):
             entry = dict(entry)
-            dtype, text = _FORMATS.get(entry.get("Format/Datatype"), ("FP32", "Row major linear FP32"))
+            dtype, text = _FORMATS.get(
+                entry.get("Format/Datatype"), ("FP32", "Row major linear FP32")
+            )
             if major >= 11:
                 entry.pop("Format/Datatype", None)
                 entry["Datatype"] = dtype
