@@ -237,7 +237,6 @@ def build_module(version: str) -> types.ModuleType:
             self.name = name
             self.type = getattr(LayerType, _LAYER_TYPES.get(op, "UNARY"))
             self._op, self._dla = op, dla
-            self.precision_is_set = False
 
     class INetworkDefinition:
         def __init__(self, flags: int, logger: Any) -> None:

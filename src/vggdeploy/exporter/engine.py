@@ -100,30 +100,19 @@ TENSORRT_API = (
     "node_operator",
     "ErrorCode",
     "UNSUPPORTED_NODE",
-    "create_builder_config",
-    "set_memory_pool_limit",
     "MemoryPoolType",
     "WORKSPACE",
     "builder_optimization_level",
     "create_optimization_profile",
     "set_shape",
-    "add_optimization_profile",
     "create_timing_cache",
     "set_timing_cache",
-    "get_timing_cache",
-    "serialize",
-    "hardware_compatibility_level",
     "HardwareCompatibilityLevel",
     "AMPERE_PLUS",
     "SAME_COMPUTE_CAPABILITY",
-    "set_flag",
-    "BuilderFlag",
-    "VERSION_COMPATIBLE",
-    "EXCLUDE_LEAN_RUNTIME",
     "profiling_verbosity",
     "ProfilingVerbosity",
     "DETAILED",
-    "build_serialized_network",
     "Runtime",
     "engine_host_code_allowed",
     "deserialize_cuda_engine",
@@ -132,6 +121,9 @@ TENSORRT_API = (
     "LayerInformationFormat",
     "JSON",
     "DLA_core",
+    "OnnxParserFlag",
+    "NATIVE_INSTANCENORM",
+    "ADJUST_FOR_DLA",
 )
 
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
@@ -268,7 +260,7 @@ def _load_network(
     flags = None
     parser_flags = getattr(trt, "OnnxParserFlag", None)
     if dla_parser and parser_flags is not None and hasattr(parser_flags, "ADJUST_FOR_DLA"):
-        flags = [parser_flags.NATIVE_INSTANCENORM, parser_flags.ADJUST_FOR_DLA]
+        flags = [trt.OnnxParserFlag.NATIVE_INSTANCENORM, trt.OnnxParserFlag.ADJUST_FOR_DLA]
     load = poly.NetworkFromOnnxPath(str(path), strongly_typed=creation_flags != 0, flags=flags)
     try:
         builder, network, parser = load()
