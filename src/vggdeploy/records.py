@@ -138,6 +138,14 @@ class EngineFlags(Record):
     exclude_lean_runtime: bool = False
     workspace_bytes: int | None = None
     builder_optimization_level: int | None = None
+    #: whether fp32 layers may use TF32; None: built before vggdeploy cleared it (TensorRT's
+    #: default, TF32 on)
+    tf32: bool | None = None
+    built_with: str | None = None  # e.g. "polygraphy 0.53.6"
+
+    @property
+    def tf32_allowed(self) -> bool:
+        return self.tf32 is not False
 
 
 class EngineRecord(ArtifactRecord):

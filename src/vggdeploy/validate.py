@@ -311,6 +311,12 @@ def validate_bundle(
             _run_one(spec, runtime, s, ref_outputs[s.describe()], limits, skip_unavailable)
         )
     for result in report.compared:
+        if limits_key(result.spec, result.runtime) == "tf32":
+            report.tolerances["tf32"] = limits.get("tf32", {})
+            report.notes.append(
+                f"{result.label} is an fp32 engine whose layers may use TF32: judged by the "
+                "tf32 limits"
+            )
         if not limits.get(result.precision):
             report.notes.append(
                 f"no tolerances for precision {result.precision!r}: {result.label} is "
@@ -319,6 +325,18 @@ def validate_bundle(
         if result.runtime.get("fallback"):
             report.notes.append(f"{result.label} did not run on the provider asked for")
     return report
+
+
+def limits_key(spec: RuntimeSpec, runtime_info: Mapping[str, Any]) -> str:
+    """Which tolerances judge a target: its precision's, or "tf32" for an fp32 TensorRT
+    engine whose manifest says fp32 layers may use TF32 (`vggdeploy build --tf32`, or an
+    engine built before vggdeploy cleared TensorRT's TF32 default)."""
+    precision = spec.precision or "fp32"
+    built = runtime_info.get("built_with") if runtime_info else None
+    flags = built.get("flags") if isinstance(built, Mapping) else None
+    if precision == "fp32" and isinstance(flags, Mapping) and flags.get("tf32") is not False:
+        return "tf32"
+    return precision
 
 
 def missing_artifact(bundle: Bundle, spec: RuntimeSpec) -> str | None:
@@ -375,7 +393,7 @@ def _run_one(
             f"{label} returned shape {got.shape}, the reference {ref_out.shape}: not the same model"
         )
     metrics = compare_outputs(ref_out, got)
-    checks = judge(label, metrics, limits.get(spec.precision or "fp32", {}))
+    checks = judge(label, metrics, limits.get(limits_key(spec, info), {}))
     return TargetResult(
         spec, label, "compared", inputs.describe(), runtime=info, metrics=metrics, checks=checks
     )

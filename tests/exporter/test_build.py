@@ -23,7 +23,7 @@ from vggdeploy.errors import BundleError, CheckFailedError, InputError, RuntimeU
 from vggdeploy.exporter.engine import (
     BuildOptions,
     ProfileSpec,
-    _add_profiles,
+    _check_profiles,
     build_engine,
     build_profiles,
     check_precision,
@@ -294,12 +294,9 @@ def test_tensorrt_rejects_inconsistent_profiles(trt) -> None:
         def get_input(self, i):
             return trt.ITensor("input", (-1, 3, 32, 32), trt.DataType.FLOAT)
 
-    from vggdeploy.runtimes.trt import make_logger
-
-    config = builder.create_builder_config()
     bad = [{"min": [8, 3, 32, 32], "opt": [4, 3, 32, 32], "max": [16, 3, 32, 32]}]
     with pytest.raises(InputError, match="rejected optimization profile 0: Shape provided for opt"):
-        _add_profiles(trt, builder, Net(), config, "input", bad, make_logger(trt))
+        _check_profiles(trt, builder, Net(), "input", bad)
 
 
 def test_several_profiles_and_dense_sizes(trt, tiny_dense_bundle_ro, tmp_path) -> None:
@@ -358,7 +355,10 @@ def test_options_reach_tensorrt_and_the_manifest(trt, precision_bundle) -> None:
         "version_compatible": True,
         "exclude_lean_runtime": True,
         "profiling_verbosity": "detailed",
+        "tf32": False,
+        "built_with": "polygraphy 0.53.6",
     }
+    assert header["tf32"] is False  # Polygraphy's CreateConfig cleared TensorRT's default
     build_engine(
         Bundle.load(precision_bundle), BuildOptions(precision="fp32", hardware_compat="same-cc")
     )

@@ -22,7 +22,20 @@ def install(monkeypatch, generation: str):
     fake_cuda.reset()
     monkeypatch.setitem(sys.modules, "tensorrt", module)
     monkeypatch.setitem(sys.modules, "vggdeploy.runtimes._cuda", fake_cuda)
+    _forget_polygraphy_trt()
     return module
+
+
+def _forget_polygraphy_trt() -> None:
+    """Polygraphy imports `tensorrt` lazily once per module and keeps it
+    (polygraphy/mod/importer.py, LazyModule): drop what it kept so that its loaders see the
+    generation just installed."""
+    import sys
+
+    for name, mod in list(sys.modules.items()):
+        lazy = getattr(mod, "trt", None) if name.startswith("polygraphy.") else None
+        if lazy is not None and type(lazy).__name__ == "LazyModule":
+            object.__setattr__(lazy, "module", None)
 
 
 __all__ = ["GENERATIONS", "build_module", "fake_cuda", "install"]

@@ -173,6 +173,14 @@ def build_module(version: str) -> types.ModuleType:
     if major < 11:
         error_members.insert(2, "MEM_ALLOC_FAILED")
     ErrorCode = enum.IntEnum("ErrorCode", error_members, start=0)
+    # nvonnxparser::OnnxParserFlag as in the 10.16 C API reference (namespacenvonnxparser.html);
+    # the 11.4 DLA guide (dla-onnx-parser.html) names the same three DLA flags.
+    OnnxParserFlag = enum.IntEnum(
+        "OnnxParserFlag",
+        ["NATIVE_INSTANCENORM", "ENABLE_UINT8_AND_ASYMMETRIC_QUANTIZATION_DLA",
+         "REPORT_CAPABILITY_DLA", "ENABLE_PLUGIN_OVERRIDE", "ADJUST_FOR_DLA"],
+        start=0,
+    )  # fmt: skip
 
     # -- logging ---------------------------------------------------------------------------------
     class ILogger:
@@ -208,10 +216,21 @@ def build_module(version: str) -> types.ModuleType:
         def dtype(self) -> Any:
             return DataType.UINT8
 
+        # Polygraphy writes a timing cache with `with timing_cache.serialize() as buffer`
+        # (backend/trt/loader.py, EngineBytesFromNetwork): the bindings' IHostMemory is a
+        # context manager.
+        def __enter__(self) -> IHostMemory:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            return None
+
     # -- network and parser -----------------------------------------------------------------------
     class ITensor:
         def __init__(self, name: str, shape: tuple[int, ...], dtype: Any) -> None:
             self.name, self.shape, self.dtype = name, Dims(shape), dtype
+            # Polygraphy's Profile.to_trt asks (backend/trt/profile.py)
+            self.is_shape_tensor = False
 
     class ILayer:
         def __init__(self, name: str, op: str, dla: bool) -> None:
@@ -245,6 +264,25 @@ def build_module(version: str) -> types.ModuleType:
 
         def get_layer(self, index: int) -> ILayer:
             return self._layers[index]
+
+        # Polygraphy iterates a network (`for layer in network`, backend/trt/config.py) and
+        # asks `get_flag` (backend/trt/util.py str_from_config): the bindings give both.
+        def __len__(self) -> int:
+            return len(self._layers)
+
+        def __getitem__(self, index: int) -> ILayer:
+            if not 0 <= index < len(self._layers):
+                raise IndexError(index)
+            return self._layers[index]
+
+        def get_flag(self, flag: Any) -> bool:
+            if major >= 11 and flag == NetworkDefinitionCreationFlag.STRONGLY_TYPED:
+                return True
+            return bool(self._flags & (1 << int(flag)))
+
+        @property
+        def name(self) -> str:
+            return "Unnamed Network 0"
 
     class ParserError:
         def __init__(self, code: Any, desc: str, node: int = -1, name: str = "", op: str = ""):
@@ -281,6 +319,17 @@ def build_module(version: str) -> types.ModuleType:
         def __init__(self, network: INetworkDefinition, logger: Any) -> None:
             self._network, self._logger = network, logger
             self._errors: list[ParserError] = []
+            # NATIVE_INSTANCENORM is on by default (IParser::getFlags in the C API reference)
+            self.flags = 1 << int(OnnxParserFlag.NATIVE_INSTANCENORM)
+
+        def set_flag(self, flag: Any) -> None:
+            self.flags |= 1 << int(flag)
+
+        def clear_flag(self, flag: Any) -> None:
+            self.flags &= ~(1 << int(flag))
+
+        def get_flag(self, flag: Any) -> bool:
+            return bool(self.flags & (1 << int(flag)))
 
         @property
         def num_errors(self) -> int:
@@ -366,6 +415,10 @@ def build_module(version: str) -> types.ModuleType:
 
         def get_shape(self, input: str) -> list[Dims]:  # noqa: A002
             return list(self._shapes.get(input, ()))
+
+        def __bool__(self) -> bool:
+            # Polygraphy's check_profile (backend/trt/util.py) refuses a profile that is falsy.
+            return bool(self._shapes)
 
     class ITimingCache:
         def __init__(self, header: dict[str, Any], entries: dict[str, str]) -> None:
@@ -615,11 +668,13 @@ def build_module(version: str) -> types.ModuleType:
                         f"{layer['Name']}|{layer['Inputs'][0]['Format/Datatype']}|{key_gpu}",
                         layer["TacticName"],
                     )
+        layers = [_inspector_form(layer, major) for layer in layers]
         gpu = fake_cuda.device_info(fake_cuda.CURRENT["device"])
         header = {
             "tensorrt": full,
             "gpu": gpu.name,
             "cc": gpu.compute_capability,
+            "tf32": BuilderFlag.TF32 in config._flags,
             "hardware": int(config.hardware_compatibility_level),
             "version_compatible": BuilderFlag.VERSION_COMPATIBLE in config._flags,
             "exclude_lean": BuilderFlag.EXCLUDE_LEAN_RUNTIME in config._flags,
@@ -931,7 +986,14 @@ def build_module(version: str) -> types.ModuleType:
             "IInt8EntropyCalibrator2": IInt8EntropyCalibrator2,
         }
 
+    def init_libnvinfer_plugins(logger: Any, namespace: str) -> bool:
+        """Polygraphy calls this before every parse and deserialize (backend/trt/loader.py);
+        the double has no plugins to register."""
+        return True
+
     exported |= {
+        "init_libnvinfer_plugins": init_libnvinfer_plugins,
+        "OnnxParserFlag": OnnxParserFlag,
         "ILogger": ILogger,
         "Logger": Logger,
         "Dims": Dims,
@@ -1122,4 +1184,37 @@ def _foreign_nodes(layers: list[dict[str, Any]], on_dla: set[str]) -> list[dict[
             flush()
             out.append(layer)
     flush()
+    return out
+
+
+#: The double's type names -> the combined text NVIDIA's recorded A100 engines show
+#: (tests/data/trt-engine-json: resnet-a100-fp32/fp16/qat.json).
+_FORMATS = {
+    "Float": ("FP32", "Row major linear FP32"),
+    "Half": ("FP16", "Channel major FP16 format where channel % 8 == 0"),
+    "Int8": ("Int8", "Thirty-two wide channel vectorized row major Int8 format"),
+}
+
+
+def _inspector_form(layer: dict[str, Any], major: int) -> dict[str, Any]:
+    """One layer record in the field form of the API generation: 10.x one "Format/Datatype"
+    text (as NVIDIA's recorded engines), 11.x split "Datatype" + "Format" (as Polygraphy
+    0.53.6 reads them: polygraphy/tools/inspect/subtool/model/extractors/_trt.py). The exact
+    11.x texts are assumed: no recorded 11.x inspector output is public."""
+    out = dict(layer)
+    for key in ("Inputs", "Outputs"):
+        entries = []
+        for entry in layer.get(key, []):
+            entry = dict(entry)
+            dtype, text = _FORMATS.get(
+                entry.get("Format/Datatype"), ("FP32", "Row major linear FP32")
+            )
+            if major >= 11:
+                entry.pop("Format/Datatype", None)
+                entry["Datatype"] = dtype
+                entry["Format"] = text.replace(f" {dtype}", "").replace(f"{dtype} ", "")
+            else:
+                entry["Format/Datatype"] = text
+            entries.append(entry)
+        out[key] = entries
     return out

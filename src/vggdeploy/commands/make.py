@@ -430,6 +430,11 @@ def convert(
 @click.option("--dla-core", type=int, help="Build for this DLA core (Jetson Orin; fp16/int8).")
 @click.option("--gpu-fallback", is_flag=True, help="With --dla-core: GPU runs what DLA cannot.")
 @click.option("--batch", "static_batch", type=click.IntRange(min=1), help="One static batch.")
+@click.option(
+    "--tf32",
+    is_flag=True,
+    help="Let fp32 layers use TF32 (faster on Ampere+; validated with the looser tf32 limits).",
+)
 @click.option("--device", "device_id", default=0, show_default=True, help="CUDA device index.")
 @json_option("the engine's manifest record")
 @click.pass_context
@@ -453,6 +458,7 @@ def build(
     dla_core: int | None,
     gpu_fallback: bool,
     static_batch: int | None,
+    tf32: bool,
     device_id: int,
     json_path: str | None,
 ) -> None:
@@ -484,6 +490,7 @@ def build(
         hardware_compat=hardware_compat,
         version_compatible=version_compatible,
         exclude_lean_runtime=exclude_lean_runtime,
+        tf32=tf32,
         device_id=device_id,
         verbosity=ctx.obj.get("verbose", 0) if ctx.obj else 0,
     )

@@ -233,7 +233,7 @@ def precision_summary(
     import json
 
     from vggdeploy.errors import CheckFailedError
-    from vggdeploy.exporter.engine_checks import ONNX_FILES, layer_precision
+    from vggdeploy.exporter.engine_checks import ONNX_FILES, layer_precision, tensor_format
 
     by_onnx = facts.get("by_precision", {})
     need = by_onnx.get(precision, 0)
@@ -247,7 +247,7 @@ def precision_summary(
     for item in layers:
         if isinstance(item, dict) and "conv" in str(item.get("LayerType", "")).lower():
             inputs = item.get("Inputs") or [{}]
-            kind = layer_precision(str(inputs[0].get("Format/Datatype", "")))
+            kind = layer_precision(tensor_format(inputs[0]))
             visible[kind] = visible.get(kind, 0) + 1
     wrong = {k: n for k, n in visible.items() if k not in by_onnx}
     if wrong:

@@ -14,6 +14,7 @@ it is and how it was made goes in the bundle manifest under `engine.<precision>`
 
 from __future__ import annotations
 
+import importlib
 import logging
 import platform
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vggdeploy import precision as P
-from vggdeploy.bundle import Bundle, atomic_path, atomic_write_bytes, sha256_file
+from vggdeploy.bundle import Bundle, atomic_path, sha256_file
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
 from vggdeploy.exporter import dla
 from vggdeploy.exporter.engine_checks import (
@@ -49,8 +50,8 @@ from vggdeploy.runtimes._trt import (
     cuda_glue,
     import_tensorrt,
     major_version,
-    make_logger,
     summarize_errors,
+    trt_logger,
 )
 
 PRECISIONS = P.ENGINE_NAMES
@@ -99,30 +100,19 @@ TENSORRT_API = (
     "node_operator",
     "ErrorCode",
     "UNSUPPORTED_NODE",
-    "create_builder_config",
-    "set_memory_pool_limit",
     "MemoryPoolType",
     "WORKSPACE",
     "builder_optimization_level",
     "create_optimization_profile",
     "set_shape",
-    "add_optimization_profile",
     "create_timing_cache",
     "set_timing_cache",
-    "get_timing_cache",
-    "serialize",
-    "hardware_compatibility_level",
     "HardwareCompatibilityLevel",
     "AMPERE_PLUS",
     "SAME_COMPUTE_CAPABILITY",
-    "set_flag",
-    "BuilderFlag",
-    "VERSION_COMPATIBLE",
-    "EXCLUDE_LEAN_RUNTIME",
     "profiling_verbosity",
     "ProfilingVerbosity",
     "DETAILED",
-    "build_serialized_network",
     "Runtime",
     "engine_host_code_allowed",
     "deserialize_cuda_engine",
@@ -131,6 +121,9 @@ TENSORRT_API = (
     "LayerInformationFormat",
     "JSON",
     "DLA_core",
+    "OnnxParserFlag",
+    "NATIVE_INSTANCENORM",
+    "ADJUST_FOR_DLA",
 )
 
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
@@ -164,6 +157,7 @@ class BuildOptions:
     verbosity: int = 0
     dla_core: int | None = None  # build for this DLA core (Jetson Orin); see exporter/dla.py
     gpu_fallback: bool = False  # with dla_core: let layers DLA cannot run go to the GPU
+    tf32: bool = False  # let fp32 layers use TF32 (TensorRT's default; cleared unless asked)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -223,6 +217,63 @@ def network_creation_flags(trt: Any) -> int:
     return 1 << int(creation.STRONGLY_TYPED)
 
 
+def import_polygraphy() -> tuple[Any, type[Exception], Any]:
+    """Polygraphy's TensorRT backend, its exception type and its logger; a one-line error
+    saying how to install it."""
+    try:
+        poly = importlib.import_module("polygraphy.backend.trt")
+        from polygraphy.exception import PolygraphyException
+        from polygraphy.logger import G_LOGGER
+    except ImportError:
+        raise RuntimeUnavailableError(
+            "Polygraphy is not installed: vggdeploy builds engines through its TensorRT "
+            "loaders; install it with `pip install 'polygraphy>=0.53.6'` (in the gpu extra)"
+        ) from None
+    return poly, PolygraphyException, G_LOGGER
+
+
+def _polygraphy_version() -> str:
+    import polygraphy
+
+    return str(getattr(polygraphy, "__version__", "?"))
+
+
+def _load_network(
+    trt: Any,
+    poly: Any,
+    poly_error: type[Exception],
+    logger: Any,
+    path: Path,
+    dla_parser: bool,
+) -> tuple[Any, Any, Any, int]:
+    """(builder, network, parser, creation flags) from Polygraphy's NetworkFromOnnxPath,
+    strongly typed where the release needs the flag (10.x; 11.x networks always are).
+
+    For DLA the parser also gets ADJUST_FOR_DLA where the release has it (OnnxParserFlag 4 in
+    the 10.16 C API reference; kADJUST_FOR_DLA in the 11.4 DLA guide, dla-onnx-parser.html),
+    beside the default NATIVE_INSTANCENORM, which Polygraphy's flag list would otherwise clear.
+    On a parse failure Polygraphy logs each error and raises "Could not parse ONNX correctly"
+    without the parser (backend/trt/util.py, check_onnx_parser_errors): the file is parsed
+    once more with a fresh parser so that the one-line error can name every failing node.
+    """
+    creation_flags = network_creation_flags(trt)
+    flags = None
+    parser_flags = getattr(trt, "OnnxParserFlag", None)
+    if dla_parser and parser_flags is not None and hasattr(parser_flags, "ADJUST_FOR_DLA"):
+        flags = [trt.OnnxParserFlag.NATIVE_INSTANCENORM, trt.OnnxParserFlag.ADJUST_FOR_DLA]
+    load = poly.NetworkFromOnnxPath(str(path), strongly_typed=creation_flags != 0, flags=flags)
+    try:
+        builder, network, parser = load()
+    except poly_error:
+        network = trt.Builder(logger).create_network(creation_flags)
+        parse_onnx(trt, network, logger, path)
+        raise InputError(
+            f"TensorRT {trt.__version__}'s ONNX parser failed on {path.name}: "
+            f"{summarize_errors(logger.errors)}"
+        ) from None
+    return builder, network, parser, creation_flags
+
+
 def parse_onnx(trt: Any, network: Any, logger: Any, path: Path) -> None:
     """Parse `path` into `network`; a parser failure lists every failing node in one line."""
     parser = trt.OnnxParser(network, logger)
@@ -269,7 +320,12 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
     device = cuda.device_info(options.device_id)
     _check_hardware_option(options.hardware_compat, device)
     cuda.use_device(options.device_id)
-    logger = make_logger(trt, options.verbosity)
+    poly, poly_error, G_LOGGER = import_polygraphy()
+    logger = trt_logger(trt, options.verbosity)
+    # Polygraphy's loaders log to its own process-wide TensorRT logger: hand it ours, so that
+    # TensorRT has one logger (backend/trt/util.py: get_trt_logger returns TRT_LOGGER).
+    poly_util = importlib.import_module("polygraphy.backend.trt.util")
+    poly_util.TRT_LOGGER = logger
     log.info(
         "building %s engine from %s with TensorRT %s on %s (compute capability %s)",
         precision,
@@ -278,43 +334,46 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
         device.name,
         device.compute_capability,
     )
+    quiet = G_LOGGER.INFO if options.verbosity >= 2 else G_LOGGER.CRITICAL + 1
+    with G_LOGGER.verbosity(quiet):
+        builder, network, parser, creation_flags = _load_network(
+            trt, poly, poly_error, logger, onnx_path, dla_parser=core is not None
+        )
+        if core is not None:
+            dla.check_host(trt, builder, core)
+        _check_profiles(trt, builder, network, input_name, shapes)
+        config = _create_config(
+            trt, poly, poly_error, builder, network, options, input_name, shapes
+        )
+        dla_report = None
+        if core is not None:
+            dla.configure(trt, config, core, options.gpu_fallback)
+            dla_report = dla.readiness(network, config, core, options.gpu_fallback)
+        cache_record = _load_timing_cache(config, logger, options.timing_cache)
 
-    builder = trt.Builder(logger)
-    if core is not None:
-        dla.check_host(trt, builder, core)
-    creation_flags = network_creation_flags(trt)
-    network = builder.create_network(creation_flags)
-    parse_onnx(trt, network, logger, onnx_path)
-
-    config = builder.create_builder_config()
-    if options.workspace is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace)
-    if options.opt_level is not None:
-        config.builder_optimization_level = options.opt_level
-    # Layer precisions in the inspector need detailed profiling information.
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if options.hardware_compat == "ampere+":
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    elif options.hardware_compat == "same-cc":
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
-    if options.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-        if options.exclude_lean_runtime:
-            config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
-    _add_profiles(trt, builder, network, config, input_name, shapes, logger)
-    dla_report = None
-    if core is not None:
-        dla.configure(trt, config, core, options.gpu_fallback)
-        dla_report = dla.readiness(network, config, core, options.gpu_fallback)
-    cache_record = _load_timing_cache(config, logger, options.timing_cache)
-
-    started = time.perf_counter()
-    mark, warn_mark = logger.mark(), len(logger.warnings)
-    try:
-        serialized = builder.build_serialized_network(network, config)
-    except MemoryError:
-        serialized = None
-        logger.errors.append("out of memory")
+        if options.timing_cache is not None:
+            _make_parent(Path(options.timing_cache))
+        started = time.perf_counter()
+        mark, warn_mark = logger.mark(), len(logger.warnings)
+        # Polygraphy saves the timing cache under a lock file, merged (`combine`) with what is
+        # on disk by then (backend/trt/loader.py, EngineBytesFromNetwork).
+        build = poly.EngineBytesFromNetwork(
+            (builder, network, parser),
+            config=config,
+            save_timing_cache=str(options.timing_cache) if options.timing_cache else None,
+        )
+        try:
+            serialized = build()
+        except MemoryError:
+            serialized = None
+            logger.errors.append("out of memory")
+        except poly_error:
+            serialized = None
+        except OSError as exc:
+            raise InputError(
+                f"cannot write timing cache {options.timing_cache} ({exc.strerror}): choose a "
+                "writable --timing-cache path"
+            ) from None
     seconds = time.perf_counter() - started
     if serialized is None:
         # TensorRT reports a failed allocation as a warning and the failed build as an error.
@@ -342,15 +401,7 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
         check = check_precision(layer_json, precision, facts)
 
     if options.timing_cache is not None:
-        cache_blob = bytes(memoryview(config.get_timing_cache().serialize()))
-        try:
-            atomic_write_bytes(options.timing_cache, cache_blob)
-        except OSError as exc:
-            raise InputError(
-                f"cannot write timing cache {options.timing_cache} ({exc.strerror}): choose a "
-                "writable --timing-cache path"
-            ) from None
-        cache_record["saved_size"] = len(cache_blob)
+        cache_record["saved_size"] = Path(options.timing_cache).stat().st_size
     engine_path = bundle.root / P.engine_file(precision)
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(plan)
@@ -382,6 +433,8 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
             "version_compatible": options.version_compatible,
             "exclude_lean_runtime": options.exclude_lean_runtime,
             "profiling_verbosity": "detailed",
+            "tf32": options.tf32,
+            "built_with": f"polygraphy {_polygraphy_version()}",
         },
         timing_cache=cache_record or None,
         precision_check=check,
@@ -391,6 +444,16 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
         **({"dla": dla_report} if dla_report is not None else {}),
     )
     return record
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write timing cache {path} ({exc.strerror}): choose a writable "
+            "--timing-cache path"
+        ) from None
 
 
 def _check_hardware_option(level: str, device: Any) -> None:
@@ -408,15 +471,16 @@ def _check_hardware_option(level: str, device: Any) -> None:
         )
 
 
-def _add_profiles(
+def _check_profiles(
     trt: Any,
     builder: Any,
     network: Any,
-    config: Any,
     input_name: str,
     shapes: list[dict[str, list[int]]],
-    logger: Any,
 ) -> None:
+    """Refuse, in one line each, what Polygraphy's Profile.to_trt would raise or log without
+    naming the profile (backend/trt/profile.py): an input the network lacks, a wrong rank, a
+    range TensorRT rejects."""
     names = [network.get_input(i).name for i in range(network.num_inputs)]
     if input_name not in names:
         raise BundleError(
@@ -435,12 +499,43 @@ def _add_profiles(
             profile.set_shape(input_name, shape["min"], shape["opt"], shape["max"])
         except (ValueError, RuntimeError, TypeError) as exc:
             raise InputError(f"TensorRT rejected optimization profile {index}: {exc}") from None
-        if config.add_optimization_profile(profile) < 0:
-            raise InputError(
-                f"TensorRT rejected optimization profile {index} "
-                f"(min {shape['min']}, opt {shape['opt']}, max {shape['max']}): "
-                f"{summarize_errors(logger.errors)}"
-            )
+
+
+def _create_config(
+    trt: Any,
+    poly: Any,
+    poly_error: type[Exception],
+    builder: Any,
+    network: Any,
+    options: BuildOptions,
+    input_name: str,
+    shapes: list[dict[str, list[int]]],
+) -> Any:
+    """The builder config from Polygraphy's CreateConfig (backend/trt/config.py): TF32 cleared
+    unless `options.tf32`, detailed profiling, our profiles, pool limit, optimization and
+    compatibility levels. The timing cache is attached by `_load_timing_cache` (CreateConfig
+    does not check that TensorRT accepted it)."""
+    levels = {
+        "ampere+": trt.HardwareCompatibilityLevel.AMPERE_PLUS,
+        "same-cc": trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY,
+    }
+    profiles = [poly.Profile().add(input_name, s["min"], s["opt"], s["max"]) for s in shapes]
+    create = poly.CreateConfig(
+        tf32=options.tf32,
+        profiles=profiles,
+        memory_pool_limits=(
+            {trt.MemoryPoolType.WORKSPACE: options.workspace} if options.workspace else None
+        ),
+        builder_optimization_level=options.opt_level,
+        hardware_compatibility_level=levels.get(options.hardware_compat),
+        version_compatible=options.version_compatible or None,
+        exclude_lean_runtime=options.exclude_lean_runtime or None,
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
+    )
+    try:
+        return create(builder, network)
+    except poly_error as exc:
+        raise InputError(f"TensorRT rejected the builder configuration: {exc}") from None
 
 
 def _load_timing_cache(config: Any, logger: Any, path: Path | None) -> dict[str, Any]:

@@ -107,7 +107,6 @@ def make_logger(trt: Any, verbosity: int = 0, name: str = "vggdeploy.tensorrt") 
         severity.INFO: logging.INFO,
         severity.VERBOSE: logging.DEBUG,
     }
-    threshold = order.index(getattr(severity, trt_severity_for(verbosity)))
     pylog = logging.getLogger(name)
 
     class _Logger(trt.ILogger):
@@ -115,6 +114,10 @@ def make_logger(trt: Any, verbosity: int = 0, name: str = "vggdeploy.tensorrt") 
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
             self.warnings: list[str] = []
+            self.set_verbosity(verbosity)
+
+        def set_verbosity(self, level: int) -> None:
+            self.threshold = order.index(getattr(severity, trt_severity_for(level)))
 
         def log(self, sev: Any, msg: str) -> None:
             rank = order.index(sev) if sev in order else len(order)
@@ -122,7 +125,7 @@ def make_logger(trt: Any, verbosity: int = 0, name: str = "vggdeploy.tensorrt") 
                 self.errors.append(msg)
             elif rank == 2:
                 self.warnings.append(msg)
-            if rank <= threshold:
+            if rank <= self.threshold:
                 pylog.log(levels.get(sev, logging.DEBUG), "TensorRT: %s", msg)
 
         def mark(self) -> int:
@@ -132,6 +135,28 @@ def make_logger(trt: Any, verbosity: int = 0, name: str = "vggdeploy.tensorrt") 
             return self.errors[mark:]
 
     return _Logger()
+
+
+_LOGGER: list[Any] = []  # [(tensorrt module, its logger)]: at most one
+
+
+def trt_logger(trt: Any, verbosity: int = 0) -> Any:
+    """The process's one TensorRT logger (`make_logger`'s), made on first use; later calls
+    change its verbosity only. TensorRT treats the logger as a singleton: "although a logger
+    is passed on creation to each instance of a IBuilder or IRuntime interfaces, the logger is
+    internally considered a singleton, and thus multiple instances of IRuntime and/or IBuilder
+    must all use the same logger" (TensorRT 8.0 C++ API, nvinfer1::ILogger; 10.x: "The logger
+    used to create an instance of IBuilder, IRuntime or IRefitter is used for all objects
+    created through that interface"). Polygraphy keeps one the same way
+    (polygraphy/backend/trt/util.py, get_trt_logger), and is handed this one
+    (`exporter.engine`). A new `tensorrt` module (the tests' double) gets a new logger."""
+    if _LOGGER and _LOGGER[0][0] is trt:
+        logger = _LOGGER[0][1]
+        logger.set_verbosity(verbosity)
+        return logger
+    logger = make_logger(trt, verbosity)
+    _LOGGER[:] = [(trt, logger)]
+    return logger
 
 
 def summarize_errors(errors: list[str], limit: int = 2) -> str:
@@ -251,4 +276,4 @@ def dla_host_reason(record: EngineRecord | None) -> str | None:
     if dla_core_of(record) is None:
         return None
     trt = import_tensorrt()
-    return dla_unavailable(trt.Runtime(make_logger(trt)), record)
+    return dla_unavailable(trt.Runtime(trt_logger(trt)), record)

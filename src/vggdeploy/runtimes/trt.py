@@ -40,6 +40,7 @@ from vggdeploy.runtimes._trt import (
     numpy_dtype,
     rebuild_hint,
     summarize_errors,
+    trt_logger,
     use_dla,
 )
 from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec, format_shape
@@ -239,7 +240,7 @@ class TrtRuntime(StagedHooks, Runtime):
                 self.engine_path,
             )
         cuda.use_device(self.device_id)
-        logger = make_logger(trt, self.verbosity)
+        logger = trt_logger(trt, self.verbosity)
         runtime = trt.Runtime(logger)
         use_dla(runtime, self.record)  # refuses a DLA engine without its core; sets DLA_core
         flags = self.record.flags if self.record is not None else None
