@@ -89,10 +89,27 @@ class ModelRecord(Record):
     weight_layers: int | None = None
 
 
+class FileRecord(Record):
+    """A file the bundle ships that is not an artifact (labels, weights): path, sha256, size."""
+
+    path: str
+    sha256: Sha256
+    size: int = Field(ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        return check_relative(value, "path")
+
+
 class WeightsRecord(Record):
     source: str
     seed: int | None = None
     sha256: Sha256 | None = None
+    #: the weights file the bundle carries (source "file"), relative to it and listed in
+    #: `files`; bundles of older versions named the exporting machine's file, which the torch
+    #: runtime refuses through the containment rule (`Bundle.shipped_file`)
+    path: str | None = None
 
 
 class PreprocessingRecord(Record):
@@ -196,6 +213,16 @@ class Manifest(Record):
     export: dict[str, Any] = Field(default_factory=dict)
     parity: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, AnyArtifact] = Field(default_factory=dict)
+    #: every other file the bundle ships (labels, weights), keyed by its path
+    files: dict[str, FileRecord] = Field(default_factory=dict)
+
+    @field_validator("files")
+    @classmethod
+    def _keyed_by_path(cls, value: dict[str, FileRecord]) -> dict[str, FileRecord]:
+        for key, record in value.items():
+            if key != record.path:
+                raise ValueError(f"files key {key!r} differs from its path {record.path!r}")
+        return value
 
     @field_validator("labels")
     @classmethod

@@ -310,8 +310,9 @@ def _artifact_sizes(manifest: Manifest, sums: dict[str, str], archive: Path) -> 
     """{normalized path: size} of every artifact, each listed in SHA256SUMS with its sha256."""
     sizes: dict[str, int] = {}
     named = [(f"artifacts.{k}", r.path, r.size, r.sha256) for k, r in manifest.artifacts.items()]
-    if manifest.labels:
-        named.append(("labels", manifest.labels, -1, ""))
+    named += [(f"files.{rel}", rel, r.size, r.sha256) for rel, r in manifest.files.items()]
+    if manifest.labels and manifest.labels not in manifest.files:
+        raise refuse(archive, f"{MANIFEST_NAME}: labels {manifest.labels!r} is not in `files`")
     for who, path, size, digest in named:
         norm = normal_name(path)
         if norm is None:
