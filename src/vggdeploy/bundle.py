@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: (path, sha256) of ONNX files already checked to be self-contained in this process
-_SELF_CONTAINED: set[tuple[str, str]] = set()
+#: (path, sha256, manifest io) of ONNX files already checked in this process
+_SELF_CONTAINED: set[tuple[str, str, str]] = set()
 
 MANIFEST_NAME = "manifest.json"
 #: a labels file larger than this is refused by its size, before it is read (ImageNet's 1000
@@ -287,15 +287,21 @@ class Bundle:
     def _refuse_external_data(self, key: str, path: Path, sha256: str) -> None:
         """vggdeploy bundles hold self-contained ONNX files: a file that points at external data
         could make a runtime read outside the bundle (or data no checksum covers), so it is
-        refused. Checked once per file content in a process."""
-        if (str(path), sha256) in _SELF_CONTAINED:
+        refused. The file's graph inputs and outputs must also be the manifest's `io` (names,
+        dtypes, shapes with the class count), which every runtime and stage trusts. Checked once
+        per file content in a process."""
+        io = self.manifest.io.to_json_dict()
+        if (str(path), sha256, repr(io)) in _SELF_CONTAINED:
             return
-        from vggdeploy.onnxutil import external_data_tensors
+        import onnx
+
+        from vggdeploy.onnxutil import external_tensors, io_mismatch
 
         try:
-            external = external_data_tensors(path)
-        except ValueError as exc:
-            raise BundleError(f"{path} ({key}) is {exc}: re-create it") from None
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception:  # DecodeError and friends: not an ONNX protobuf
+            raise BundleError(f"{path} ({key}) is not an ONNX model: re-create it") from None
+        external = external_tensors(model)
         if external:
             raise BundleError(
                 f"{path} ({key}) keeps tensor {external[0]!r}"
@@ -303,7 +309,13 @@ class Bundle:
                 + " in external data files; vggdeploy bundles hold self-contained ONNX files "
                 "(nothing outside the file is read): re-create it"
             )
-        _SELF_CONTAINED.add((str(path), sha256))
+        mismatch = io_mismatch(io, model)
+        if mismatch:
+            raise BundleError(
+                f"{path} ({key}) does not match the manifest's io: {mismatch} - re-create the "
+                "bundle (the manifest and its ONNX files come from one export)"
+            )
+        _SELF_CONTAINED.add((str(path), sha256, repr(io)))
 
     def add_artifact(
         self,

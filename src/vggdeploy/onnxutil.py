@@ -96,6 +96,54 @@ def external_data_tensors(path: str | os.PathLike[str]) -> list[str]:
     return external_tensors(model)
 
 
+def graph_io(model: Any) -> dict[str, list[tuple[str, str, list[int | str | None]]]]:
+    """The graph's inputs (initializers left out) and outputs as (name, NumPy dtype name, shape),
+    a dim as its value, its symbolic name, or None when the file leaves it unknown."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    def one(value: Any) -> tuple[str, str, list[int | str | None]]:
+        tensor = value.type.tensor_type
+        try:
+            dtype = tensor_dtype_to_np_dtype(tensor.elem_type).name
+        except (KeyError, ValueError, TypeError):
+            dtype = f"onnx type {tensor.elem_type}"
+        dims = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in tensor.shape.dim
+        ]
+        return value.name, dtype, dims
+
+    initializers = {t.name for t in model.graph.initializer}
+    return {
+        "inputs": [one(v) for v in model.graph.input if v.name not in initializers],
+        "outputs": [one(v) for v in model.graph.output],
+    }
+
+
+def io_mismatch(io: dict[str, Any], model: Any) -> str | None:
+    """How the manifest's `io` (`IoRecord` as JSON) differs from the ONNX `model`'s graph, or
+    None. Names, order, dtypes and ranks must match, and every dim that both give as a number."""
+    found = graph_io(model)
+    for side in ("inputs", "outputs"):
+        want = [(t["name"], t["dtype"], t["shape"]) for t in io[side]]
+        have = found[side]
+        if [w[0] for w in want] != [h[0] for h in have]:
+            return (
+                f"its {side} are {[h[0] for h in have]}, the manifest says {[w[0] for w in want]}"
+            )
+        for (name, dtype, shape), (_, got_dtype, got_shape) in zip(want, have, strict=True):
+            if dtype != got_dtype:
+                return f"{side[:-1]} {name!r} is {got_dtype}, the manifest says {dtype}"
+            fixed = [
+                (a, b)
+                for a, b in zip(shape, got_shape, strict=False)
+                if isinstance(a, int) and isinstance(b, int)
+            ]
+            if len(shape) != len(got_shape) or any(a != b for a, b in fixed):
+                return f"{side[:-1]} {name!r} has shape {got_shape}, the manifest says {shape}"
+    return None
+
+
 def external_tensors(model: Any) -> list[str]:
     """Names of the tensors of the loaded `model` whose data lives in other files."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
