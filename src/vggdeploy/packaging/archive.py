@@ -50,10 +50,12 @@ from vggdeploy.packaging.archive_checks import (
     ProgressFn,
     check_members,
     check_unpacked,
+    contents_digest,
     extract_planned,
     open_stream,
     parse_sums,
     plan_unpack,
+    sums_text,
     write_error,
 )
 from vggdeploy.records import EngineRecord, Manifest, dumps
@@ -226,10 +228,12 @@ def pack_bundle(
     )
     sources = _sources(bundle, excluded)
     manifest, removed = portable_manifest(bundle.manifest, excluded)
-    manifest_bytes = dumps(manifest).encode("utf-8")
     sums = {s.rel: s.sha256 for s in sources}
+    # the rule that refuses hand re-made archives (`archive_checks._check_packed_by_us`)
+    manifest["packed"]["sums_sha256"] = contents_digest(sums)
+    manifest_bytes = dumps(manifest).encode("utf-8")
     sums[MANIFEST_NAME] = sha256_bytes(manifest_bytes)
-    sums_bytes = "".join(f"{sums[k]}  {k}\n" for k in sorted(sums)).encode("utf-8")
+    sums_bytes = sums_text(sums)
     small = len(manifest_bytes) + len(sums_bytes) + sum(s.size for s in sources if s.key is None)
     if small > SMALL_FILES_BUDGET:
         raise BundleError(

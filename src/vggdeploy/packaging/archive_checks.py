@@ -146,6 +146,38 @@ def check_members(members: list[tarfile.TarInfo]) -> list[str]:
     return problems
 
 
+def sums_text(sums: dict[str, str]) -> bytes:
+    """SHA256SUMS as `vggdeploy pack` writes it: `sha256sum` lines, sorted by name."""
+    return "".join(f"{sums[k]}  {k}\n" for k in sorted(sums)).encode("utf-8")
+
+
+def contents_digest(sums: dict[str, str]) -> str:
+    """The digest `pack` records in the manifest (`packed.sums_sha256`): of the SHA256SUMS
+    lines of every file but the manifest itself (whose own line cannot be inside it)."""
+    return sha256_bytes(sums_text({k: v for k, v in sums.items() if k != MANIFEST_NAME}))
+
+
+def _check_packed_by_us(
+    heads: dict[str, bytes], sums: dict[str, str], manifest: Manifest, archive: Path
+) -> None:
+    """The rule for archives not re-made by hand: SHA256SUMS is byte for byte what pack writes,
+    lists exactly the manifest and the files it names, and the manifest records its digest."""
+    if heads[SUMS_NAME] != sums_text(sums):
+        raise refuse(archive, f"its {SUMS_NAME} is not in the form `vggdeploy pack` writes")
+    packed = (manifest.model_extra or {}).get("packed")
+    want = packed.get("sums_sha256") if isinstance(packed, dict) else None
+    if not want:
+        raise refuse(archive, f"its {MANIFEST_NAME} records no digest of {SUMS_NAME}")
+    if contents_digest(sums) != want:
+        raise refuse(
+            archive, f"its {SUMS_NAME} differs from the one its {MANIFEST_NAME} was packed with"
+        )
+    named = {r.path for r in manifest.artifacts.values()} | set(manifest.files) | {MANIFEST_NAME}
+    extra = sorted(set(sums) - {normal_name(n) or n for n in named})
+    if extra:
+        raise refuse(archive, f"{SUMS_NAME} lists {extra[0]!r}, a file its manifest does not name")
+
+
 def parse_sums(data: bytes) -> dict[str, str]:
     """SHA256SUMS as {name: sha256}; raises ValueError naming the first bad line."""
     try:
@@ -364,6 +396,7 @@ def plan_unpack(tar: tarfile.TarFile, archive: Path, budget: Budget | None = Non
         raise refuse(archive, str(exc)) from None
     plan = Plan(sums=sums, manifest=_load_manifest(heads[MANIFEST_NAME], sums, archive))
     sizes = _artifact_sizes(plan.manifest, sums, archive)
+    _check_packed_by_us(heads, sums, plan.manifest, archive)
     if budget is not None:
         budget.allow(sum(sizes.values()) + SMALL_FILES_BUDGET, len(sums) + 2)
     for name, data in heads.items():  # in archive order
