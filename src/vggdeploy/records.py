@@ -274,40 +274,36 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return data
 
 
-def json_depth(text: str) -> int:
-    """The deepest nesting of objects and lists in JSON text (brackets inside strings skipped)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
+def json_depth(data: Any) -> int:
+    """The deepest nesting of objects and lists in parsed JSON (iterative: no recursion)."""
+    deepest = 0
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
             deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
+            stack.extend(
+                (v, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
+            )
     return deepest
 
 
 def parse_json(text: str, where: str) -> Any:
     """Strict JSON: NaN, Infinity and -Infinity are refused (Python's json accepts them), so are
     duplicate keys in one object and nesting deeper than `MAX_JSON_DEPTH`."""
-    if json_depth(text) > MAX_JSON_DEPTH:
-        raise BundleError(
-            f"{where} nests objects or lists more than {MAX_JSON_DEPTH} deep: "
-            "it is not a vggdeploy manifest - re-create it"
-        )
+    too_deep = BundleError(
+        f"{where} nests objects or lists more than {MAX_JSON_DEPTH} deep: "
+        "it is not a vggdeploy manifest - re-create it"
+    )
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:  # deeper than Python's parser goes (it raises, it does not crash)
+        raise too_deep from None
     except ValueError as exc:
         raise BundleError(f"{where} is not valid JSON ({exc})") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise too_deep
+    return data
 
 
 def dumps(data: Any) -> str:
