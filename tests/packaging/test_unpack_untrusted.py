@@ -18,7 +18,7 @@ import pytest
 from packaging_helpers import run_cli
 
 from vggdeploy.packaging import pack_bundle
-from vggdeploy.packaging.archive_checks import contents_digest
+from vggdeploy.packaging.sums import contents_digest
 
 Entry = tuple[str, bytes] | tarfile.TarInfo
 BIG = 50 << 20  # a 50 MiB member of zeros: about 50 KiB once gzipped

@@ -50,14 +50,12 @@ from vggdeploy.packaging.archive_checks import (
     ProgressFn,
     check_members,
     check_unpacked,
-    contents_digest,
     extract_planned,
     open_stream,
-    parse_sums,
     plan_unpack,
-    sums_text,
     write_error,
 )
+from vggdeploy.packaging.sums import contents_digest, parse_sums, sums_text
 from vggdeploy.records import EngineRecord, Manifest, dumps
 
 __all__ = [

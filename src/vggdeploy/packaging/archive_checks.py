@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 from vggdeploy.bundle import MANIFEST_NAME, Bundle, sha256_bytes
 from vggdeploy.errors import BundleError, InputError
 from vggdeploy.inspect import SUMS_NAME
+from vggdeploy.packaging.sums import normal_name, packed_by_us_problem, parse_sums
 from vggdeploy.records import Manifest, manifest_from_data, parse_json
 
 #: manifest.json, SHA256SUMS, the labels file and any other non-artifact file, all together
@@ -104,27 +105,6 @@ def reading(archive: Path) -> Iterator[None]:
         raise corrupt(archive, reason or _reason(exc)) from None
 
 
-def normal_name(name: str) -> str | None:
-    """The plain relative form of an archive/SHA256SUMS name, or None if it is unsafe.
-
-    Refused: absolute paths, drive letters, `..`, backslashes, `~`, control characters, names
-    that are not UTF-8, and overlong names. `./a` and `a//b` become `a` and `a/b`.
-    """
-    if not name or len(name) > 1024 or name.startswith(("/", "~")) or "\\" in name:
-        return None
-    if any(ord(c) < 32 or ord(c) == 127 for c in name) or (len(name) > 1 and name[1] == ":"):
-        return None
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # surrogate-escaped bytes from a non-UTF-8 header
-        return None
-    path = PurePosixPath(name)
-    if ".." in path.parts or any(len(p.encode()) > 255 for p in path.parts):
-        return None
-    text = path.as_posix()
-    return None if text in ("", ".") else text
-
-
 def check_members(members: list[tarfile.TarInfo]) -> list[str]:
     """Every reason to refuse these members by name and kind alone (empty if none)."""
     problems: list[str] = []
@@ -144,62 +124,6 @@ def check_members(members: list[tarfile.TarInfo]) -> list[str]:
         if norm is not None:
             seen.add(norm.casefold())
     return problems
-
-
-def sums_text(sums: dict[str, str]) -> bytes:
-    """SHA256SUMS as `vggdeploy pack` writes it: `sha256sum` lines, sorted by name."""
-    return "".join(f"{sums[k]}  {k}\n" for k in sorted(sums)).encode("utf-8")
-
-
-def contents_digest(sums: dict[str, str]) -> str:
-    """The digest `pack` records in the manifest (`packed.sums_sha256`): of the SHA256SUMS
-    lines of every file but the manifest itself (whose own line cannot be inside it)."""
-    return sha256_bytes(sums_text({k: v for k, v in sums.items() if k != MANIFEST_NAME}))
-
-
-def _check_packed_by_us(
-    heads: dict[str, bytes], sums: dict[str, str], manifest: Manifest, archive: Path
-) -> None:
-    """The rule for archives not re-made by hand: SHA256SUMS is byte for byte what pack writes,
-    lists exactly the manifest and the files it names, and the manifest records its digest."""
-    if heads[SUMS_NAME] != sums_text(sums):
-        raise refuse(archive, f"its {SUMS_NAME} is not in the form `vggdeploy pack` writes")
-    packed = (manifest.model_extra or {}).get("packed")
-    want = packed.get("sums_sha256") if isinstance(packed, dict) else None
-    if not want:
-        raise refuse(archive, f"its {MANIFEST_NAME} records no digest of {SUMS_NAME}")
-    if contents_digest(sums) != want:
-        raise refuse(
-            archive, f"its {SUMS_NAME} differs from the one its {MANIFEST_NAME} was packed with"
-        )
-    named = {r.path for r in manifest.artifacts.values()} | set(manifest.files) | {MANIFEST_NAME}
-    extra = sorted(set(sums) - {normal_name(n) or n for n in named})
-    if extra:
-        raise refuse(archive, f"{SUMS_NAME} lists {extra[0]!r}, a file its manifest does not name")
-
-
-def parse_sums(data: bytes) -> dict[str, str]:
-    """SHA256SUMS as {name: sha256}; raises ValueError naming the first bad line."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{SUMS_NAME} is not UTF-8 text") from None
-    sums: dict[str, str] = {}
-    seen: set[str] = set()
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line and number == text.count("\n") + 1:
-            break  # the text after the final newline
-        digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"{SUMS_NAME} line {number} is not 'SHA256  NAME'")
-        norm = normal_name(name)
-        if norm is None:
-            raise ValueError(f"{SUMS_NAME} line {number} names {name!r}, outside the bundle")
-        if norm.casefold() in seen:
-            raise ValueError(f"{SUMS_NAME} lists {name!r} twice")
-        seen.add(norm.casefold())
-        sums[norm] = digest
-    return sums
 
 
 @dataclass
@@ -396,7 +320,9 @@ def plan_unpack(tar: tarfile.TarFile, archive: Path, budget: Budget | None = Non
         raise refuse(archive, str(exc)) from None
     plan = Plan(sums=sums, manifest=_load_manifest(heads[MANIFEST_NAME], sums, archive))
     sizes = _artifact_sizes(plan.manifest, sums, archive)
-    _check_packed_by_us(heads, sums, plan.manifest, archive)
+    problem = packed_by_us_problem(heads[SUMS_NAME], sums, plan.manifest)
+    if problem:
+        raise refuse(archive, problem)
     if budget is not None:
         budget.allow(sum(sizes.values()) + SMALL_FILES_BUDGET, len(sums) + 2)
     for name, data in heads.items():  # in archive order

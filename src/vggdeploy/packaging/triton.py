@@ -244,8 +244,7 @@ def _onnx_models(
                 f"int8-u8 form: `{P.make_command(u8, str(bundle.root))}`"
             )
         sources = _sources(bundle, [key])
-        # like every reader of a bundle's ONNX: its sha256, no external data (which a Triton
-        # server would read from wherever the file points), its io the manifest's
+        # as every reader does: sha256, no external data (Triton would read it anywhere), io
         bundle.artifact_path(key, verify=True)
         inputs, outputs = _onnx_io(sources[0].path)
         models.append(
