@@ -5,7 +5,6 @@ Core layer: imports `onnx` only inside functions, nothing from the stages.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -79,21 +78,6 @@ def set_metadata(model: Any, key: str, value: str) -> None:
             prop.value = value
             return
     model.metadata_props.add(key=full, value=value)
-
-
-def external_data_tensors(path: str | os.PathLike[str]) -> list[str]:
-    """Names of the tensors of the ONNX file at `path` whose data lives in other files.
-
-    Parses the file without following those references (nothing outside it is opened). A file
-    that is not ONNX at all raises `ValueError`.
-    """
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # DecodeError and friends: not an ONNX protobuf
-        raise ValueError(f"not an ONNX model ({type(exc).__name__})") from None
-    return external_tensors(model)
 
 
 def graph_io(model: Any) -> dict[str, list[tuple[str, str, list[int | str | None]]]]:

@@ -210,9 +210,7 @@ def weights_source(record: Any, bundle: Bundle) -> Any:
         try:
             path = bundle.shipped_file(rel, "weights.path")
         except BundleError as exc:
-            raise WeightsError(
-                f"the torch reference is unavailable: {exc} (it copies the weights in)"
-            ) from None
+            raise WeightsError(f"the torch reference is unavailable: {exc}") from None
         return WeightsSource("file", path=str(path))
     if kind == "imagenet":
         return WeightsSource("imagenet")
