@@ -27,10 +27,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: (path, sha256) of ONNX files already checked to be self-contained in this process
-_SELF_CONTAINED: set[tuple[str, str]] = set()
+#: (path, sha256, manifest io) of ONNX files already checked in this process
+_SELF_CONTAINED: set[tuple[str, str, str]] = set()
 
 MANIFEST_NAME = "manifest.json"
+#: a labels file larger than this is refused by its size, before it is read (ImageNet's 1000
+#: names take 10 KiB; this leaves room for long names in any script)
+MAX_LABELS_BYTES = 8 << 20
 #: the lock file beside the manifest; every read-modify-write of the manifest holds it
 LOCK_NAME = ".manifest.lock"
 #: the folder of runtimes' compiled-model caches: not an artifact, never packed, safe to delete
@@ -298,15 +301,21 @@ class Bundle:
     def _refuse_external_data(self, key: str, path: Path, sha256: str) -> None:
         """vggdeploy bundles hold self-contained ONNX files: a file that points at external data
         could make a runtime read outside the bundle (or data no checksum covers), so it is
-        refused. Checked once per file content in a process."""
-        if (str(path), sha256) in _SELF_CONTAINED:
+        refused. The file's graph inputs and outputs must also be the manifest's `io` (names,
+        dtypes, shapes with the class count), which every runtime and stage trusts. Checked once
+        per file content in a process."""
+        io = self.manifest.io.to_json_dict()
+        if (str(path), sha256, repr(io)) in _SELF_CONTAINED:
             return
-        from vggdeploy.onnxutil import external_data_tensors
+        import onnx
+
+        from vggdeploy.onnxutil import external_tensors, io_mismatch
 
         try:
-            external = external_data_tensors(path)
-        except ValueError as exc:
-            raise BundleError(f"{path} ({key}) is {exc}: re-create it") from None
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception:  # DecodeError and friends: not an ONNX protobuf
+            raise BundleError(f"{path} ({key}) is not an ONNX model: re-create it") from None
+        external = external_tensors(model)
         if external:
             raise BundleError(
                 f"{path} ({key}) keeps tensor {external[0]!r}"
@@ -314,7 +323,13 @@ class Bundle:
                 + " in external data files; vggdeploy bundles hold self-contained ONNX files "
                 "(nothing outside the file is read): re-create it"
             )
-        _SELF_CONTAINED.add((str(path), sha256))
+        mismatch = io_mismatch(io, model)
+        if mismatch:
+            raise BundleError(
+                f"{path} ({key}) does not match the manifest's io: {mismatch} - re-create the "
+                "bundle (the manifest and its ONNX files come from one export)"
+            )
+        _SELF_CONTAINED.add((str(path), sha256, repr(io)))
 
     def add_artifact(
         self,
@@ -366,20 +381,68 @@ class Bundle:
     def output_name(self) -> str:
         return self.manifest.output.name
 
+    def shipped_file(self, rel: str, field: str, *, max_size: int | None = None) -> Path:
+        """A non-artifact file the manifest names (`labels`, `weights.path`): inside the bundle,
+        listed in `files` with its size and sha256, and matching both (the size is checked
+        first, so a huge file is refused before it is read)."""
+        path = self.resolve(rel, field)
+        record = self.manifest.files.get(rel)
+        if record is None:
+            raise BundleError(
+                f"{self.root / MANIFEST_NAME}: {field} {rel!r} is not listed in `files` with a "
+                "sha256 and size: re-export the bundle with this vggdeploy"
+            )
+        if not path.is_file():
+            raise BundleError(f"{path} is listed in the manifest but missing: re-export the bundle")
+        size = path.stat().st_size
+        if max_size is not None and size > max_size:
+            raise BundleError(
+                f"{path} is {size} bytes, over the {max_size >> 20} MiB a {field} file may have: "
+                "re-export the bundle"
+            )
+        if size != record.size or sha256_file(path) != record.sha256:
+            raise BundleError(
+                f"{path} does not match the sha256 and size in the manifest (modified or "
+                "corrupt): re-export the bundle"
+            )
+        return path
+
+    def add_file(self, rel: str) -> None:
+        """Record a file written inside the bundle (labels, weights) with its size and sha256."""
+        from vggdeploy.records import FileRecord
+
+        path = self.resolve(rel)
+        record = FileRecord(path=rel, sha256=sha256_file(path), size=path.stat().st_size)
+        with self.update() as manifest:
+            manifest.files[rel] = record
+
+    def write_labels(self, names: list[str], rel: str = "labels.txt") -> None:
+        """Write class names (one a line) into the bundle and record the file in the manifest."""
+        atomic_write_text(self.root / rel, "".join(f"{name}\n" for name in names))
+        with self.update() as manifest:
+            manifest.labels = rel
+        self.add_file(rel)
+
     def labels(self) -> list[str] | None:
-        """Class names, one per output index, if the bundle carries them."""
+        """Class names, one per output index, if the bundle carries them: exactly one UTF-8
+        line per class of the model, in a file whose size and sha256 the manifest records."""
         rel = self.manifest.labels
         if not rel:
             return None
-        path = self.resolve(rel, "labels")
-        if not path.is_file():
-            raise BundleError(f"{path} is listed in the manifest but missing: re-export the bundle")
+        path = self.shipped_file(rel, "labels", max_size=MAX_LABELS_BYTES)
         try:
-            return [line.rstrip("\n") for line in path.read_text("utf-8").splitlines()]
+            names = path.read_bytes().decode("utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise BundleError(
                 f"{path} cannot be read as UTF-8 text ({exc}): re-export the bundle"
             ) from None
+        classes = self.manifest.model.num_classes
+        if len(names) != classes:
+            raise BundleError(
+                f"{path} has {len(names)} lines but the model has {classes} classes: give "
+                "exactly one class name per line and re-export the bundle"
+            )
+        return names
 
 
 def read_manifest(path: Path) -> Manifest:

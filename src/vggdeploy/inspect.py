@@ -122,18 +122,26 @@ def inspect_bundle(root: str | os.PathLike[str]) -> dict[str, Any]:
             entry["host"] = {**H.check_engine(record, probe).to_dict(), **engine_view(record)}
         artifacts.append(entry)
     labels = manifest.labels
+    # every other file the bundle ships: inside it, its size and sha256 as recorded, and the
+    # labels one UTF-8 name per class (`Bundle.shipped_file`, `Bundle.labels`)
+    for rel in sorted(manifest.files):
+        try:
+            bundle.shipped_file(rel, f"files.{rel}")
+        except BundleError as exc:
+            problems.append(f"{rel}: {exc}")
     if labels:
         try:
-            if not bundle.resolve(labels, "labels").is_file():
-                problems.append(f"labels: {labels} is listed in the manifest but missing")
+            bundle.labels()
         except BundleError as exc:
-            problems.append(f"labels: {exc}")
+            if f"{labels}: " + str(exc) not in problems:
+                problems.append(f"labels: {exc}")
     # SHA256SUMS comes with an unpacked archive (`vggdeploy pack`); it is checked on unpack.
     tracked = {r.path for r in bundle.artifacts.values()} | {
         MANIFEST_NAME,
         LOCK_NAME,
         SUMS_NAME,
         labels,
+        *manifest.files,
     }
     untracked = sorted(
         p.relative_to(bundle.root).as_posix()

@@ -5,7 +5,6 @@ Core layer: imports `onnx` only inside functions, nothing from the stages.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -81,19 +80,52 @@ def set_metadata(model: Any, key: str, value: str) -> None:
     model.metadata_props.add(key=full, value=value)
 
 
-def external_data_tensors(path: str | os.PathLike[str]) -> list[str]:
-    """Names of the tensors of the ONNX file at `path` whose data lives in other files.
+def graph_io(model: Any) -> dict[str, list[tuple[str, str, list[int | str | None]]]]:
+    """The graph's inputs (initializers left out) and outputs as (name, NumPy dtype name, shape),
+    a dim as its value, its symbolic name, or None when the file leaves it unknown."""
+    from onnx.helper import tensor_dtype_to_np_dtype
 
-    Parses the file without following those references (nothing outside it is opened). A file
-    that is not ONNX at all raises `ValueError`.
-    """
-    import onnx
+    def one(value: Any) -> tuple[str, str, list[int | str | None]]:
+        tensor = value.type.tensor_type
+        try:
+            dtype = tensor_dtype_to_np_dtype(tensor.elem_type).name
+        except (KeyError, ValueError, TypeError):
+            dtype = f"onnx type {tensor.elem_type}"
+        dims = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in tensor.shape.dim
+        ]
+        return value.name, dtype, dims
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # DecodeError and friends: not an ONNX protobuf
-        raise ValueError(f"not an ONNX model ({type(exc).__name__})") from None
-    return external_tensors(model)
+    initializers = {t.name for t in model.graph.initializer}
+    return {
+        "inputs": [one(v) for v in model.graph.input if v.name not in initializers],
+        "outputs": [one(v) for v in model.graph.output],
+    }
+
+
+def io_mismatch(io: dict[str, Any], model: Any) -> str | None:
+    """How the manifest's `io` (`IoRecord` as JSON) differs from the ONNX `model`'s graph, or
+    None. Names, order, dtypes and ranks must match, and every dim that both give as a number."""
+    found = graph_io(model)
+    for side in ("inputs", "outputs"):
+        want = [(t["name"], t["dtype"], t["shape"]) for t in io[side]]
+        have = found[side]
+        if [w[0] for w in want] != [h[0] for h in have]:
+            return (
+                f"its {side} are {[h[0] for h in have]}, the manifest says {[w[0] for w in want]}"
+            )
+        for (name, dtype, shape), (_, got_dtype, got_shape) in zip(want, have, strict=True):
+            if dtype != got_dtype:
+                return f"{side[:-1]} {name!r} is {got_dtype}, the manifest says {dtype}"
+            fixed = [
+                (a, b)
+                for a, b in zip(shape, got_shape, strict=False)
+                if isinstance(a, int) and isinstance(b, int)
+            ]
+            if len(shape) != len(got_shape) or any(a != b for a, b in fixed):
+                return f"{side[:-1]} {name!r} has shape {got_shape}, the manifest says {shape}"
+    return None
 
 
 def external_tensors(model: Any) -> list[str]:

@@ -24,6 +24,12 @@ from vggdeploy import precision as P
 from vggdeploy.errors import BundleError
 
 SCHEMA_VERSION = 1
+#: the largest image side (resize, crop, model input) a manifest may name: far above any VGG
+#: input (224-512), far below sizes whose image buffers would exhaust memory before other checks
+MAX_IMAGE_SIDE = 8192
+#: how deeply JSON objects and lists may nest in a manifest (ours nest 5 deep); deeper input is
+#: refused before Python's recursive parser and pydantic meet it
+MAX_JSON_DEPTH = 32
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Dim = int | str
@@ -42,6 +48,9 @@ def check_relative(value: str, field_name: str) -> str:
     """A path the manifest names must be relative, with no `..`, inside the bundle."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"{field_name} must be a non-empty relative path")
+    if "\0" in value:
+        # no file system names a file with a NUL byte; os.stat raises a bare ValueError on one
+        raise ValueError(f"{field_name} {value!r} holds a NUL byte: give a plain relative path")
     text = value.replace("\\", "/")
     p = PurePosixPath(text)
     if p.is_absolute() or (len(text) > 1 and text[1] == ":") or ".." in p.parts:
@@ -74,21 +83,38 @@ class ModelRecord(Record):
     width_divisor: int = Field(default=1, ge=1)
     hidden: int = Field(default=4096, ge=1)
     dense: bool = False
-    image_size: int = Field(ge=1)
+    image_size: int = Field(ge=1, le=MAX_IMAGE_SIDE)
     parameters: int | None = None
     flops_per_image: int | None = None
     weight_layers: int | None = None
+
+
+class FileRecord(Record):
+    """A file the bundle ships that is not an artifact (labels, weights): path, sha256, size."""
+
+    path: str
+    sha256: Sha256
+    size: int = Field(ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        return check_relative(value, "path")
 
 
 class WeightsRecord(Record):
     source: str
     seed: int | None = None
     sha256: Sha256 | None = None
+    #: the weights file the bundle carries (source "file"), relative to it and listed in
+    #: `files`; bundles of older versions named the exporting machine's file, which the torch
+    #: runtime refuses through the containment rule (`Bundle.shipped_file`)
+    path: str | None = None
 
 
 class PreprocessingRecord(Record):
-    resize: int = Field(ge=1)
-    crop: int = Field(ge=1)
+    resize: int = Field(ge=1, le=MAX_IMAGE_SIDE)
+    crop: int = Field(ge=1, le=MAX_IMAGE_SIDE)
     mean: list[float] = Field(min_length=3, max_length=3)
     std: list[float] = Field(min_length=3, max_length=3)
     channel_order: Literal["RGB", "BGR"] = "RGB"
@@ -195,6 +221,16 @@ class Manifest(Record):
     export: dict[str, Any] = Field(default_factory=dict)
     parity: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, AnyArtifact] = Field(default_factory=dict)
+    #: every other file the bundle ships (labels, weights), keyed by its path
+    files: dict[str, FileRecord] = Field(default_factory=dict)
+
+    @field_validator("files")
+    @classmethod
+    def _keyed_by_path(cls, value: dict[str, FileRecord]) -> dict[str, FileRecord]:
+        for key, record in value.items():
+            if key != record.path:
+                raise ValueError(f"files key {key!r} differs from its path {record.path!r}")
+        return value
 
     @field_validator("labels")
     @classmethod
@@ -236,12 +272,46 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json's default lets the last one win)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        data[key] = value
+    return data
+
+
+def json_depth(data: Any) -> int:
+    """The deepest nesting of objects and lists in parsed JSON (iterative: no recursion)."""
+    deepest = 0
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend(
+                (v, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
+            )
+    return deepest
+
+
 def parse_json(text: str, where: str) -> Any:
-    """Strict JSON: NaN, Infinity and -Infinity are refused (Python's json accepts them)."""
+    """Strict JSON: NaN, Infinity and -Infinity are refused (Python's json accepts them), so are
+    duplicate keys in one object and nesting deeper than `MAX_JSON_DEPTH`."""
+    too_deep = BundleError(
+        f"{where} nests objects or lists more than {MAX_JSON_DEPTH} deep: "
+        "it is not a vggdeploy manifest - re-create it"
+    )
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:  # deeper than Python's parser goes (it raises, it does not crash)
+        raise too_deep from None
     except ValueError as exc:
         raise BundleError(f"{where} is not valid JSON ({exc})") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise too_deep
+    return data
 
 
 def dumps(data: Any) -> str:

@@ -44,6 +44,7 @@ def test_a_symlink_inside_the_bundle_is_fine(tiny_bundle: Path) -> None:
     atomic_write_text(tiny_bundle / "names.txt", "\n".join(str(i) for i in range(10)) + "\n")
     (tiny_bundle / "labels.txt").symlink_to("names.txt")
     _set(tiny_bundle, labels="labels.txt")
+    Bundle.load(tiny_bundle).add_file("labels.txt")
     assert Bundle.load(tiny_bundle).labels() == [str(i) for i in range(10)]
 
 

@@ -37,7 +37,7 @@ def test_pack_unpack_round_trip(tiny_bundle: Path, tmp_path: Path) -> None:
 
     out = unpack_bundle(archive, tmp_path / "unpacked")
     assert set(out.artifacts) == {"onnx.fp32", "engine.fp16"}
-    assert out.manifest.weights.model_extra["path"] == "vgg.pth"
+    assert out.manifest.weights.path == "vgg.pth"
     assert "/home/me" not in (tmp_path / "unpacked" / "manifest.json").read_text()
     for key in out.artifacts:
         out.artifact_path(key, verify=True)
@@ -244,10 +244,16 @@ def test_pack_refuses_labels_linked_out_of_the_bundle(
 def test_pack_refuses_huge_labels(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
     with open(tiny_bundle / "labels.txt", "wb") as f:
         f.truncate(100 << 20)  # sparse: no disk used
+    from vggdeploy.records import FileRecord
+
     with Bundle.load(tiny_bundle).update() as manifest:
         manifest.labels = "labels.txt"
+        # the manifest even vouches for the size: the limit still holds, before any read
+        manifest.files["labels.txt"] = FileRecord(
+            path="labels.txt", sha256="0" * 64, size=100 << 20
+        )
     code, _, err = run_cli(["pack", str(tiny_bundle), "-o", str(tmp_path / "b.tar.gz")], capsys)
-    assert "is over 8 MiB" in one_line_error(code, err)
+    assert "over the 8 MiB" in one_line_error(code, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
@@ -255,6 +261,7 @@ def test_pack_and_unpack_carry_labels(tiny_bundle: Path, tmp_path: Path) -> None
     (tiny_bundle / "labels.txt").write_text("".join(f"class {i}\n" for i in range(10)))
     with Bundle.load(tiny_bundle).update() as manifest:
         manifest.labels = "labels.txt"
+    Bundle.load(tiny_bundle).add_file("labels.txt")
     pack_bundle(tiny_bundle, tmp_path / "b.tar.gz")
     out = unpack_bundle(tmp_path / "b.tar.gz", tmp_path / "u")
     assert out.labels() == [f"class {i}" for i in range(10)]

@@ -157,9 +157,7 @@ def test_refusals_are_one_line(tiny_bundle: Path, tmp_path: Path, capsys) -> Non
 
 def test_labels_file_is_one_line_separated_by_semicolons(tiny_bundle: Path, tmp_path: Path) -> None:
     labels = [f"class {i}" for i in range(9)] + ["a;b"]
-    (tiny_bundle / "labels.txt").write_text("\n".join(labels) + "\n")
-    with Bundle.load(tiny_bundle).update() as manifest:
-        manifest.labels = "labels.txt"
+    Bundle.load(tiny_bundle).write_labels(labels)
     result = package_deepstream(tiny_bundle, tmp_path / "ds", DeepStreamOptions())
     text = (tmp_path / "ds" / "labels.txt").read_text()
     assert text.count("\n") == 1

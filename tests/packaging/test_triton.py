@@ -33,9 +33,7 @@ def parse_config(path: Path):
 
 def test_triton_onnx_config_parses(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
     labels = [f"class {i}" for i in range(10)]
-    (tiny_bundle / "labels.txt").write_text("\n".join(labels) + "\n")
-    with Bundle.load(tiny_bundle).update() as manifest:
-        manifest.labels = "labels.txt"
+    Bundle.load(tiny_bundle).write_labels(labels)
     repo = tmp_path / "repo"
     code, out, _ = run_cli(
         [

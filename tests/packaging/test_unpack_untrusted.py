@@ -18,6 +18,7 @@ import pytest
 from packaging_helpers import run_cli
 
 from vggdeploy.packaging import pack_bundle
+from vggdeploy.packaging.sums import contents_digest
 
 Entry = tuple[str, bytes] | tarfile.TarInfo
 BIG = 50 << 20  # a 50 MiB member of zeros: about 50 KiB once gzipped
@@ -54,9 +55,18 @@ def rebuild(
 ) -> list[Entry]:
     """`entries` with a new manifest and SHA256SUMS, the sums listing the new manifest's sha."""
     files = {e[0]: e[1] for e in entries if not isinstance(e, tarfile.TarInfo)}
+    listed = dict(sums) if sums is not None else parse(files["SHA256SUMS"])
+    if manifest is None:
+        try:
+            manifest = json.loads(files["manifest.json"])
+        except (ValueError, RecursionError):
+            manifest = None
+    if isinstance(manifest, dict) and isinstance(manifest.get("packed"), dict):
+        # forge what pack records, so the deeper checks are the ones tried (the re-made
+        # archive rule has its own tests in test_archive_remade.py)
+        manifest["packed"]["sums_sha256"] = contents_digest(listed)
     if manifest is not None:
         files["manifest.json"] = json.dumps(manifest).encode()
-    listed = dict(sums) if sums is not None else parse(files["SHA256SUMS"])
     listed["manifest.json"] = sha(files["manifest.json"])
     files["SHA256SUMS"] = "".join(f"{d}  {n}\n" for n, d in sorted(listed.items())).encode()
     return [e if isinstance(e, tarfile.TarInfo) else (e[0], files[e[0]]) for e in entries]
@@ -135,9 +145,8 @@ def test_a_big_member_listed_but_not_an_artifact(genuine, work: Path, capsys) ->
     """SHA256SUMS may list small extras, never 50 MiB that the manifest does not account for."""
     sums = parse(genuine[1][1]) | {"big.bin": sha(bytes(BIG))}
     archive = write_tar(work / "b.tar.gz", [*rebuild(genuine, sums=sums), ("big.bin", bytes(BIG))])
-    assert "other than artifacts (manifest, SHA256SUMS, labels) pass 16 MiB" in refused(
-        archive, capsys
-    )
+    # since issue 18 (cause 13) SHA256SUMS may list only what the manifest names
+    assert "'big.bin', a file its manifest does not name" in refused(archive, capsys)
 
 
 def test_a_member_bigger_than_its_artifact_size(genuine, work: Path, capsys) -> None:
@@ -222,9 +231,11 @@ def test_duplicate_sha256sums_entries(genuine, work: Path, capsys) -> None:
 
 
 def test_a_member_under_another_file(genuine, work: Path, capsys) -> None:
+    manifest = manifest_of(genuine)
+    manifest["files"] = {"model.onnx/x": {"path": "model.onnx/x", "sha256": sha(b"x"), "size": 1}}
     sums = parse(genuine[1][1]) | {"model.onnx/x": sha(b"x")}
-    archive = write_tar(work / "b.tar.gz", [*rebuild(genuine, sums=sums), ("model.onnx/x", b"x")])
-    assert "lies under another file" in refused(archive, capsys)
+    entries = [*rebuild(genuine, manifest, sums), ("model.onnx/x", b"x")]
+    assert "lies under another file" in refused(write_tar(work / "b.tar.gz", entries), capsys)
 
 
 def pax_header(size: int) -> tarfile.TarInfo:
@@ -270,13 +281,17 @@ def test_labels_outside_the_bundle(genuine, work: Path, capsys) -> None:
 
 
 def test_labels_not_in_the_archive(genuine, work: Path, capsys) -> None:
-    entries = with_manifest(genuine, lambda m: m.update(labels="labels.txt"))
+    listed = {"labels.txt": {"path": "labels.txt", "sha256": sha(b"a\n"), "size": 2}}
+    entries = with_manifest(genuine, lambda m: m.update(labels="labels.txt", files=listed))
     assert "does not list labels.txt" in refused(write_tar(work / "b.tar.gz", entries), capsys)
 
 
 def test_labels_that_are_not_text(genuine, work: Path, capsys) -> None:
     manifest = manifest_of(genuine)
     manifest["labels"] = "labels.txt"
+    manifest["files"] = {
+        "labels.txt": {"path": "labels.txt", "sha256": sha(b"\xff\xfe"), "size": 2}
+    }
     sums = parse(genuine[1][1]) | {"labels.txt": sha(b"\xff\xfe")}
     entries = [*rebuild(genuine, manifest, sums), ("labels.txt", b"\xff\xfe")]
     assert "UTF-8" in refused(write_tar(work / "b.tar.gz", entries), capsys)
@@ -304,7 +319,7 @@ def test_an_artifact_path_leaving_the_bundle_with_a_matching_sha(genuine, work, 
     [
         (lambda t: t.replace('"image_size": 32', '"image_size": NaN', 1), "not valid JSON"),
         (lambda t: t.replace('"seed": 0', '"seed": Infinity', 1), "not valid JSON"),
-        (lambda t: "[" * 100000 + "]" * 100000, "nested too deeply"),
+        (lambda t: "[" * 100000 + "]" * 100000, "nests objects or lists"),
         (lambda t: t[: len(t) // 2], "not valid JSON"),
         (lambda t: '{"schema_version": 99}', "schema version 99"),
         (lambda t: "[]", "must be a JSON object"),

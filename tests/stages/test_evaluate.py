@@ -30,6 +30,7 @@ def _with_labels(bundle_dir: Path, labels: list[str]) -> Bundle:
     bundle = Bundle.load(bundle_dir)
     with bundle.update() as manifest:
         manifest.labels = "labels.txt"
+    bundle.add_file("labels.txt")
     return bundle
 
 

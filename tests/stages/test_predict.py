@@ -143,6 +143,7 @@ def test_predict_uses_bundle_labels_and_any_runtime(tiny_bundle, images, capsys)
     bundle = Bundle.load(tiny_bundle)
     with bundle.update() as manifest:
         manifest.labels = "labels.txt"
+    bundle.add_file("labels.txt")
     assert class_names(bundle, 10) == names
     tops = {}
     for runtime in ("onnxruntime", "torch"):

@@ -33,8 +33,9 @@ from vggdeploy.bundle import (
     atomic_write_text,
     library_versions,
     sha256_bytes,
+    sha256_file,
 )
-from vggdeploy.errors import CheckFailedError, InputError
+from vggdeploy.errors import CheckFailedError, InputError, WeightsError
 from vggdeploy.exporter.output_dir import check_output_dir, move_into_place, staging
 from vggdeploy.metrics import compare_arrays
 from vggdeploy.models import ModelSpec, check_image_size, count_flops, count_parameters
@@ -175,6 +176,8 @@ def _write_bundle(
     first); while those bytes are written, ONNX Runtime builds its parity session from them,
     and they are hashed and checked."""
     pre = options.preprocessing or Preprocessing.for_size(options.image_size)
+    if weights_record["source"] == "file":  # first: the ONNX metadata names the copy
+        weights_record = copy_weights(root, weights_record)
     manifest: dict[str, Any] = {
         "created_by": {
             **library_versions("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu"),
@@ -239,6 +242,8 @@ def _write_bundle(
         manifest["labels"] = "labels.txt"
     bundle = Bundle.create(root, Manifest.model_validate(manifest))
     bundle.save()
+    for rel in filter(None, (manifest["labels"], manifest["weights"].get("path"))):
+        bundle.add_file(rel)
     bundle.add_artifact(
         onnx_key("fp32"),
         onnx_file("fp32"),
@@ -419,6 +424,23 @@ def check_parity(
         "worst_cosine": min(c["cosine"] for c in checks),
         "passed": all(c["passed"] for c in checks),
     }
+
+
+def copy_weights(root: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Copy a weights file into the bundle (`weights.<suffix>`), so the torch reference reads it
+    from inside the bundle boundary and `pack` carries it; returns the record naming the copy.
+    The copy must hash to the sha256 of the file the model was loaded from."""
+    import shutil
+
+    source = Path(record["path"])
+    rel = "weights" + source.suffix.lower()
+    with atomic_path(root / rel) as tmp:
+        shutil.copyfile(source, tmp)
+        if sha256_file(tmp) != record["sha256"]:
+            raise WeightsError(
+                f"weights file {source} changed while the bundle was exported: export again"
+            )
+    return {**record, "path": rel}
 
 
 def _read_labels(path: str, spec: ModelSpec) -> list[str]:

@@ -52,10 +52,10 @@ from vggdeploy.packaging.archive_checks import (
     check_unpacked,
     extract_planned,
     open_stream,
-    parse_sums,
     plan_unpack,
     write_error,
 )
+from vggdeploy.packaging.sums import contents_digest, parse_sums, sums_text
 from vggdeploy.records import EngineRecord, Manifest, dumps
 
 __all__ = [
@@ -129,7 +129,7 @@ class _Source:
     path: Path
     size: int
     sha256: str
-    key: str | None  # the artifact key, None for the labels file
+    key: str  # the artifact key, or files.PATH
 
 
 def _open_regular(path: Path) -> BinaryIO:
@@ -173,22 +173,22 @@ def _sources(bundle: Bundle, excluded: list[str]) -> list[_Source]:
             f"not packing {bundle.root}: {'; '.join(bad)} - re-create these artifacts "
             "(`vggdeploy inspect` lists them)"
         )
-    labels = bundle.manifest.labels
-    if labels:
-        path = bundle.resolve(labels, "labels")
-        if not path.is_file():
-            raise BundleError(f"labels file {labels!r} of {bundle.root} is missing: re-export")
+    # every other file the bundle ships (labels, weights), checked like an artifact; the labels
+    # are also checked against the model (one name per class) before they travel
+    bundle.labels()
+    for rel, record in sorted(bundle.manifest.files.items()):
+        path = bundle.resolve(rel, f"files.{rel}")
         try:
             with _open_regular(path) as f:
-                data = f.read(SMALL_FILES_BUDGET // 2 + 1)
+                size = os.fstat(f.fileno()).st_size
         except OSError as exc:
-            raise _read_error(bundle, labels, exc) from None
-        if len(data) > SMALL_FILES_BUDGET // 2:
+            raise _read_error(bundle, rel, exc) from None
+        if size != record.size:
             raise BundleError(
-                f"labels file {labels!r} of {bundle.root} is over "
-                f"{SMALL_FILES_BUDGET // 2 >> 20} MiB: give one class name per line"
+                f"not packing {bundle.root}: {rel} is {size} bytes, the manifest says "
+                f"{record.size} (modified or corrupt) - re-export the bundle"
             )
-        sources[labels] = _Source(labels, path, len(data), sha256_bytes(data), None)
+        sources[rel] = _Source(rel, path, size, record.sha256, f"files.{rel}")
     return [sources[rel] for rel in sorted(sources)]
 
 
@@ -226,10 +226,12 @@ def pack_bundle(
     )
     sources = _sources(bundle, excluded)
     manifest, removed = portable_manifest(bundle.manifest, excluded)
-    manifest_bytes = dumps(manifest).encode("utf-8")
     sums = {s.rel: s.sha256 for s in sources}
+    # the rule that refuses hand re-made archives (`archive_checks._check_packed_by_us`)
+    manifest["packed"]["sums_sha256"] = contents_digest(sums)
+    manifest_bytes = dumps(manifest).encode("utf-8")
     sums[MANIFEST_NAME] = sha256_bytes(manifest_bytes)
-    sums_bytes = "".join(f"{sums[k]}  {k}\n" for k in sorted(sums)).encode("utf-8")
+    sums_bytes = sums_text(sums)
     small = len(manifest_bytes) + len(sums_bytes) + sum(s.size for s in sources if s.key is None)
     if small > SMALL_FILES_BUDGET:
         raise BundleError(

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 from vggdeploy.bundle import MANIFEST_NAME, Bundle, sha256_bytes
 from vggdeploy.errors import BundleError, InputError
 from vggdeploy.inspect import SUMS_NAME
+from vggdeploy.packaging.sums import normal_name, packed_by_us_problem, parse_sums
 from vggdeploy.records import Manifest, manifest_from_data, parse_json
 
 #: manifest.json, SHA256SUMS, the labels file and any other non-artifact file, all together
@@ -104,27 +105,6 @@ def reading(archive: Path) -> Iterator[None]:
         raise corrupt(archive, reason or _reason(exc)) from None
 
 
-def normal_name(name: str) -> str | None:
-    """The plain relative form of an archive/SHA256SUMS name, or None if it is unsafe.
-
-    Refused: absolute paths, drive letters, `..`, backslashes, `~`, control characters, names
-    that are not UTF-8, and overlong names. `./a` and `a//b` become `a` and `a/b`.
-    """
-    if not name or len(name) > 1024 or name.startswith(("/", "~")) or "\\" in name:
-        return None
-    if any(ord(c) < 32 or ord(c) == 127 for c in name) or (len(name) > 1 and name[1] == ":"):
-        return None
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # surrogate-escaped bytes from a non-UTF-8 header
-        return None
-    path = PurePosixPath(name)
-    if ".." in path.parts or any(len(p.encode()) > 255 for p in path.parts):
-        return None
-    text = path.as_posix()
-    return None if text in ("", ".") else text
-
-
 def check_members(members: list[tarfile.TarInfo]) -> list[str]:
     """Every reason to refuse these members by name and kind alone (empty if none)."""
     problems: list[str] = []
@@ -144,30 +124,6 @@ def check_members(members: list[tarfile.TarInfo]) -> list[str]:
         if norm is not None:
             seen.add(norm.casefold())
     return problems
-
-
-def parse_sums(data: bytes) -> dict[str, str]:
-    """SHA256SUMS as {name: sha256}; raises ValueError naming the first bad line."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{SUMS_NAME} is not UTF-8 text") from None
-    sums: dict[str, str] = {}
-    seen: set[str] = set()
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line and number == text.count("\n") + 1:
-            break  # the text after the final newline
-        digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"{SUMS_NAME} line {number} is not 'SHA256  NAME'")
-        norm = normal_name(name)
-        if norm is None:
-            raise ValueError(f"{SUMS_NAME} line {number} names {name!r}, outside the bundle")
-        if norm.casefold() in seen:
-            raise ValueError(f"{SUMS_NAME} lists {name!r} twice")
-        seen.add(norm.casefold())
-        sums[norm] = digest
-    return sums
 
 
 @dataclass
@@ -310,8 +266,9 @@ def _artifact_sizes(manifest: Manifest, sums: dict[str, str], archive: Path) -> 
     """{normalized path: size} of every artifact, each listed in SHA256SUMS with its sha256."""
     sizes: dict[str, int] = {}
     named = [(f"artifacts.{k}", r.path, r.size, r.sha256) for k, r in manifest.artifacts.items()]
-    if manifest.labels:
-        named.append(("labels", manifest.labels, -1, ""))
+    named += [(f"files.{rel}", rel, r.size, r.sha256) for rel, r in manifest.files.items()]
+    if manifest.labels and manifest.labels not in manifest.files:
+        raise refuse(archive, f"{MANIFEST_NAME}: labels {manifest.labels!r} is not in `files`")
     for who, path, size, digest in named:
         norm = normal_name(path)
         if norm is None:
@@ -363,6 +320,9 @@ def plan_unpack(tar: tarfile.TarFile, archive: Path, budget: Budget | None = Non
         raise refuse(archive, str(exc)) from None
     plan = Plan(sums=sums, manifest=_load_manifest(heads[MANIFEST_NAME], sums, archive))
     sizes = _artifact_sizes(plan.manifest, sums, archive)
+    problem = packed_by_us_problem(heads[SUMS_NAME], sums, plan.manifest)
+    if problem:
+        raise refuse(archive, problem)
     if budget is not None:
         budget.allow(sum(sizes.values()) + SMALL_FILES_BUDGET, len(sums) + 2)
     for name, data in heads.items():  # in archive order

@@ -244,6 +244,8 @@ def _onnx_models(
                 f"int8-u8 form: `{P.make_command(u8, str(bundle.root))}`"
             )
         sources = _sources(bundle, [key])
+        # as every reader does: sha256, no external data (Triton would read it anywhere), io
+        bundle.artifact_path(key, verify=True)
         inputs, outputs = _onnx_io(sources[0].path)
         models.append(
             TritonModel(
@@ -462,7 +464,7 @@ def _write_model(
         files = []
         for source in model.sources:
             fname = _source_filename(model, source)
-            _copy(source.path, version / fname)
+            _copy(source.path, version / fname, source.record.sha256)
             files.append(f"1/{fname}")
         atomic_write_text(staging / "config.pbtxt", config)
         if labels is not None:
@@ -486,8 +488,13 @@ def _write_model(
     )
 
 
-def _copy(src: Path, dest: Path) -> None:
+def _copy(src: Path, dest: Path, sha256: str) -> None:
     # A hard link would be cheaper, but a later rebuild of the bundle must not change a
-    # repository that a server is serving.
+    # repository that a server is serving. The copy itself is hashed: the bytes the repository
+    # gets are the bytes checked, even if the bundle's file was swapped after the check.
     with atomic_path(dest) as tmp:
-        shutil.copyfile(src, tmp)
+        shutil.copyfile(src, tmp, follow_symlinks=False)
+        if tmp.is_symlink() or sha256_file(tmp) != sha256:
+            raise BundleError(
+                f"not packaging: {src} changed while it was copied - run the command again"
+            )

@@ -12,7 +12,6 @@ the model computes in half precision on the GPU and its logits are returned as f
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -148,7 +147,7 @@ class TorchRuntime(Runtime):
         manifest = self.bundle.manifest
         spec = ModelSpec.from_dict(manifest.model.to_json_dict())
         record = manifest.weights.to_json_dict()
-        source = weights_source(record)
+        source = weights_source(record, self.bundle)
         model, loaded = load_model(spec, source, dense=manifest.model.dense)
         check_weights_sha(
             record, loaded.get("sha256"), loaded.get("path") or loaded.get("file") or source.kind
@@ -183,8 +182,12 @@ class TorchRuntime(Runtime):
             torch.cuda.empty_cache()
 
 
-def weights_source(record: Any) -> Any:
+def weights_source(record: Any, bundle: Bundle) -> Any:
     """The `WeightsSource` that reproduces a manifest weights record (dict or `WeightsRecord`).
+
+    A weights file is one the bundle carries: its path goes through the bundle's containment
+    rule and must match the size and sha256 in the manifest's `files` (`Bundle.shipped_file`),
+    never a path relative to the current folder or outside the bundle.
 
     Random weights come back from their seed. A weights file must still hash to the sha256
     recorded at export, otherwise the reference would silently be a different model: the
@@ -197,12 +200,17 @@ def weights_source(record: Any) -> Any:
     if kind == "random":
         return WeightsSource("random", seed=int(record.get("seed", 0)))
     if kind == "file":
-        path = Path(record.get("path", ""))
-        if not path.is_file():
-            raise WeightsError(
-                f"the bundle's weights file {path} is missing: the torch runtime rebuilds the "
-                "model from it - restore the file or re-export the bundle"
+        rel = record.get("path")
+        if not rel:
+            raise RuntimeUnavailableError(
+                f"bundle {bundle.root} does not carry its weights file, so the torch reference "
+                "is unavailable: re-export it with this vggdeploy (which copies the weights in), "
+                "or choose another --reference"
             )
+        try:
+            path = bundle.shipped_file(rel, "weights.path")
+        except BundleError as exc:
+            raise WeightsError(f"the torch reference is unavailable: {exc}") from None
         return WeightsSource("file", path=str(path))
     if kind == "imagenet":
         return WeightsSource("imagenet")
