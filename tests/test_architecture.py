@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vggdeploy"
-MAX_LINES = 500
+#: a tripwire for a module that has grown past one concept, high enough that nothing is split
+#: only to pass it (issue 19): modules are split by concept, never by size alone
+MAX_LINES = 800
 #: the modules that talk to the terminal: the CLI (cli.py, commands/) and the report layer
 TERMINAL = {"cli.py", "cli_options.py", "__main__.py"}
 
@@ -23,7 +25,7 @@ def _rel(path: Path) -> str:
 @pytest.mark.parametrize("path", MODULES, ids=_rel)
 def test_no_module_is_over_the_size_limit(path: Path) -> None:
     lines = len(path.read_text("utf-8").splitlines())
-    assert lines <= MAX_LINES, f"{_rel(path)} has {lines} lines (limit {MAX_LINES}): split it"
+    assert lines <= MAX_LINES, f"{_rel(path)} has {lines} lines (limit {MAX_LINES}): does it hold more than one concept?"
 
 
 def _library(path: Path) -> bool:
