@@ -1,5 +1,5 @@
 """Where Q/DQ goes: which ops are quantizable, their layer names, which stay float, and which
-outputs get a Q/DQ pair (see `vggdeploy.calibration.qdq` for the placement rules)."""
+pooling inputs get a Q/DQ pair (see `vggdeploy.calibration.qdq` for the placement rules)."""
 
 from __future__ import annotations
 
@@ -64,10 +64,18 @@ def resolve_keep_float(model: Any, names: Collection[str]) -> set[str]:
     return chosen
 
 
-def next_quantized_inputs(graph: Any, chosen: set[int]) -> dict[int, str]:
-    """For each chosen (quantized) op, the input tensor of the next quantized op that its
-    output reaches through one chain of order-preserving single-consumer ops; ops whose output
-    branches, reaches a graph output, a float op or any other op are left out."""
+def pool_inputs(graph: Any, chosen: set[int]) -> dict[str, str]:
+    """For each MaxPool whose output reaches the activation input of a chosen (quantized) op
+    through one chain of single-consumer order-preserving ops (Reshape/Flatten, a 1x1 pool
+    ...): {the MaxPool's input tensor: that op's input tensor}, so the pool's input gets a
+    Q/DQ pair with the same scale as the op's input.
+
+    NVIDIA ModelOpt's ONNX PTQ (0.47, `modelopt/onnx/quantization/partitioning.py`,
+    `find_quantizable_nodes`) quantizes a pooling op that has a quantized consumer, and ONNX
+    Runtime's quantizer, which it calls, gives a MaxPool's output the scale of its input
+    (recorded in `tests/data/modelopt_vgg11_placement.json`). One scale on both sides keeps
+    the pool exact on integers: max commutes with rounding.
+    """
     consumers: dict[str, list[Any]] = {}
     position: dict[str, int] = {}  # first output name -> node position
     for index, node in enumerate(graph.node):
@@ -76,22 +84,21 @@ def next_quantized_inputs(graph: Any, chosen: set[int]) -> dict[int, str]:
         if node.output:
             position[node.output[0]] = index
     graph_outputs = {o.name for o in graph.output}
-    found: dict[int, str] = {}
-    for index, node in enumerate(graph.node):
-        if index not in chosen or len(node.output) != 1:
+    found: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type != "MaxPool" or not _order_preserving(node, consumers, graph_outputs):
             continue
         tensor = node.output[0]
         while tensor not in graph_outputs:
             users = consumers.get(tensor, [])
-            if len(users) != 1 or users[0].input[0] != tensor:
+            if not users or any(u.input[0] != tensor for u in users):
                 break
-            user = users[0]
-            if position.get(user.output[0] if user.output else "") in chosen:
-                found[index] = tensor
+            if all(position.get(u.output[0] if u.output else "") in chosen for u in users):
+                found[node.input[0]] = tensor
                 break
-            if not _order_preserving(user, consumers, graph_outputs):
+            if len(users) != 1 or not _order_preserving(users[0], consumers, graph_outputs):
                 break
-            tensor = user.output[0]
+            tensor = users[0].output[0]
     return found
 
 

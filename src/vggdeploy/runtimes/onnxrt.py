@@ -291,9 +291,10 @@ class OrtRuntime(Runtime):
 
     def _cpu_int8_form(self) -> bytes | None:
         """An int8 model in the form ONNX Runtime's CPU provider runs fastest, or None to load
-        the file as it is (`onnxutil.cpu_int8_form`: ReLUs become integer maxima, activations
-        uint8; bit for bit the same outputs; measured by bench/int8_bench.py). The file keeps
-        TensorRT's form."""
+        the file as it is (`onnxutil.cpu_int8_form`: a Q/DQ pair after each Conv/Gemm so that
+        ONNX Runtime fuses them into integer kernels, ReLUs as integer maxima, activations
+        uint8; bit for bit the outputs of the file evaluated as written; measured by
+        bench/int8_bench.py). The file keeps NVIDIA's form."""
         if self.precision != "int8":  # int8-u8 is ONNX Runtime's own form already
             return None
         import onnx
@@ -304,7 +305,7 @@ class OrtRuntime(Runtime):
         if external_tensors(model):
             return None  # a loose file with weights beside it: ONNX Runtime reads it from there
         self._cpu_form = cpu_int8_form(model)
-        return model.SerializeToString() if self._cpu_form["relu_as_max"] else None
+        return model.SerializeToString() if any(self._cpu_form.values()) else None
 
     def _provider_list(self) -> list[Any]:
         """Providers with their options, as `InferenceSession(providers=...)` takes them."""
