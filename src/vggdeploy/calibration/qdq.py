@@ -241,6 +241,11 @@ def quantize_model(
 
     float_nodes = resolve_keep_float(out, keep_float)
     summary["kept_float"] = sorted(float_nodes)
+    fc_layers = {
+        layer: "float" if node in float_nodes else "int8"
+        for node, op, layer in quantizable_nodes(out)
+        if op in ("Gemm", "MatMul")
+    }
 
     def quantizable(index: int, node: Any) -> bool:
         return (
@@ -283,6 +288,7 @@ def quantize_model(
         else:
             entry.value = value
     summary["quantized_ops"] = len(summary["weights"])
+    summary["fc_layers"] = fc_layers
     summary["weight_bits"] = weight_bits
     return out, summary
 

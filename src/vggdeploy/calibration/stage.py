@@ -253,6 +253,7 @@ def calibrate_bundle(
         else "int8 per-channel symmetric",
         quantized_ops=qsummary["quantized_ops"],
         kept_float=qsummary["kept_float"],
+        fc_layers=fc_layers_record(qsummary["fc_layers"]),
         cpu_kernels=kernels,
         calibration=calibration_record,
         holdout=comparison,
@@ -276,6 +277,27 @@ def calibrate_bundle(
         "warnings": warnings,
         "sha256": record.sha256,
         "ranges": {name: r.to_dict() for name, r in ranges.items()},
+    }
+
+
+#: Why the FC layers are int8 (or float) in the one INT8 file, per target.
+FC_WHY = {
+    "onnxruntime": "int8 FC layers measured faster on ONNX Runtime's CPU (bench/int8_bench.py, "
+    "VGG-16 batch 1: int8 weights are a quarter of the bytes of a memory-bound layer)",
+    "tensorrt": "not measured here (needs a GPU); NVIDIA ModelOpt keeps batch-1 FC layers float "
+    "for TensorRT (its GEMV rule); `--keep-float classifier.0,classifier.3,classifier.6` does "
+    "the same",
+}
+
+
+def fc_layers_record(layers: dict[str, str]) -> dict[str, Any]:
+    """The manifest's record of the FC (Gemm/MatMul) layers' precision in the one INT8 file:
+    what each layer is, and per target what that choice rests on."""
+    kept = sorted(layer for layer, precision in layers.items() if precision == "float")
+    return {
+        "layers": dict(layers),
+        "chosen_by": "--keep-float" if kept else "default (int8)",
+        "why": dict(FC_WHY),
     }
 
 
