@@ -29,7 +29,6 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"max_rel": 1e-4, "cosine": 0.9999},
     "fp16": {"max_rel": 1e-2, "cosine": 0.999},
     "int8": {"cosine": 0.98, "top1": 0.9},
-    "int8-u8": {"cosine": 0.98, "top1": 0.9},
 }
 
 

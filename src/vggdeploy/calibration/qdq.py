@@ -85,7 +85,7 @@ TARGETS: dict[str, QdqTarget] = {
 
 def get_target(name: str) -> QdqTarget:
     if name not in TARGETS:
-        raise InputError(f"unknown --target {name!r}: use one of {', '.join(TARGETS)}")
+        raise InputError(f"unknown Q/DQ target {name!r}: use one of {', '.join(TARGETS)}")
     return TARGETS[name]
 
 

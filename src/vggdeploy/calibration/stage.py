@@ -5,9 +5,9 @@
 1. draw `samples` calibration images (seeded) and a disjoint held-out set from `images`;
 2. collect per-tensor histograms in one streaming pass of the fp32 model through ONNX Runtime,
    or reuse a matching calibration cache;
-3. compute ranges (`entropy`, `minmax` or `percentile`) and write `model.int8.onnx`
-   (`target="tensorrt"`) or `model.int8-u8.onnx` (`target="onnxruntime"`) in Q/DQ form;
-4. check the file against its target's rules (`verify_qdq`) and compare int8 with fp32 on the
+3. compute ranges (`entropy`, `minmax` or `percentile`) and write `model.int8.onnx` in Q/DQ
+   form (NVIDIA's placement, for TensorRT and ONNX Runtime);
+4. check the file against TensorRT's Q/DQ rules (`verify_qdq`) and compare int8 with fp32 on the
    held-out images (cosine, top-1 agreement, top-5 overlap), warning loudly below tolerance;
 5. record the artifact, its calibration settings and the comparison in the manifest.
 """
@@ -51,10 +51,10 @@ from vggdeploy.precision import onnx_key
 log = logging.getLogger(__name__)
 
 # Held-out int8 vs fp32 agreement below which calibrate warns: cosine of the flattened logits
-# and top-1 agreement, from vggdeploy.metrics.TOLERANCES ("int8" for the tensorrt target,
-# "int8-u8" for onnxruntime), so `validate` and `calibrate` judge alike.
+# and top-1 agreement, from vggdeploy.metrics.TOLERANCES["int8"], so `validate` and
+# `calibrate` judge alike.
 INT8_TOLERANCE = {"cosine": 0.98, "top1": 0.90}
-TOLERANCE_KEYS = {"tensorrt": "int8", "onnxruntime": "int8-u8"}
+TOLERANCE_KEYS = {"tensorrt": "int8"}
 
 #: called after each calibration batch with its number of images
 BatchProgress = Callable[[int], None]
