@@ -389,8 +389,8 @@ def _bench_section(data: dict[str, Any], out: Path) -> list[str]:
     if "onnx.int8" in (data.get("artifacts") or {}):
         lines += [
             "`model.int8.onnx` is Q/DQ in NVIDIA's placement (for TensorRT); vggdeploy's ONNX "
-            "Runtime CPU runtime rewrites it on load into integer kernels, with the same outputs "
-            "(`onnxutil.cpu_int8_form`).",
+            "Runtime CPU runtime rewrites it on load into integer kernels (`onnxutil."
+            "cpu_int8_form`: evaluated unfused, bit for bit the file's outputs).",
             "",
         ]
     if (out / "bench.png").is_file():
