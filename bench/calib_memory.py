@@ -3,7 +3,7 @@
 Each contender runs in its own child process, which reports its own peak RSS
 (`ru_maxrss`) and wall time, so neither the parent nor the other run is counted:
 
-- ours: `calibrate_bundle` (entropy, tensorrt target) on a full VGG-16 bundle at 224x224 with
+- ours: `calibrate_bundle` (entropy) on a full VGG-16 bundle at 224x224 with
   `--samples` images (default 512): data pass, ranges, Q/DQ file, checks, held-out comparison;
 - ort:  `onnxruntime.quantization.quantize_static` (QDQ, per-channel int8, Entropy calibration)
   on the same model with `--ort-samples` images (default 32; its calibrator keeps every
@@ -11,7 +11,8 @@ Each contender runs in its own child process, which reports its own peak RSS
 
 Images are real photographs if `--images DIR` is given; otherwise image-like JPEGs are made
 from the 11 bundled photographs (random crops, scales, flips, colour and brightness changes).
-Afterwards ONNX Runtime CPU latency at batch 1 is measured for fp32 and int8 (both targets).
+Afterwards ONNX Runtime CPU latency at batch 1 is measured for fp32 and int8 (`model.int8.onnx`
+in the integer form vggdeploy's ONNX Runtime CPU runtime loads it in, `onnxutil.cpu_int8_form`).
 
     .venv/bin/python bench/calib_memory.py                 # exports VGG-16 (random weights)
     .venv/bin/python bench/calib_memory.py --bundle bundles/vgg16 --images photos/
@@ -85,7 +86,6 @@ def child_ours(args: argparse.Namespace) -> dict:
         args.images,
         CalibrationOptions(
             method="entropy",
-            target=args.target,
             samples=args.samples,
             batch_size=args.batch_size,
             holdout=args.holdout,
@@ -152,8 +152,6 @@ def run_child(kind: str, args: argparse.Namespace, samples: int) -> dict:
         str(args.batch_size),
         "--workdir",
         str(args.workdir),
-        "--target",
-        args.target,
     ]
     if args.holdout is not None:
         cmd += ["--holdout", str(args.holdout)]
@@ -178,12 +176,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def latency(path: Path, runs: int = 10) -> float:
+def latency(path: Path, runs: int = 10, cpu_form: bool = False) -> float:
+    import onnx
     import onnxruntime as ort
+
+    from vggdeploy.onnxutil import cpu_int8_form
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    source: str | bytes = str(path)
+    if cpu_form:  # as vggdeploy's ONNX Runtime CPU runtime loads an int8 file
+        model = onnx.load(str(path))
+        cpu_int8_form(model)
+        source = model.SerializeToString()
+    session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
     name = session.get_inputs()[0].name
     for _ in range(2):
@@ -204,7 +210,6 @@ def main() -> None:
     parser.add_argument("--ort-samples", type=int, default=32)
     parser.add_argument("--holdout", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--target", default="tensorrt")
     parser.add_argument("--skip-ort", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--child", choices=["ours", "ort"], help=argparse.SUPPRESS)
@@ -244,26 +249,9 @@ def main() -> None:
         lat = {}
         if not args.skip_latency and "error" not in ours:
             lat["fp32"] = latency(args.bundle / "model.onnx")
-            lat["int8 (tensorrt target, s8 Q/DQ)"] = latency(args.bundle / "model.int8.onnx")
-            if args.target == "tensorrt":
-                # Same cache, so no second data pass: only the uint8 file and its check.
-                from vggdeploy.bundle import Bundle
-                from vggdeploy.calibration import CalibrationOptions, calibrate_bundle
-
-                calibrate_bundle(
-                    Bundle.load(args.bundle),
-                    args.images,
-                    CalibrationOptions(
-                        target="onnxruntime",
-                        samples=args.samples,
-                        batch_size=args.batch_size,
-                        holdout=args.holdout,
-                        progress=False,
-                    ),
-                )
-                lat["int8 (onnxruntime target, u8 Q/DQ)"] = latency(
-                    args.bundle / "model.int8-u8.onnx"
-                )
+            lat["int8 (model.int8.onnx, ORT CPU integer form)"] = latency(
+                args.bundle / "model.int8.onnx", cpu_form=True
+            )
         report(args, ours, ort, lat)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,17 +1,17 @@
 """INT8 on the CPU (ONNX Runtime, OpenVINO): every INT8 variant of a bundle next to fp32, interleaved.
 
 Variants (all written from the bundle's fp32 `model.onnx` with the activation scales of its
-`model.int8.onnx`, so only the Q/DQ placement and weight range differ):
+`model.int8.onnx`, so only the form and weight range differ):
 
   fp32            model.onnx
-  int8 old        Q/DQ on weighted-op inputs only (the form before issue 12)
-  int8 new        + a Q/DQ pair on each Conv/Gemm output (what `calibrate` writes now)
-  int8 new cpu    the same file as vggdeploy's ONNX Runtime CPU runtime loads it: each ReLU
-                  between int8 Q/DQ pairs as an integer Max, activations uint8
-                  (`onnxutil.cpu_int8_form`; outputs bit for bit those of "int8 new")
-  int8 new w7     the same with 7-bit weights in [-63, 63] (the no-VNNI remedy)
-  int8 new fcfp   new form, classifier Gemms kept float (keep_float): int8 vs float FCs
-  int8-u8         the bundle's model.int8-u8.onnx (ORT form), if it has one
+  int8 file       what `calibrate` writes: Q/DQ in NVIDIA ModelOpt's placement (Conv/Gemm and
+                  MaxPool inputs, none on Conv outputs), loaded by ONNX Runtime as it is
+  int8 cpu        the same file as vggdeploy's ONNX Runtime CPU runtime loads it
+                  (`onnxutil.cpu_int8_form`: a Q/DQ pair after each Conv/Gemm, ReLUs as integer
+                  Max, activations uint8; outputs bit for bit those of the file, unfused)
+  int8 cpu w7     the same with 7-bit weights in [-63, 63] (the no-VNNI remedy)
+  int8 cpu fcfp   the same, classifier Gemms kept float (keep_float, ModelOpt's default for
+                  batch-1 FCs): int8 vs float FCs
   ort s8          onnxruntime.quantization.quantize_static, QDQ, QInt8/QInt8, per channel,
                   calibrated (MinMax) on the shipped photographs
   ov fp32         OpenVINO (vggdeploy's runtime, `openvino@fp32`): model.onnx in f32
@@ -193,21 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     classifier = [n for n in ("classifier.0", "classifier.3", "classifier.6")]
     variants: dict[str, Path] = {"fp32": fp32_path}
     for label, kwargs in (
-        ("int8 old", {"output_qdq": False}),
-        ("int8 new", {}),
-        ("int8 new cpu", {}),
-        ("int8 new w7", {"weight_bits": 7}),
-        ("int8 new fcfp", {"keep_float": classifier}),
+        ("int8 file", {}),
+        ("int8 cpu", {}),
+        ("int8 cpu w7", {"weight_bits": 7}),
+        ("int8 cpu fcfp", {"keep_float": classifier}),
     ):
         model, _ = quantize_model(fp32, ranges, "tensorrt", **kwargs)
-        if label.endswith(" cpu"):
+        if " cpu" in label:
             cpu_int8_form(model)
         variants[label] = work / (label.replace(" ", "_") + ".onnx")
         onnx.save(model, str(variants[label]))
         del model
     del fp32
-    if (bundle.root / "model.int8-u8.onnx").exists():
-        variants["int8-u8"] = bundle.root / "model.int8-u8.onnx"
     if not args.skip_ort_static:
         variants["ort s8"] = work / "ort_s8.onnx"
         ort_static_s8(fp32_path, variants["ort s8"], list(photos), bundle.input_name)

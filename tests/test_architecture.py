@@ -25,7 +25,9 @@ def _rel(path: Path) -> str:
 @pytest.mark.parametrize("path", MODULES, ids=_rel)
 def test_no_module_is_over_the_size_limit(path: Path) -> None:
     lines = len(path.read_text("utf-8").splitlines())
-    assert lines <= MAX_LINES, f"{_rel(path)} has {lines} lines (limit {MAX_LINES}): does it hold more than one concept?"
+    assert lines <= MAX_LINES, (
+        f"{_rel(path)} has {lines} lines (limit {MAX_LINES}): does it hold more than one concept?"
+    )
 
 
 def _library(path: Path) -> bool:

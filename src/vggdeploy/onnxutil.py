@@ -217,45 +217,53 @@ ORDER_PRESERVING_OPS = (
 )
 
 
-#: Ops that a ReLU's integer result passes through on its way to the next QuantizeLinear in
-#: ONNX Runtime's CPU form (each runs on uint8 tensors in ONNX Runtime).
+#: Ops that a quantized tensor's integers pass through unchanged in ONNX Runtime's CPU form
+#: (each runs on uint8 tensors in ONNX Runtime); a 1x1 pool (the identity) becomes Identity.
 _INTEGER_PASS_THROUGH = ("MaxPool", "Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze")
+#: Weighted ops whose float output ONNX Runtime fuses with a following QuantizeLinear.
+_WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+_NOTHING = {"output_pairs": 0, "relu_as_max": 0, "integer_chains": 0, "uint8_activations": 0}
 
 
 def cpu_int8_form(model: Any) -> dict[str, int]:
-    """Rewrite a symmetric int8 Q/DQ model (TensorRT's form) in place into the form in which
-    ONNX Runtime's CPU provider runs it fastest, with bit for bit the same outputs; returns
-    {"relu_as_max": ..., "uint8_activations": ...} (all zero: `model` was left as it was).
+    """Rewrite a symmetric int8 Q/DQ model (NVIDIA's form, as ModelOpt writes it) in place into
+    the form in which ONNX Runtime's CPU provider runs it fastest, with bit for bit the same
+    outputs when evaluated as written (unfused); returns what changed: {"output_pairs",
+    "relu_as_max", "integer_chains", "uint8_activations"} (all zero: `model` was left as it was).
 
-    Why: at int8 zero point 0, ONNX Runtime keeps each ReLU between the integer convolutions in
-    float (DQ -> Relu -> Q; it drops a ReLU before a Q only when the zero point is the type's
-    minimum), three float passes over every activation map (~8% of VGG-16's int8 latency).
+    Why: in NVIDIA's placement no QuantizeLinear follows a Conv (its output goes Relu ->
+    [MaxPool ->] Q), so ONNX Runtime finds no DQ -> Conv -> Q to fuse into QLinearConv and runs
+    every convolution in float on dequantized weights (measured 4.9x slower than its integer
+    form on VGG-16); and at int8 zero point 0 it keeps each ReLU in float (DQ -> Relu -> Q; it
+    drops a ReLU before a Q only when the zero point is the type's minimum).
 
-    1. Each DequantizeLinear(s, z) -> Relu -> [MaxPool/Reshape/Flatten ...] -> QuantizeLinear(s, z)
-       with one scale and zero point becomes Max(q, z) -> [the same ops on the integers]: ReLU
-       then re-quantizing at the same scale is exactly max(q, z) (rounding and clipping commute
-       with max and with the pass-through ops).
-    2. Every activation Q/DQ moves from int8 (zero point z) to uint8 (zero point z + 128): the
+    1. Each quantized Conv/Gemm/MatMul (both inputs dequantized) whose output reaches a
+       QuantizeLinear(s, z) through a chain of Relu/MaxPool/Reshape/Flatten/1x1-pool ops gets a
+       Q(s, z) -> DQ(s, z) pair on its output: Q(f(DQ(Q(y)))) == Q(f(y)) bit for bit, because
+       each such f only takes maxima (with 0 for a ReLU) and moves values, and rounding and
+       clipping at one scale are monotone with g(0) = 0, so they commute with max. ONNX Runtime
+       then fuses DQ -> Conv -> Q into QLinearConv (and Gemm into QGemm).
+    2. Each DequantizeLinear(s, z) -> [Relu | MaxPool | Reshape | Flatten | 1x1 pool ...] ->
+       QuantizeLinear(s, z) with one scale and zero point runs on the integers: a ReLU becomes
+       Max(q, z), a 1x1 pool Identity, the others stay; the DQ and Q go (the same argument).
+    3. Every activation Q/DQ moves from int8 (zero point z) to uint8 (zero point z + 128): the
        same values, and what ONNX Runtime does itself on x86 for Q -> DQ pairs; its x86 integer
-       convolutions take uint8 activations only, and step 1 leaves no pair to convert.
+       convolutions take uint8 activations only.
+
+    The fused integer kernels then differ from the unfused evaluation only by their own
+    requantization rounding (an int32 accumulator scaled once, where the unfused graph sums
+    float products), as ONNX Runtime's own QDQ files do. The old vggdeploy placement (a Q/DQ
+    pair already on each Conv output) goes through steps 2 and 3 alone.
 
     Refused (nothing changed) unless every quantized activation is per tensor with an int8
-    zero point and is read only by DequantizeLinear or the ops above, and the model has at
-    least one such ReLU. The file on disk keeps TensorRT's form; this is for ONNX Runtime's
-    CPU provider only.
+    zero point and is read only by DequantizeLinear or by the ops of step 2, and step 2 finds
+    at least one chain. The file on disk keeps NVIDIA's form; this is for ONNX Runtime's CPU
+    provider only.
     """
-    from onnx import TensorProto, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
-    # One list of the nodes: protobuf hands out a new Python wrapper on each access, and the
-    # nodes are told apart by id() below.
-    nodes = list(graph.node)
     inits = {init.name: init for init in graph.initializer}
-    producers = {out: node for node in nodes for out in node.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in nodes:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
     outputs = {o.name for o in graph.output}
 
     def const(name: str) -> Any:
@@ -273,76 +281,156 @@ def cpu_int8_form(model: Any) -> dict[str, int]:
         zp = inits[node.input[2]]
         return zp.data_type == TensorProto.INT8 and const(node.input[2]).size == 1
 
-    def relu_chain(relu: Any) -> tuple[Any, list[Any], Any] | None:
-        dq = producers.get(relu.input[0])
-        if dq is None or dq.op_type != "DequantizeLinear" or not int8_per_tensor(dq):
-            return None
-        if len(consumers.get(dq.output[0], [])) != 1 or dq.output[0] in outputs:
-            return None
-        chain, tensor = [], relu.output[0]
+    def same_params(a: Any, b: Any) -> bool:
+        return (
+            int8_per_tensor(a)
+            and int8_per_tensor(b)
+            and all(
+                np.array_equal(const(x), const(y))
+                for x, y in zip(a.input[1:3], b.input[1:3], strict=True)
+            )
+        )
+
+    def links(nodes: list[Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+        producers = {out: node for node in nodes for out in node.output}
+        consumers: dict[str, list[Any]] = {}
+        for node in nodes:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node)
+        return producers, consumers
+
+    def integer_op(node: Any, consumers: dict[str, list[Any]]) -> bool:
+        if any(o in consumers or o in outputs for o in node.output[1:] if o):
+            return False  # MaxPool indices in use
+        return node.op_type in ("Relu", *_INTEGER_PASS_THROUGH) or _identity_pool(node)
+
+    def chain_to_q(tensor: str, consumers: dict[str, list[Any]]) -> tuple[list[Any], Any] | None:
+        """The single-consumer integer ops from `tensor` to a QuantizeLinear, and that Q."""
+        ops: list[Any] = []
         while tensor not in outputs:
             users = consumers.get(tensor, [])
             if len(users) != 1 or users[0].input[0] != tensor:
                 return None
             user = users[0]
             if user.op_type == "QuantizeLinear":
-                same = int8_per_tensor(user) and all(
-                    np.array_equal(const(a), const(b))
-                    for a, b in zip(dq.input[1:3], user.input[1:3], strict=True)
-                )
-                return (dq, chain, user) if same else None
-            if user.op_type not in _INTEGER_PASS_THROUGH:
+                return (ops, user) if int8_per_tensor(user) else None
+            if not integer_op(user, consumers):
                 return None
-            if any(o in consumers or o in outputs for o in user.output[1:] if o):
-                return None  # MaxPool indices in use
-            chain.append(user)
+            ops.append(user)
             tensor = user.output[0]
         return None
 
-    chains = {id(n): c for n in nodes if n.op_type == "Relu" and (c := relu_chain(n))}
-    qdq = [n for n in nodes if activation_qdq(n)]
-    if not chains or not all(int8_per_tensor(n) for n in qdq):
-        return {"relu_as_max": 0, "uint8_activations": 0}
-    # Every quantized tensor must be read only by a DQ, a Max made here or a pass-through op.
-    removed_q = {id(q) for _, _, q in chains.values()}
-    for node in qdq:
-        if node.op_type == "QuantizeLinear" and id(node) not in removed_q:
-            if node.output[0] in outputs:  # the caller reads int8 values
-                return {"relu_as_max": 0, "uint8_activations": 0}
-            for user in consumers.get(node.output[0], []):
-                if user.op_type != "DequantizeLinear" and id(user) not in chains:
-                    return {"relu_as_max": 0, "uint8_activations": 0}
+    # One list of the nodes: protobuf hands out a new Python wrapper on each access, and the
+    # nodes are told apart by id() below.
+    nodes = list(graph.node)
+    if not all(int8_per_tensor(n) for n in nodes if activation_qdq(n)):
+        return dict(_NOTHING)
+    producers, consumers = links(nodes)
 
+    # 1. A Q/DQ pair on each quantized weighted op's output (planned, applied below).
+    def dequantized(name: str) -> bool:
+        source = producers.get(name)
+        return source is not None and source.op_type == "DequantizeLinear"
+
+    pairs: list[tuple[Any, Any]] = []
+    for node in nodes:
+        weighted = node.op_type in _WEIGHTED_OPS and len(node.output) == 1 and len(node.input) > 1
+        if weighted and dequantized(node.input[0]) and dequantized(node.input[1]):
+            found = chain_to_q(node.output[0], consumers)
+            if found is not None and found[0]:
+                pairs.append((node, found[1]))
+    # Each op now writes the new Q's input, and the new DQ the op's old output name; undone
+    # below if the rewrite is refused.
+    planned = {id(node): q for node, q in pairs}
+    original = {id(node): node.output[0] for node, _ in pairs}
+    with_pairs: list[Any] = []
+    for node in nodes:
+        with_pairs.append(node)
+        q = planned.get(id(node))
+        if q is None:
+            continue
+        base = f"{node.output[0]}.cpu_int8"
+        node.output[0] = f"{base}.float"
+        params = list(q.input[1:3])
+        with_pairs.append(
+            helper.make_node(
+                "QuantizeLinear", [node.output[0], *params], [f"{base}.q"], f"{base}.Q"
+            )
+        )
+        with_pairs.append(
+            helper.make_node(
+                "DequantizeLinear", [f"{base}.q", *params], [original[id(node)]], f"{base}.DQ"
+            )
+        )
+
+    def refused() -> dict[str, int]:
+        for node, _ in pairs:
+            node.output[0] = original[id(node)]
+        return dict(_NOTHING)
+
+    # 2. DQ -> integer ops -> Q with one scale and zero point: on the integers.
+    producers, consumers = links(with_pairs)
+    chains: dict[int, tuple[Any, list[Any], Any]] = {}
+    for dq in with_pairs:
+        if dq.op_type != "DequantizeLinear" or not activation_qdq(dq) or dq.output[0] in outputs:
+            continue
+        found = chain_to_q(dq.output[0], consumers)
+        if found is not None and found[0] and same_params(dq, found[1]):
+            chains[id(dq)] = (dq, *found)
+    if not chains:
+        return refused()
+    removed_q = {id(q) for _, _, q in chains.values()}
+    for node in with_pairs:
+        if node.op_type != "QuantizeLinear" or not activation_qdq(node) or id(node) in removed_q:
+            continue
+        if node.output[0] in outputs:  # the caller reads int8 values
+            return refused()
+        if any(u.op_type != "DequantizeLinear" for u in consumers.get(node.output[0], [])):
+            return refused()
+    for dq, _, _ in chains.values():
+        source = producers.get(dq.input[0])
+        if source is None or source.op_type != "QuantizeLinear":
+            return refused()  # a DQ of something else than a quantized activation
+
+    # Accepted: apply 1, 2 and 3.
+    new_inits: list[Any] = []
     as_uint8: dict[str, str] = {}
 
     def uint8_zero_point(name: str) -> str:
         if name not in as_uint8:
             as_uint8[name] = f"{name}.uint8"
             value = (const(name).astype(np.int16) + 128).astype(np.uint8)
-            graph.initializer.append(numpy_helper.from_array(value, as_uint8[name]))
+            new_inits.append(numpy_helper.from_array(value, as_uint8[name]))
         return as_uint8[name]
 
     retyped: set[str] = set()
     dropped: set[int] = set()
-    for node in nodes:
-        chain = chains.get(id(node))
-        if chain is None:
-            continue
-        dq, ops, q = chain
-        node.op_type = "Max"
-        del node.attribute[:]
-        node.input[:] = [dq.input[0], uint8_zero_point(dq.input[2])]
-        (ops[-1] if ops else node).output[0] = q.output[0]
-        retyped.update(o.output[0] for o in (node, *ops))
+    relus = 0
+    for dq, ops, q in chains.values():
+        ops[0].input[0] = dq.input[0]
+        ops[-1].output[0] = q.output[0]
+        for op in ops:
+            if op.op_type == "Relu":
+                op.op_type = "Max"
+                op.input.append(uint8_zero_point(dq.input[2]))
+                relus += 1
+            elif op.op_type not in _INTEGER_PASS_THROUGH:  # a 1x1 pool: the identity
+                op.op_type = "Identity"
+                del op.input[1:]
+            else:
+                continue
+            del op.attribute[:]
+        retyped.update(op.output[0] for op in ops)
         dropped.update((id(dq), id(q)))
     converted = 0
-    for node in nodes:
+    for node in with_pairs:
         if id(node) not in dropped and activation_qdq(node):
             node.input[2] = uint8_zero_point(node.input[2])
             converted += 1
-    kept = [n for n in nodes if id(n) not in dropped]
+    kept = [n for n in with_pairs if id(n) not in dropped]
     del graph.node[:]
     graph.node.extend(kept)
+    graph.initializer.extend(new_inits)
     # Declared types of the tensors that are now uint8 (or were float) would contradict them.
     int8 = TensorProto.INT8
     keep_info = [
@@ -352,4 +440,25 @@ def cpu_int8_form(model: Any) -> dict[str, int]:
     ]
     del graph.value_info[:]
     graph.value_info.extend(keep_info)
-    return {"relu_as_max": len(chains), "uint8_activations": converted}
+    return {
+        "output_pairs": len(pairs),
+        "relu_as_max": relus,
+        "integer_chains": len(chains),
+        "uint8_activations": converted,
+    }
+
+
+def _identity_pool(node: Any) -> bool:
+    """A 1x1 AveragePool/MaxPool with stride 1 and no padding: the identity (VGG's adaptive
+    pool at 224 px)."""
+    from onnx import helper
+
+    if node.op_type not in ("AveragePool", "MaxPool"):
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return (
+        all(k == 1 for k in attrs.get("kernel_shape", [0]))
+        and all(s == 1 for s in attrs.get("strides", [1]))
+        and not any(attrs.get("pads", []))
+        and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+    )

@@ -10,7 +10,6 @@ A *precision name* is what a user types after `@` in a runtime spec and in `--pr
 | `fp32`    | float32 (the export)                   | `model.onnx`          | `vggdeploy export`       |
 | `fp16`    | float16 weights/compute, float32 I/O    | `model.fp16.onnx`     | `vggdeploy convert`      |
 | `int8`    | Q/DQ, int8 activations, zero point 0    | `model.int8.onnx`     | `vggdeploy calibrate`    |
-| `int8-u8` | Q/DQ, uint8 activations (ORT CPU form)  | `model.int8-u8.onnx`  | `calibrate --target onnxruntime` |
 
 Engines (`engine.<precision>`, `model.<precision>.engine`) exist for fp32, fp16 and int8.
 """
@@ -28,7 +27,7 @@ class Precision:
     """One precision name and everything that derives from it."""
 
     name: str
-    #: the numeric family ("int8" for both int8 forms): what tolerances and Triton call it
+    #: the numeric family: what tolerances and Triton call it
     numeric: str
     onnx_file: str
     #: the command that makes the ONNX file, with BUNDLE as a placeholder
@@ -56,14 +55,6 @@ _ALL = (
         "vggdeploy calibrate BUNDLE --images DIR",
         True,
         "Q/DQ, int8 activations with zero point 0 (TensorRT's explicit quantization)",
-    ),
-    Precision(
-        "int8-u8",
-        "int8",
-        "model.int8-u8.onnx",
-        "vggdeploy calibrate BUNDLE --images DIR --target onnxruntime",
-        False,
-        "Q/DQ, uint8 activations (ONNX Runtime CPU)",
     ),
 )
 
@@ -134,7 +125,7 @@ def onnx_file(name: str) -> str:
 
 
 def split_key(key: str) -> tuple[str, str]:
-    """`onnx.int8-u8` -> ("onnx", "int8-u8")."""
+    """`onnx.int8` -> ("onnx", "int8")."""
     kind, _, name = key.partition(".")
     return kind, name
 

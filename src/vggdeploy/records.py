@@ -147,7 +147,7 @@ class ArtifactRecord(Record):
 
 class OnnxArtifact(ArtifactRecord):
     kind: Literal["onnx"] = "onnx"
-    #: for int8 files: "tensorrt" (int8 activations) or "onnxruntime" (uint8 activations)
+    #: for int8 files: "tensorrt" (int8 activations, zero point 0; NVIDIA's Q/DQ placement)
     target: str | None = None
 
 

@@ -195,7 +195,7 @@ def test_bench_runs_tensorrt_at_int8_only(int8_engine_bundle) -> None:
     assert [(p.runtime, p.precision) for p in plans] == [("tensorrt", "int8")]
     plans, skipped = bm.plan_cases(bundle, parse_specs(["tensorrt"]), None, (1,))
     assert [(p.runtime, p.precision) for p in plans] == [("tensorrt", "fp32"), ("tensorrt", "int8")]
-    # int8-u8 is ONNX Runtime's CPU form: TensorRT refuses it when the spec is parsed
+    # int8-u8 (a uint8 form that no longer exists) is refused when the spec is parsed
     with pytest.raises(InputError, match="int8-u8"):
         parse_spec("tensorrt@int8-u8")
 

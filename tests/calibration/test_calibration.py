@@ -113,10 +113,10 @@ def test_exact_zeros_do_not_drive_the_entropy_threshold() -> None:
 def test_percentile_threshold() -> None:
     rng = np.random.default_rng(2)
     stats = _hist_of(rng.uniform(0, 1, 200_000))
-    r99 = compute_range(stats, "percentile", "onnxruntime", percentile=99.0)
+    r99 = compute_range(stats, "percentile", "tensorrt", percentile=99.0)
     assert r99.high == pytest.approx(0.99, abs=2 * stats.bin_width)
-    assert r99.low == 0.0  # unsigned data: the uint8 range starts at zero
-    r100 = compute_range(stats, "percentile", "onnxruntime", percentile=100.0)
+    assert r99.low == -r99.high  # symmetric int8 even for unsigned data
+    r100 = compute_range(stats, "percentile", "tensorrt", percentile=100.0)
     assert r100.high == pytest.approx(stats.max)
     hist = np.zeros(10, np.int64)
     hist[[0, 9]] = [999, 1]
@@ -124,24 +124,22 @@ def test_percentile_threshold() -> None:
     assert percentile_threshold_bins(hist, 100.0) == 10
 
 
-def test_signed_tensor_ranges_per_target() -> None:
+def test_signed_tensor_ranges_are_symmetric() -> None:
     rng = np.random.default_rng(3)
     stats = _hist_of(rng.uniform(-1.0, 3.0, 100_000))
     trt = compute_range(stats, "minmax", "tensorrt")
-    ort = compute_range(stats, "minmax", "onnxruntime")
     assert (
         trt.signed
         and trt.low == pytest.approx(-trt.high)
         and trt.high == pytest.approx(3.0, abs=1e-3)
     )
-    assert ort.low == pytest.approx(-1.0, abs=1e-3) and ort.high == pytest.approx(3.0, abs=1e-3)
 
 
 def test_unknown_method_is_an_input_error() -> None:
     with pytest.raises(InputError, match="entropy, minmax, percentile"):
         CalibrationOptions(method="kl")
-    with pytest.raises(InputError, match="tensorrt, onnxruntime"):
-        CalibrationOptions(target="tflite")
+    with pytest.raises(InputError, match="unknown Q/DQ target 'onnxruntime': use one of tensorrt"):
+        CalibrationOptions(target="onnxruntime")  # one INT8 file, no uint8 form
 
 
 # -- streaming statistics -----------------------------------------------------------------------
@@ -222,22 +220,18 @@ def test_reader_contract(image_dir: Path) -> None:
 # -- calibrate_bundle: targets, verification, manifest, cache -----------------------------------
 
 
-def test_both_targets_written_verified_and_run(tiny_bundle: Path, image_dir: Path) -> None:
+def test_the_int8_file_is_written_verified_and_run(tiny_bundle: Path, image_dir: Path) -> None:
     import onnx
     import onnxruntime as ort
 
     bundle = Bundle.load(tiny_bundle)
-    trt = calibrate_bundle(bundle, image_dir, _options(target="tensorrt"))
-    u8 = calibrate_bundle(bundle, image_dir, _options(target="onnxruntime", method="minmax"))
+    trt = calibrate_bundle(bundle, image_dir, _options())
     assert Path(trt["path"]).name == "model.int8.onnx"
-    assert Path(u8["path"]).name == "model.int8-u8.onnx"
     bundle = Bundle.load(tiny_bundle)
-    assert {"onnx.fp32", "onnx.int8", "onnx.int8-u8"} <= set(bundle.artifacts)
+    assert {"onnx.fp32", "onnx.int8"} <= set(bundle.artifacts)
+    assert [k for k in bundle.artifacts if k.startswith("onnx.int8")] == ["onnx.int8"]
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32), dtype=np.float32)
-    for key, target, zp_type in (
-        ("onnx.int8", "tensorrt", onnx.TensorProto.INT8),
-        ("onnx.int8-u8", "onnxruntime", onnx.TensorProto.UINT8),
-    ):
+    for key, target, zp_type in (("onnx.int8", "tensorrt", onnx.TensorProto.INT8),):
         path = bundle.artifact_path(key, verify=True)
         model = onnx.load(str(path))
         assert verify_qdq(model, target) == []
@@ -253,7 +247,7 @@ def test_both_targets_written_verified_and_run(tiny_bundle: Path, image_dir: Pat
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         logits = session.run(None, {"input": x})[0]
         assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
-    assert u8["holdout"]["cosine_mean"] > 0.95  # minmax uint8 on the tiny model stays close
+    assert trt["holdout"]["cosine_mean"] > 0.95
 
 
 def test_verify_qdq_rejects_broken_files(tiny_bundle: Path, image_dir: Path) -> None:
@@ -310,8 +304,6 @@ def test_verify_qdq_rejects_broken_files(tiny_bundle: Path, image_dir: Path) -> 
         "weight input is not dequantized" in p for p in verify_qdq(broken(float_weight), "tensorrt")
     )
     assert any("positive" in p for p in verify_qdq(broken(negative_scale), "tensorrt"))
-    # The TensorRT file is not a valid onnxruntime-target file (activation zero points int8).
-    assert any("must be uint8" in p for p in verify_qdq(good, "onnxruntime"))
     fp32 = onnx.load(str(tiny_bundle / "model.onnx"))
     assert any("not quantized" in p for p in verify_qdq(fp32, "tensorrt"))
 
@@ -363,11 +355,11 @@ def test_cache_reuse_skips_the_data_pass(
     bundle = Bundle.load(tiny_bundle)
     first = calibrate_bundle(bundle, image_dir, _options())
     assert len(runs) == 1 and not first["cache_reused"]
-    second = calibrate_bundle(bundle, image_dir, _options(method="minmax", target="onnxruntime"))
+    second = calibrate_bundle(bundle, image_dir, _options(method="minmax"))
     assert len(runs) == 1 and second["cache_reused"]
     assert Path(second["cache"]) == tiny_bundle / "calibration.cache.json"
     cache = json.loads((tiny_bundle / "calibration.cache.json").read_text())
-    assert {"entropy/tensorrt", "minmax/onnxruntime"} <= set(cache["ranges"])
+    assert {"entropy/tensorrt", "minmax/tensorrt"} <= set(cache["ranges"])
     # Another draw of images does not match the default cache: it is recomputed, not reused.
     calibrate_bundle(bundle, image_dir, _options(seed=7))
     assert len(runs) == 2
@@ -462,7 +454,6 @@ def test_cli_calibrate(
     ("extra", "message"),
     [
         (["--method", "kl"], "unknown --method 'kl'"),
-        (["--target", "tflite"], "unknown --target 'tflite'"),
         (["--samples", "0"], "--samples 0"),
         (["--percentile", "120", "--method", "percentile"], "--percentile 120"),
     ],
@@ -479,6 +470,16 @@ def test_cli_bad_options_one_line(
     )
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("error:") and message in err
+
+
+def test_cli_has_no_target_option(
+    tiny_bundle: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One INT8 file: `--target onnxruntime` (the old uint8 form) is gone."""
+    args = ["calibrate", str(tiny_bundle), "--images", str(image_dir), "--target", "onnxruntime"]
+    code, _, err = _run_cli(args, capsys)
+    assert code == 2 and "No such option '--target'" in err
+    assert not (tiny_bundle / "model.int8-u8.onnx").exists()
 
 
 def test_cli_no_images_one_line(

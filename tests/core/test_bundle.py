@@ -65,9 +65,9 @@ _ADD = textwrap.dedent(
 
 def test_concurrent_stages_keep_every_record(tiny_bundle: Path) -> None:
     """Real processes, each holding a stale manifest, add their artifact at the same time."""
-    keys = ["onnx.fp16", "onnx.int8", "onnx.int8-u8"]
+    keys = ["onnx.fp16", "onnx.int8"]
     procs = [subprocess.Popen([sys.executable, "-c", _ADD, str(tiny_bundle), key]) for key in keys]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert set(Bundle.load(tiny_bundle).artifacts) == {"onnx.fp32", *keys}
 
 

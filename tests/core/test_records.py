@@ -117,21 +117,21 @@ def test_engine_record_facts() -> None:
 
 
 def test_precision_vocabulary() -> None:
-    assert P.NAMES == ("fp32", "fp16", "int8", "int8-u8")
+    assert P.NAMES == ("fp32", "fp16", "int8")  # one INT8 file
     assert P.ENGINE_NAMES == ("fp32", "fp16", "int8")
-    assert P.onnx_file("int8-u8") == "model.int8-u8.onnx" and P.onnx_file("fp32") == "model.onnx"
+    assert P.onnx_file("int8") == "model.int8.onnx" and P.onnx_file("fp32") == "model.onnx"
     assert P.engine_file("int8") == "model.int8.engine"
-    assert P.split_key("onnx.int8-u8") == ("onnx", "int8-u8")
-    keys = ["engine.fp16", "onnx.int8-u8", "onnx.fp32", "onnx.int8", "engine.fp32"]
+    assert P.split_key("onnx.int8") == ("onnx", "int8")
+    keys = ["engine.fp16", "onnx.fp16", "onnx.fp32", "onnx.int8", "engine.fp32"]
     assert sorted(keys, key=P.artifact_order) == [
         "onnx.fp32",
+        "onnx.fp16",
         "onnx.int8",
-        "onnx.int8-u8",
         "engine.fp32",
         "engine.fp16",
     ]
     assert P.make_command("onnx.fp16", "b") == "vggdeploy convert b --precision fp16"
-    assert P.get("int8-u8").numeric == "int8"
-    with pytest.raises(InputError, match="choose one of fp32, fp16, int8, int8-u8"):
+    assert P.get("int8").numeric == "int8"
+    with pytest.raises(InputError, match="choose one of fp32, fp16, int8$"):
         P.get("bf16")
     assert P.parse_list("int8,fp32") == ("int8", "fp32")

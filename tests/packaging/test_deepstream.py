@@ -114,8 +114,8 @@ def test_refusals_are_one_line(tiny_bundle: Path, tmp_path: Path, capsys) -> Non
     out = tmp_path / "ds"
     cases = [
         (["--batch", "32"], "outside the fp32 engine's optimization profile (batch 1..16)"),
-        (["--precision", "int4"], "int8-u8"),
-        (["--precision", "int8-u8"], "ONNX Runtime"),
+        (["--precision", "int4"], "fp32, fp16, int8"),
+        (["--precision", "int8-u8"], "fp32, fp16, int8"),  # one INT8 file
         (["--precision", "fp16"], "vggdeploy convert"),  # no fp16 file: the command making it
         (["--color-format", "bgr"], "--bake-normalization"),
     ]
@@ -264,7 +264,7 @@ def test_baked_int8_keeps_qdq_and_runs(int8_bundle_ro: Path, tmp_path: Path) -> 
 
 
 def test_options_refuse_bad_values() -> None:
-    with pytest.raises(InputError, match="int8-u8"):
+    with pytest.raises(InputError, match="fp32, fp16, int8"):
         DeepStreamOptions(precision="int4")
     with pytest.raises(InputError, match="positive"):
         DeepStreamOptions(batch=0)

@@ -63,47 +63,39 @@ def test_triton_onnx_config_parses(tiny_bundle: Path, tmp_path: Path, capsys) ->
     assert config.input[0].data_type == pb2.TYPE_FP32
 
 
-def test_triton_int8_and_int8_u8_are_two_models(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
-    """Two INT8 files never collapse into one model: each artifact key names its own model."""
+def test_triton_int8_is_one_model_with_a_note(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+    """One INT8 file, one model; its note says Triton's onnxruntime backend runs it as written."""
     s8 = add_onnx_copy(tiny_bundle, "int8", target="tensorrt")
-    u8 = add_onnx_copy(tiny_bundle, "int8-u8", target="onnxruntime")
     repo = tmp_path / "repo"
     code, out, _ = run_cli(
         ["package", str(tiny_bundle), "--out", str(repo), "--name", "tiny", "--kind", "cpu"],
         capsys,
     )
     assert code == 0
-    for name, source in [
-        ("tiny_onnx_fp32", tiny_bundle / "model.onnx"),
-        ("tiny_onnx_int8", s8),
-        ("tiny_onnx_int8-u8", u8),
-    ]:
+    for name, source in [("tiny_onnx_fp32", tiny_bundle / "model.onnx"), ("tiny_onnx_int8", s8)]:
         assert (repo / name / "1" / "model.onnx").read_bytes() == source.read_bytes(), name
         config = parse_config(repo / name / "config.pbtxt")
         assert config.name == name and config.platform == "onnxruntime_onnx"
-    assert sorted(p.name for p in repo.iterdir()) == [
-        "tiny_onnx_fp32",
-        "tiny_onnx_int8",
-        "tiny_onnx_int8-u8",
-    ]
-    assert "onnx.int8 (model.int8.onnx)" in out and "onnx.int8-u8 (model.int8-u8.onnx)" in out
+    assert sorted(p.name for p in repo.iterdir()) == ["tiny_onnx_fp32", "tiny_onnx_int8"]
+    assert "onnx.int8 (model.int8.onnx)" in out
 
-    # --precision takes every precision name, int8-u8 included, and selects exactly that file
+    # --precision selects exactly that file
     result = package_triton(
-        tiny_bundle, tmp_path / "u8only", TritonOptions(name="tiny", precisions=("int8-u8",))
+        tiny_bundle, tmp_path / "int8only", TritonOptions(name="tiny", precisions=("int8",))
     )
     assert [(m.name, m.artifacts, m.precision) for m in result.models] == [
-        ("tiny_onnx_int8-u8", ["onnx.int8-u8"], "int8-u8")
+        ("tiny_onnx_int8", ["onnx.int8"], "int8")
     ]
-    assert result.models[0].sources == ["onnx.int8-u8 (model.int8-u8.onnx)"]
+    assert result.models[0].sources == ["onnx.int8 (model.int8.onnx)"]
+    assert any("runs it as written" in n for n in result.models[0].notes)
     code, _, err = run_cli(
         ["package", str(tiny_bundle), "--out", str(tmp_path / "r"), "--precision", "int4"], capsys
     )
-    assert code == 1 and "int8-u8" in err  # the choices come from precision.NAMES
+    assert code == 1 and "fp32, fp16, int8" in err  # the choices come from precision.NAMES
 
 
 def test_triton_model_names() -> None:
-    assert model_name("vgg16", "onnx.int8-u8") == "vgg16_onnx_int8-u8"
+    assert model_name("vgg16", "onnx.int8") == "vgg16_onnx_int8"
     assert model_name("vgg16", "engine.fp16") == "vgg16_trt_fp16"
     from vggdeploy import precision as P
 
@@ -113,7 +105,7 @@ def test_triton_model_names() -> None:
     assert not _valid_model_name("") and not _valid_model_name("vgg\u00e9")
     with pytest.raises(InputError, match="letters, digits"):
         TritonOptions(name="my model")
-    with pytest.raises(InputError, match="int8-u8"):
+    with pytest.raises(InputError, match="fp32, fp16, int8"):
         TritonOptions(precisions=("int4",))
 
 

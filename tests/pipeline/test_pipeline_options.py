@@ -26,7 +26,7 @@ def test_option_checks() -> None:
     with pytest.raises(InputError, match="fp64"):
         PipelineOptions(precisions=("fp32", "fp64"))
     with pytest.raises(InputError, match="int8-u8"):
-        PipelineOptions(precisions=("fp32", "int8-u8"))  # made with int8, not asked for alone
+        PipelineOptions(precisions=("fp32", "int8-u8"))  # one INT8 file: no such precision
     with pytest.raises(InputError, match="unknown runtime"):
         PipelineOptions(bench_runtimes=("nosuchruntime",))
     assert PipelineOptions(bench_runtimes=("ort@fp32",)).bench_runtimes == ("onnxruntime@fp32",)

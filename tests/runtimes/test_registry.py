@@ -67,8 +67,11 @@ def test_parse_spec(text, name, variants, precision, kwargs) -> None:
         ("torch:gpu", "torch has no variant 'gpu'"),
         ("torch:cpu:cuda", "choose one of cpu / cuda, not both"),
         ("onnxruntime:cpu:cpu", "repeats a variant"),
-        ("torch@int8", "torch runs fp32, fp16, not int8 (INT8 runs in onnxruntime or tensorrt)"),
-        ("tensorrt@int8-u8", "tensorrt runs fp32, fp16, int8, not int8-u8"),
+        (
+            "torch@int8",
+            "torch runs fp32, fp16, not int8 (INT8 runs in onnxruntime, openvino or tensorrt)",
+        ),
+        ("tensorrt@int8-u8", "unknown precision 'int8-u8'"),  # one INT8 file
         ("onnxruntime@fp64", "unknown precision 'fp64'"),
         ("onnxruntime@", "name a precision after '@'"),
         ("tensorrt:cuda", "tensorrt has no variant 'cuda'"),

@@ -133,10 +133,10 @@ def test_bad_tolerances_are_input_errors(text, message):
 
 
 def test_expand_specs_against_the_bundle(tiny_bundle):
-    add_copy_as(tiny_bundle, "onnx.int8-u8", "model.int8-u8.onnx")
+    add_copy_as(tiny_bundle, "onnx.int8", "model.int8.onnx")
     bundle = Bundle.load(tiny_bundle)
     specs = expand(bundle, [parse_spec("onnxruntime:cpu")])
-    assert [s.precision for s in specs] == ["fp32", "int8-u8"]
+    assert [s.precision for s in specs] == ["fp32", "int8"]
     assert expand(bundle, [RuntimeSpec("onnxruntime")], ["fp16"]) == [
         RuntimeSpec("onnxruntime", (), "fp16")
     ]
@@ -330,8 +330,8 @@ def test_validate_bad_arguments_are_one_line(tiny_bundle_ro, tmp_path, capsys):
         (["--tol", "fp32.cosine"], "PRECISION.METRIC=VALUE"),
         (["--runtime", "caffe"], "unknown runtime 'caffe'"),
         (["--precision", "fp16"], "no onnx.fp16 artifact"),
-        (["--runtime", "tensorrt@int8-u8"], "tensorrt runs fp32, fp16, int8, not int8-u8"),
-        (["--precision", "fp64"], "--precision fp64: choose from fp32, fp16, int8, int8-u8"),
+        (["--runtime", "tensorrt@int8-u8"], "unknown precision 'int8-u8'"),  # one INT8 file
+        (["--precision", "fp64"], "--precision fp64: choose from fp32, fp16, int8"),
     ]:
         code, _, err = run_cli(["validate", tiny_bundle_ro, *args], capsys)
         assert code == 1, args

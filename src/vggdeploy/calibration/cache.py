@@ -2,9 +2,8 @@
 
 A JSON file holding each calibrated tensor's running min/max and sparse 2048-bin histogram,
 with the fp32 model's sha256, a fingerprint of the calibration images (relative paths and
-content hashes) and the settings that shape the histograms. Ranges for every method and target
-are computed from the histograms, so changing `--method`, `--percentile` or `--target` reuses
-the cache; a different model, image set or batch size does not match it.
+content hashes) and the settings that shape the histograms. Ranges for every method are
+computed from the histograms, so changing `--method` or `--percentile` reuses the cache; a different model, image set or batch size does not match it.
 """
 
 from __future__ import annotations

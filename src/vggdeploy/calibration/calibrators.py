@@ -343,9 +343,7 @@ class TensorRange:
 
 
 def levels_for(stats: TensorStats, target: str) -> int:
-    """Quantization levels on the |x| axis: 128 for int8 (symmetric), 256 for unsigned uint8."""
-    if target == "onnxruntime" and not stats.signed:
-        return 256
+    """Quantization levels on the |x| axis: 128 for symmetric int8 (the one target)."""
     return 128
 
 
@@ -366,15 +364,8 @@ def compute_range(
     else:
         threshold = entropy_threshold_bins(stats.hist, levels_for(stats, target)) * stats.bin_width
     threshold = min(threshold, amax)
-    if target == "tensorrt":
-        # Symmetric int8, zero point 0: the range is [-T, T] whatever the sign of the data.
-        low, high = -threshold, threshold
-    else:
-        # uint8 with a zero point: clip the observed range to the threshold on each side.
-        # Unsigned data starts at exactly 0, so the zero point is 0 and ReLU folds away.
-        low = max(stats.min, -threshold) if stats.signed else 0.0
-        high = min(stats.max, threshold)
-    return TensorRange(low=low, high=high, amax_observed=amax, signed=stats.signed)
+    # Symmetric int8, zero point 0: the range is [-T, T] whatever the sign of the data.
+    return TensorRange(low=-threshold, high=threshold, amax_observed=amax, signed=stats.signed)
 
 
 def compute_ranges(

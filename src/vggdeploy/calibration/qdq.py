@@ -1,40 +1,28 @@
-"""Write a calibrated model in ONNX Q/DQ form, and check it against its target's rules.
+"""Write a calibrated model in ONNX Q/DQ form, and check it against TensorRT's Q/DQ rules.
 
-Placement (one file for TensorRT and ONNX Runtime):
+One INT8 file, `model.int8.onnx` (artifact `onnx.int8`), in the placement NVIDIA ModelOpt's ONNX
+PTQ writes for a VGG (recorded from ModelOpt 0.47 by `bench/modelopt_reference.py` in
+`tests/data/modelopt_vgg11_placement.json`, compared node by node in
+`tests/calibration/test_modelopt_placement.py`):
 
-- Q/DQ on the activation input of every weighted op (Conv, Gemm, MatMul); weights stored as int8
-  initializers behind a per-channel DequantizeLinear (symmetric, zero point 0, range
-  [-127, 127] or [-63, 63] with 7-bit weights, axis = output channels); biases stay fp32 (both
-  runtimes fold them into the int32 accumulator). TensorRT's "Q/DQ layer-placement
-  recommendations" (Explicit Quantization chapter): quantize all inputs of weighted operations,
-  and do not simulate BatchNorm/ReLU fusions (the exporter folds BN; ReLU stays in the graph).
-- A Q/DQ pair on each weighted op's output whose value reaches the next quantized op only through
-  order-preserving ops (Relu, MaxPool, Reshape/Flatten, a 1x1 pool ...), with that next op's
-  input scale and zero point. The last Gemm (the logits) and ops feeding a float op keep float
-  outputs. Why: ORT fuses DQ -> Conv -> Q into QLinearConv (and Gemm into QGemm) only when a Q
-  follows the op directly; without the pair, Conv -> Relu -> Q(int8, zero point 0) never forms
-  that pattern (ORT drops a Relu before Q only for zero point -128 int8 / 0 uint8), and ORT ran
-  13 float convolutions, dequantizing weights on every call.
-- Unfused, the pair changes nothing: DQ(Q(x)) lies on the grid of the same scale, and
-  Q(f(DQ(Q(x)))) == Q(f(x)) bit for bit for every order-preserving f with f(0) = 0 (clipping
-  and rounding commute with max, ReLU and reshapes). Tested on unoptimized ORT.
-- Still valid for TensorRT: it is the documented "quantized output" form of a weighted op
-  (TensorRT fuses Conv + trailing Q into a conv with INT8 output; the next DQ/ReLU/Q with equal
-  scales then runs in INT8, Q/DQ propagating over ReLU/MaxPool), every Q feeds only DQs with the
-  same scale (`verify_qdq`), activations stay per-tensor int8 with zero point 0, and weights
-  per-channel int8. Ops kept float (`keep_float`) read float inputs and float weights, so a
-  strongly typed build runs them in float (the ONNX types decide).
-- The ReLUs stay ReLUs in the file (TensorRT fuses Conv + ReLU). Between int8 zero-point-0
-  pairs ONNX Runtime runs them as DQ -> float ReLU -> Q, so vggdeploy's ONNX Runtime CPU
-  runtime loads the file with each as an integer Max and uint8 activations, bit for bit the
-  same outputs (`vggdeploy.onnxutil.cpu_int8_form`).
+- Q/DQ on the activation input of every weighted op (Conv, Gemm, MatMul): per tensor, int8,
+  symmetric (zero point 0), the only activation form TensorRT's explicit quantization accepts.
+  Weights are int8 initializers behind a per-channel DequantizeLinear (symmetric, zero point 0,
+  range [-127, 127] or [-63, 63] with 7-bit weights, axis = output channels); biases stay fp32.
+- A MaxPool whose output feeds a quantized op also gets a Q/DQ pair on its input, with the
+  same scale as its output's (`placement.pool_inputs`), so the pool runs on int8 values.
+- No Q/DQ on any Conv/Gemm output: the ReLU stays float in the file and TensorRT fuses
+  Conv + ReLU + the next op's Q into one INT8 kernel (TensorRT's "Q/DQ layer-placement
+  recommendations": quantize the inputs of weighted ops, do not simulate the fusions).
+- Where we differ from ModelOpt on purpose: ModelOpt keeps every Gemm float at batch 1 (its
+  GEMV rule, `graph_utils.find_nodes_from_matmul_to_exclude`); vggdeploy quantizes the FC
+  layers (measured faster on ONNX Runtime's CPU; `--keep-float classifier.0,...` keeps them
+  float), and the manifest records the choice per target. ModelOpt stores fp32 weights behind a
+  QuantizeLinear; we store the int8 values (a quarter of the size; the same arithmetic).
 
-Two targets:
-
-- `tensorrt` -> `model.int8.onnx` (artifact `onnx.int8`): int8 activations, symmetric, zero
-  point 0, per-tensor; the only activation form TensorRT's explicit quantization accepts.
-- `onnxruntime` -> `model.int8-u8.onnx` (artifact `onnx.int8-u8`): uint8 activations with a
-  zero point (asymmetric where the data is), int8 symmetric weights (ORT's U8S8 kernels).
+ONNX Runtime runs this form slowly as it is (a float ReLU between DQ and Q, no Q after the
+Conv, so no QLinearConv): vggdeploy's ONNX Runtime CPU runtime rewrites it on load into its
+integer form, bit for bit the same outputs (`vggdeploy.onnxutil.cpu_int8_form`).
 """
 
 from __future__ import annotations
@@ -48,8 +36,8 @@ import numpy as np
 from vggdeploy import precision as P
 from vggdeploy.calibration.calibrators import QUANTIZABLE_OPS, TensorRange
 from vggdeploy.calibration.placement import (
-    next_quantized_inputs,
     node_id,
+    pool_inputs,
     quantizable_nodes,
     resolve_keep_float,
 )
@@ -79,7 +67,7 @@ class QdqTarget:
     name: str
     artifact_key: str
     filename: str
-    activation_dtype: str  # "int8" or "uint8"
+    activation_dtype: str  # "int8"
     description: str
 
 
@@ -89,21 +77,15 @@ TARGETS: dict[str, QdqTarget] = {
         P.onnx_key("int8"),
         P.onnx_file("int8"),
         "int8",
-        "int8 symmetric activations (zero point 0), for TensorRT explicit quantization",
-    ),
-    "onnxruntime": QdqTarget(
-        "onnxruntime",
-        P.onnx_key("int8-u8"),
-        P.onnx_file("int8-u8"),
-        "uint8",
-        "uint8 activations with zero points, for ONNX Runtime CPU",
+        "int8 symmetric activations (zero point 0): TensorRT's explicit quantization; ONNX "
+        "Runtime's CPU runtime rewrites it into integer kernels on load",
     ),
 }
 
 
 def get_target(name: str) -> QdqTarget:
     if name not in TARGETS:
-        raise InputError(f"unknown --target {name!r}: use one of {', '.join(TARGETS)}")
+        raise InputError(f"unknown Q/DQ target {name!r}: use one of {', '.join(TARGETS)}")
     return TARGETS[name]
 
 
@@ -111,17 +93,11 @@ def get_target(name: str) -> QdqTarget:
 
 
 def activation_qparams(rng: TensorRange, target: str) -> tuple[np.float32, int]:
-    """(scale, zero point) for one activation range on `target`."""
-    if get_target(target).activation_dtype == "int8":
-        amax = max(abs(rng.low), abs(rng.high))
-        scale = amax / 127.0 if amax > 0 else 1.0
-        return np.float32(scale), 0
-    low, high = min(rng.low, 0.0), max(rng.high, 0.0)  # zero must be exactly representable
-    if high - low <= 0:
-        return np.float32(1.0), 0
-    scale = (high - low) / 255.0
-    zero_point = int(np.clip(round(-low / scale), 0, 255))
-    return np.float32(scale), zero_point
+    """(scale, zero point) for one activation range on `target`: symmetric int8."""
+    get_target(target)
+    amax = max(abs(rng.low), abs(rng.high))
+    scale = amax / 127.0 if amax > 0 else 1.0
+    return np.float32(scale), 0
 
 
 def quantize_weight(weight: np.ndarray, axis: int, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +144,6 @@ def quantize_model(
     in_place: bool = False,
     keep_float: Collection[str] = (),
     weight_bits: int = 8,
-    output_qdq: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     """A Q/DQ copy of the fp32 `model`; returns it and a summary of what was quantized.
 
@@ -182,14 +157,14 @@ def quantize_model(
     unknown name is an `InputError`. The summary lists them (node names) under `kept_float`.
 
     `weight_bits=7` stores weights in [-63, 63] (the "reduce range" remedy for CPUs without
-    VNNI, see `calibration.cpu_kernels`). `output_qdq` adds, on each quantized op's output
-    that reaches the next quantized op through order-preserving ops only, a Q/DQ pair with
-    that op's input scale (the placement described in the module docstring).
+    VNNI, see `calibration.cpu_kernels`). A MaxPool feeding a quantized op gets a Q/DQ pair
+    on its input with that op's input scale (listed under `pool_inputs`); no op output gets
+    one (the placement described in the module docstring).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    spec = get_target(target)
+    get_target(target)
     if opset_of(model) < MIN_OPSET:
         raise InputError(
             f"the model uses opset {opset_of(model)}; per-channel Q/DQ needs opset {MIN_OPSET} or "
@@ -202,8 +177,7 @@ def quantize_model(
         out.CopyFrom(model)
     graph = out.graph
     inits = {init.name: init for init in graph.initializer}
-    act_type = TensorProto.INT8 if spec.activation_dtype == "int8" else TensorProto.UINT8
-    act_np = np.int8 if spec.activation_dtype == "int8" else np.uint8
+    act_np = np.int8
 
     new_inits: list[Any] = []
     quantized_acts: dict[str, str] = {}  # tensor -> its dequantized name
@@ -211,10 +185,11 @@ def quantize_model(
     nodes: list[Any] = []
     summary: dict[str, Any] = {"activations": {}, "weights": {}}
 
-    def add_activation(name: str) -> str:
+    def add_activation(name: str, rng: TensorRange | None = None) -> str:
         if name in quantized_acts:
             return quantized_acts[name]
-        scale, zero_point = activation_qparams(ranges[name], target)
+        rng = ranges[name] if rng is None else rng
+        scale, zero_point = activation_qparams(rng, target)
         base = _safe(name)
         new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), f"{base}_scale"))
         new_inits.append(
@@ -234,8 +209,8 @@ def quantize_model(
         summary["activations"][name] = {
             "scale": float(scale),
             "zero_point": zero_point,
-            "low": ranges[name].low,
-            "high": ranges[name].high,
+            "low": rng.low,
+            "high": rng.high,
         }
         return quantized_acts[name]
 
@@ -266,29 +241,11 @@ def quantize_model(
 
     float_nodes = resolve_keep_float(out, keep_float)
     summary["kept_float"] = sorted(float_nodes)
-
-    def add_output_pair(node: Any, next_input: str) -> None:
-        # node -> Q -> DQ -> (the tensor's old name): consumers are untouched.
-        scale, zero_point = activation_qparams(ranges[next_input], target)
-        original = node.output[0]
-        base = _safe(original) + "_output"
-        node.output[0] = f"{base}_float"
-        new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), f"{base}_scale"))
-        new_inits.append(
-            numpy_helper.from_array(np.array(zero_point, act_np), f"{base}_zero_point")
-        )
-        params = [f"{base}_scale", f"{base}_zero_point"]
-        nodes.append(
-            helper.make_node(
-                "QuantizeLinear", [node.output[0], *params], [f"{base}_quantized"], f"{base}_Q"
-            )
-        )
-        nodes.append(
-            helper.make_node(
-                "DequantizeLinear", [f"{base}_quantized", *params], [original], f"{base}_DQ"
-            )
-        )
-        summary["outputs"][original] = {"scale": float(scale), "as": next_input}
+    fc_layers = {
+        layer: "float" if node in float_nodes else "int8"
+        for node, op, layer in quantizable_nodes(out)
+        if op in ("Gemm", "MatMul")
+    }
 
     def quantizable(index: int, node: Any) -> bool:
         return (
@@ -300,17 +257,19 @@ def quantize_model(
             and inits[node.input[1]].data_type == TensorProto.FLOAT
         )
 
-    summary["outputs"] = {}
     # Positions, not id(): protobuf may hand out a new Python wrapper on each access.
     chosen = {index for index, node in enumerate(graph.node) if quantizable(index, node)}
-    next_inputs = next_quantized_inputs(graph, chosen) if output_qdq else {}
+    pools = pool_inputs(graph, chosen)  # a MaxPool's input -> the tensor whose scale it shares
+    summary["pool_inputs"] = {}
     for index, node in enumerate(graph.node):
         if index in chosen:
             node.input[0] = add_activation(node.input[0])
             node.input[1] = add_weight(node.input[1], node)
+        elif node.op_type == "MaxPool" and node.input[0] in pools:
+            pool_input, shared = node.input[0], pools[node.input[0]]
+            node.input[0] = add_activation(pool_input, ranges[shared])
+            summary["pool_inputs"][pool_input] = shared
         nodes.append(node)
-        if index in next_inputs:
-            add_output_pair(node, next_inputs[index])
 
     # Float weights that nothing reads any more are dropped (the int8 copies replace them).
     used = {name for node in nodes for name in node.input}
@@ -319,7 +278,6 @@ def quantize_model(
     graph.node.extend(nodes)
     del graph.initializer[:]
     graph.initializer.extend(kept + new_inits)
-    del act_type
     metadata = dict(metadata or {})
     if float_nodes:
         metadata[KEEP_FLOAT_METADATA] = ",".join(sorted(float_nodes))
@@ -330,6 +288,7 @@ def quantize_model(
         else:
             entry.value = value
     summary["quantized_ops"] = len(summary["weights"])
+    summary["fc_layers"] = fc_layers
     summary["weight_bits"] = weight_bits
     return out, summary
 
@@ -344,19 +303,16 @@ def _safe(name: str) -> str:
 def verify_qdq(model: Any, target: str, *, keep_float: Collection[str] = ()) -> list[str]:
     """Every way `model` breaks `target`'s Q/DQ rules, as one readable line each (empty: OK).
 
-    Both targets: opset >= 13; scales are constant, float32, finite and positive; zero points
-    present and constant; weights are int8 initializers in [-127, 127] behind a per-channel
-    DequantizeLinear on the output-channel axis with zero point 0; activations per-tensor;
-    every Conv/Gemm/MatMul reads dequantized inputs. TensorRT additionally: activation zero
-    points int8 and 0, every Q feeds only DQs with the same scale. ONNX Runtime target:
-    activation zero points uint8. Ops named in `keep_float` or in the model's
-    `vggdeploy.keep_float` metadata (ONNX node names) must be entirely float instead.
-    A Q/DQ pair on a weighted op's output (this writer's placement) is a Q feeding DQs with the
-    same scale, so the same rules cover it.
+    Opset >= 13; scales are constant, float32, finite and positive; zero points present,
+    constant, int8 and 0; weights are int8 initializers in [-127, 127] behind a per-channel
+    DequantizeLinear on the output-channel axis; activations per-tensor; every Q feeds only DQs
+    with the same scale; every Conv/Gemm/MatMul reads dequantized inputs. Ops named in
+    `keep_float` or in the model's `vggdeploy.keep_float` metadata (ONNX node names) must be
+    entirely float instead.
     """
     from onnx import TensorProto, numpy_helper
 
-    spec = get_target(target)
+    get_target(target)
     problems: list[str] = []
     opset = opset_of(model)
     if opset < MIN_OPSET:
@@ -392,24 +348,18 @@ def verify_qdq(model: Any, target: str, *, keep_float: Collection[str] = ()) -> 
             continue
         zp_type = inits[zp_name].data_type
         zero_point = const(zp_name)
-        if is_weight or spec.activation_dtype == "int8":
-            if zp_type != TensorProto.INT8:
-                problems.append(f"{label}: zero point must be int8 (got {_type_name(zp_type)})")
-            if np.any(zero_point != 0):
-                problems.append(
-                    f"{label}: zero point must be 0 (symmetric), got {zero_point.ravel()[:4].tolist()}"
-                )
-        elif zp_type != TensorProto.UINT8:
+        if zp_type != TensorProto.INT8:
+            problems.append(f"{label}: zero point must be int8 (got {_type_name(zp_type)})")
+        if np.any(zero_point != 0):
             problems.append(
-                f"{label}: activation zero point must be uint8 for the {target} target "
-                f"(got {_type_name(zp_type)})"
+                f"{label}: zero point must be 0 (symmetric), got {zero_point.ravel()[:4].tolist()}"
             )
         if zero_point.shape != scale.shape:
             problems.append(f"{label}: scale and zero point shapes differ")
         if not is_weight:
             if scale.size != 1:
                 problems.append(f"{label}: activations must be quantized per tensor (scalar scale)")
-            if node.op_type == "QuantizeLinear" and spec.name == "tensorrt":
+            if node.op_type == "QuantizeLinear":
                 for user in consumers.get(node.output[0], []):
                     if user.op_type != "DequantizeLinear":
                         problems.append(f"{label}: feeds {user.op_type}, not a DequantizeLinear")

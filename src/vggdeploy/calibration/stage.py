@@ -5,9 +5,9 @@
 1. draw `samples` calibration images (seeded) and a disjoint held-out set from `images`;
 2. collect per-tensor histograms in one streaming pass of the fp32 model through ONNX Runtime,
    or reuse a matching calibration cache;
-3. compute ranges (`entropy`, `minmax` or `percentile`) and write `model.int8.onnx`
-   (`target="tensorrt"`) or `model.int8-u8.onnx` (`target="onnxruntime"`) in Q/DQ form;
-4. check the file against its target's rules (`verify_qdq`) and compare int8 with fp32 on the
+3. compute ranges (`entropy`, `minmax` or `percentile`) and write `model.int8.onnx` in Q/DQ
+   form (NVIDIA's placement, for TensorRT and ONNX Runtime);
+4. check the file against TensorRT's Q/DQ rules (`verify_qdq`) and compare int8 with fp32 on the
    held-out images (cosine, top-1 agreement, top-5 overlap), warning loudly below tolerance;
 5. record the artifact, its calibration settings and the comparison in the manifest.
 """
@@ -51,10 +51,10 @@ from vggdeploy.precision import onnx_key
 log = logging.getLogger(__name__)
 
 # Held-out int8 vs fp32 agreement below which calibrate warns: cosine of the flattened logits
-# and top-1 agreement, from vggdeploy.metrics.TOLERANCES ("int8" for the tensorrt target,
-# "int8-u8" for onnxruntime), so `validate` and `calibrate` judge alike.
+# and top-1 agreement, from vggdeploy.metrics.TOLERANCES["int8"], so `validate` and
+# `calibrate` judge alike.
 INT8_TOLERANCE = {"cosine": 0.98, "top1": 0.90}
-TOLERANCE_KEYS = {"tensorrt": "int8", "onnxruntime": "int8-u8"}
+TOLERANCE_KEYS = {"tensorrt": "int8"}
 
 #: called after each calibration batch with its number of images
 BatchProgress = Callable[[int], None]
@@ -253,6 +253,7 @@ def calibrate_bundle(
         else "int8 per-channel symmetric",
         quantized_ops=qsummary["quantized_ops"],
         kept_float=qsummary["kept_float"],
+        fc_layers=fc_layers_record(qsummary["fc_layers"]),
         cpu_kernels=kernels,
         calibration=calibration_record,
         holdout=comparison,
@@ -276,6 +277,27 @@ def calibrate_bundle(
         "warnings": warnings,
         "sha256": record.sha256,
         "ranges": {name: r.to_dict() for name, r in ranges.items()},
+    }
+
+
+#: Why the FC layers are int8 (or float) in the one INT8 file, per target.
+FC_WHY = {
+    "onnxruntime": "int8 FC layers measured faster on ONNX Runtime's CPU (bench/int8_bench.py, "
+    "VGG-16 batch 1: int8 weights are a quarter of the bytes of a memory-bound layer)",
+    "tensorrt": "not measured here (needs a GPU); NVIDIA ModelOpt keeps batch-1 FC layers float "
+    "for TensorRT (its GEMV rule); `--keep-float classifier.0,classifier.3,classifier.6` does "
+    "the same",
+}
+
+
+def fc_layers_record(layers: dict[str, str]) -> dict[str, Any]:
+    """The manifest's record of the FC (Gemm/MatMul) layers' precision in the one INT8 file:
+    what each layer is, and per target what that choice rests on."""
+    kept = sorted(layer for layer, precision in layers.items() if precision == "float")
+    return {
+        "layers": dict(layers),
+        "chosen_by": "--keep-float" if kept else "default (int8)",
+        "why": dict(FC_WHY),
     }
 
 

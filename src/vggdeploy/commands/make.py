@@ -174,13 +174,6 @@ def export(
     help="Calibration images drawn from --images.",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the image draw.")
-@click.option(
-    "--target",
-    default="tensorrt",
-    show_default=True,
-    help="tensorrt: int8 symmetric activations -> model.int8.onnx; onnxruntime: uint8 "
-    "activations -> model.int8-u8.onnx.",
-)
 @batch_option(16, "Images per batch.")
 @click.option(
     "--cache",
@@ -232,7 +225,6 @@ def calibrate(
     percentile: float,
     samples: int,
     seed: int,
-    target: str,
     batch: int,
     cache: str | None,
     holdout: int | None,
@@ -246,9 +238,10 @@ def calibrate(
     """Calibrate BUNDLE on --images and write an INT8 Q/DQ ONNX (per-channel int8 weights).
 
     Ranges come from one streaming pass of the fp32 model (memory does not grow with
-    --samples), kept in a calibration cache so a re-run with other --method/--target skips
-    the data pass. The file is checked against its target's Q/DQ rules and compared with fp32
-    on held-out images; agreement below the int8 tolerance prints a warning.
+    --samples), kept in a calibration cache so a re-run with another --method skips the data
+    pass. The file (Q/DQ in NVIDIA's placement, for TensorRT and ONNX Runtime) is checked
+    against TensorRT's Q/DQ rules and compared with fp32 on held-out images; agreement below
+    the int8 tolerance prints a warning.
 
     --sensitivity ranks the layers by the accuracy lost quantizing each alone; --max-drop keeps
     the most sensitive ones float until top-1 is within budget; --keep-float does it by hand.
@@ -274,7 +267,6 @@ def calibrate(
 
         options = CalibrationOptions(
             method=method,
-            target=target,
             samples=samples,
             seed=seed,
             percentile=percentile,

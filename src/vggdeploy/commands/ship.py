@@ -347,8 +347,7 @@ def package(
 
     \b
     One model per artifact, named after its artifact key: <name>_onnx_<precision> (platform
-    onnxruntime_onnx; onnx.int8 and onnx.int8-u8 are two models, <name>_onnx_int8 and
-    <name>_onnx_int8-u8) and <name>_trt_<precision> (platform tensorrt_plan; one plan per
+    onnxruntime_onnx) and <name>_trt_<precision> (platform tensorrt_plan; one plan per
     compute capability via cc_model_filenames when several engines are built). Serve it with:
       docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 \\
         -v $PWD/REPO:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\

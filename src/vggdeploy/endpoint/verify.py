@@ -258,10 +258,6 @@ def precision_of(model: str, given: str | None) -> str:
         tail = model.rsplit(sep, 1)[-1]
         if tail in P.NAMES:
             return tail
-    # int8-u8 ends in "-u8": try the last two parts
-    tail2 = "-".join(model.replace("_", "-").rsplit("-", 2)[-2:])
-    if tail2 in P.NAMES:
-        return tail2
     raise InputError(
         f"model {model!r}: cannot tell its precision from the name: give --precision "
         f"({', '.join(P.NAMES)})"

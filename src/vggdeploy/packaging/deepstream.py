@@ -8,7 +8,7 @@ engine of the chosen precision, that engine; every path in the config is relativ
 Keys and what decides them:
 
 - `onnx-file`: the bundle's ONNX of the precision (`model.onnx`, `model.fp16.onnx`, or the
-  TensorRT-form Q/DQ `model.int8.onnx`; the `int8-u8` file is for ONNX Runtime and refused).
+  Q/DQ `model.int8.onnx` in NVIDIA's placement).
 - `model-engine-file`: only when `engine.<precision>` exists (not with `--bake-normalization`:
   that engine expects normalized input); `batch-size` must lie in its optimization profile.
 - `network-mode` 0 fp32, 1 int8, 2 fp16. For int8 the ONNX carries Q/DQ nodes (explicit
@@ -89,11 +89,6 @@ class DeepStreamOptions:
 
     def __post_init__(self) -> None:
         P.get(self.precision)  # an unknown name: one line listing the choices
-        if self.precision not in NETWORK_MODES:
-            raise InputError(
-                f"--precision {self.precision}: the int8-u8 file is made for ONNX Runtime on a "
-                "CPU; DeepStream builds TensorRT engines: use --precision int8"
-            )
         if self.batch is not None and self.batch < 1:
             raise InputError(f"--batch {self.batch} must be a positive integer")
         if self.color_format is not None:

@@ -1,8 +1,7 @@
 """A Triton Inference Server model repository from a bundle: one model per artifact.
 
 Each ONNX file becomes its own model on the `onnxruntime_onnx` platform, named after its
-artifact key (`onnx.int8-u8` -> `<name>_onnx_int8-u8`), so two INT8 files never collapse into
-one model; each engine precision becomes `<name>_trt_<precision>` on `tensorrt_plan`, with one
+artifact key (`onnx.int8` -> `<name>_onnx_int8`); each engine precision becomes `<name>_trt_<precision>` on `tensorrt_plan`, with one
 plan per GPU compute capability (`cc_model_filenames`) when engines built on several GPUs are
 given. A client picks backend and precision by model name and each model has exactly one
 platform, as Triton requires. Every file copied is checked against its sha256 first, and each
@@ -99,7 +98,7 @@ def _valid_model_name(name: str) -> bool:
 
 
 def model_name(base: str, key: str) -> str:
-    """The Triton model of artifact `key`: `onnx.int8-u8` -> `<base>_onnx_int8-u8`,
+    """The Triton model of artifact `key`: `onnx.int8` -> `<base>_onnx_int8`,
     `engine.fp16` -> `<base>_trt_fp16`."""
     kind, precision = P.split_key(key)
     return f"{base}_{'trt' if kind == P.ENGINE else 'onnx'}_{precision}"
@@ -115,7 +114,7 @@ class TritonSource:
     bundle: Path  # the bundle it comes from
 
     def describe(self, main: Path) -> str:
-        """`onnx.int8-u8 (model.int8-u8.onnx)`; the full path for another bundle's file."""
+        """`onnx.int8 (model.int8.onnx)`; the full path for another bundle's file."""
         where = self.record.path if self.bundle == main else str(self.path)
         return f"{self.key} ({where})"
 
@@ -233,15 +232,13 @@ def _onnx_models(
             )
         record = bundle.artifacts[key]
         notes = []
-        u8 = P.onnx_key("int8-u8")
-        if (
-            isinstance(record, OnnxArtifact)
-            and record.target == "tensorrt"
-            and u8 not in bundle.artifacts
-        ):
+        if isinstance(record, OnnxArtifact) and record.precision == "int8":
+            # The integer form is made on load by vggdeploy's own ONNX Runtime runtime
+            # (onnxutil.cpu_int8_form); Triton's onnxruntime backend loads the file as it is.
             notes.append(
-                "int8 Q/DQ made for TensorRT; on a CPU, ONNX Runtime is faster with the "
-                f"int8-u8 form: `{P.make_command(u8, str(bundle.root))}`"
+                "int8 Q/DQ in NVIDIA's placement: Triton's onnxruntime backend runs it as "
+                "written, with float convolutions on a CPU (no Q follows a Conv for ONNX "
+                "Runtime to fuse); serve INT8 from a TensorRT plan on a GPU"
             )
         sources = _sources(bundle, [key])
         # as every reader does: sha256, no external data (Triton would read it anywhere), io

@@ -13,8 +13,8 @@ from vggdeploy.errors import InputError
 
 log = logging.getLogger(__name__)
 
-#: The precisions the pipeline makes: every one a TensorRT engine is built in. "int8" makes both
-#: INT8 files (`model.int8.onnx` for TensorRT and `model.int8-u8.onnx` for ONNX Runtime).
+#: The precisions the pipeline makes: every one a TensorRT engine is built in ("int8" makes the
+#: one INT8 file, `model.int8.onnx`, for TensorRT and ONNX Runtime).
 MADE_PRECISIONS: tuple[str, ...] = P.ENGINE_NAMES
 DEFAULT_BENCH_RUNTIMES = ("onnxruntime", "tensorrt")
 #: Upper bounds of the numeric options (as `vggdeploy bench` and the other commands): beyond

@@ -30,7 +30,7 @@ BUILD_ELSEWHERE = (
     "`vggdeploy build BUNDLE --precision fp16|int8` there"
 )
 #: which INT8 file ONNX Runtime times (part of bench's inputs: a change re-runs the stage)
-ORT_INT8_NOTE = "model.int8.onnx, fused"
+ORT_INT8_NOTE = "model.int8.onnx, NVIDIA placement, integer form on load"
 EXPORT_OPSET = 18
 FP16_SAMPLES = 16
 BATCH = 8
@@ -308,9 +308,8 @@ def int8_run(ctx: Context) -> StageOutput:
     targets: dict[str, Any] = {}
     outputs: dict[str, str] = {}
     warnings: list[str] = []
-    # One INT8 file: model.int8.onnx is TensorRT's explicit-quantization form and ONNX Runtime
-    # fuses it into integer kernels as fast as the uint8 form (bench/int8_bench.py), so the
-    # pipeline makes that one; `vggdeploy calibrate --target onnxruntime` still writes int8-u8.
+    # One INT8 file: model.int8.onnx in NVIDIA's Q/DQ placement, which vggdeploy's ONNX Runtime
+    # CPU runtime rewrites on load into integer kernels (onnxutil.cpu_int8_form).
     for target in ("tensorrt",):
         progress = _CalibrationProgress(ctx.reporter, target, samples)
         ctx.reporter.progress(f"calibrating for {target} on {samples} images")

@@ -388,8 +388,9 @@ def _bench_section(data: dict[str, Any], out: Path) -> list[str]:
     lines = ["## Benchmark", "", bench_md.read_text("utf-8").strip(), ""]
     if "onnx.int8" in (data.get("artifacts") or {}):
         lines += [
-            "`model.int8.onnx` (int8 activations, for TensorRT) is not timed on ONNX Runtime: "
-            "its CPU kernels are made for the u8-activation `model.int8-u8.onnx` (int8-u8 above).",
+            "`model.int8.onnx` is Q/DQ in NVIDIA's placement (for TensorRT); vggdeploy's ONNX "
+            "Runtime CPU runtime rewrites it on load into integer kernels (`onnxutil."
+            "cpu_int8_form`: evaluated unfused, bit for bit the file's outputs).",
             "",
         ]
     if (out / "bench.png").is_file():

@@ -25,7 +25,7 @@ from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec
 log = logging.getLogger(__name__)
 
 #: every ONNX precision: fp32 is the export, the others come from `convert`/`calibrate`
-#: ("int8": Q/DQ for TensorRT, symmetric int8; "int8-u8": Q/DQ for ONNX Runtime, uint8 activations)
+#: ("int8": Q/DQ in NVIDIA's placement, symmetric int8, rewritten for the CPU provider on load)
 PRECISIONS = P.NAMES
 
 #: provider name -> ONNX Runtime execution providers in priority order
@@ -55,8 +55,8 @@ class OrtRuntime(Runtime):
     Args:
         source: a `Bundle`, a bundle directory, or an `.onnx` file (no manifest: nothing to
             verify its sha256 against; `precision` is then only a label).
-        precision: which ONNX of the bundle: "fp32" (`onnx.fp32`), "fp16", "int8" (Q/DQ for
-            TensorRT) or "int8-u8" (Q/DQ with uint8 activations, for ONNX Runtime's CPU).
+        precision: which ONNX of the bundle: "fp32" (`onnx.fp32`), "fp16" or "int8" (Q/DQ;
+            the CPU provider runs it in its integer form, `onnxutil.cpu_int8_form`).
             The artifact's sha256 is checked against the manifest on load.
         provider: "cpu", "cuda" or "tensorrt".
         threads: `intra_op_num_threads` (None: ONNX Runtime's default, one per physical core).
@@ -103,12 +103,6 @@ class OrtRuntime(Runtime):
                 )
         return reason
 
-    @classmethod
-    def artifact_unavailable(cls, bundle: Any, spec: Any) -> str | None:
-        if spec.device == "tensorrt" and spec.precision == "int8-u8":
-            return "int8-u8 (uint8 activations) is for ONNX Runtime's CPU; TensorRT runs int8"
-        return super().artifact_unavailable(bundle, spec)
-
     def __init__(
         self,
         source: Bundle | str | os.PathLike[str],
@@ -150,11 +144,6 @@ class OrtRuntime(Runtime):
             raise InputError(
                 f"{', '.join(trt_only)} only apply to the tensorrt provider, not {provider!r}: "
                 "drop them or use provider tensorrt"
-            )
-        if provider == "tensorrt" and precision == "int8-u8":
-            raise InputError(
-                "the int8-u8 model is for ONNX Runtime's CPU (uint8 activations, which TensorRT "
-                "does not support): use precision int8 with the tensorrt provider"
             )
         self.bundle: Bundle | None = None
         self.onnx_file: Path | None = None
@@ -291,10 +280,11 @@ class OrtRuntime(Runtime):
 
     def _cpu_int8_form(self) -> bytes | None:
         """An int8 model in the form ONNX Runtime's CPU provider runs fastest, or None to load
-        the file as it is (`onnxutil.cpu_int8_form`: ReLUs become integer maxima, activations
-        uint8; bit for bit the same outputs; measured by bench/int8_bench.py). The file keeps
-        TensorRT's form."""
-        if self.precision != "int8":  # int8-u8 is ONNX Runtime's own form already
+        the file as it is (`onnxutil.cpu_int8_form`: a Q/DQ pair after each Conv/Gemm so that
+        ONNX Runtime fuses them into integer kernels, ReLUs as integer maxima, activations
+        uint8; bit for bit the outputs of the file evaluated as written; measured by
+        bench/int8_bench.py). The file keeps NVIDIA's form."""
+        if self.precision != "int8":
             return None
         import onnx
 
@@ -304,7 +294,7 @@ class OrtRuntime(Runtime):
         if external_tensors(model):
             return None  # a loose file with weights beside it: ONNX Runtime reads it from there
         self._cpu_form = cpu_int8_form(model)
-        return model.SerializeToString() if self._cpu_form["relu_as_max"] else None
+        return model.SerializeToString() if any(self._cpu_form.values()) else None
 
     def _provider_list(self) -> list[Any]:
         """Providers with their options, as `InferenceSession(providers=...)` takes them."""

@@ -48,7 +48,7 @@ from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec
 
 log = logging.getLogger(__name__)
 
-#: the bundle's ONNX precisions OpenVINO runs (int8-u8 is ONNX Runtime's own CPU form)
+#: the bundle's ONNX precisions OpenVINO runs
 PRECISIONS = ("fp32", "fp16", "int8")
 #: spec variant -> OpenVINO device name (`Core().available_devices` lists e.g. CPU, GPU.0, NPU)
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
@@ -94,7 +94,6 @@ class OpenVinoRuntime(Runtime):
     EXCLUSIVE_VARIANTS = ("cpu", "gpu", "npu")
     DEFAULT_VARIANT = "cpu"
     PRECISIONS = PRECISIONS
-    PRECISION_HINT = "int8-u8 is ONNX Runtime's CPU form: OpenVINO runs the int8 file"
     ARTIFACT_KIND = "onnx"
     OPTIONS = ("threads", "streams")
     MODULE = "openvino"

@@ -48,7 +48,7 @@ class TorchRuntime(Runtime):
     EXCLUSIVE_VARIANTS = ("cpu", "cuda")
     DEFAULT_VARIANT = "cpu"
     PRECISIONS = PRECISIONS
-    PRECISION_HINT = "INT8 runs in onnxruntime or tensorrt"
+    PRECISION_HINT = "INT8 runs in onnxruntime, openvino or tensorrt"
     OPTIONS = ("threads",)
     MODULE = "torch"
     INSTALL_HINT = "pip install torch"

@@ -113,7 +113,6 @@ class TrtRuntime(StagedHooks, Runtime):
     name = "tensorrt"
     VARIANTS = {"cuda-graphs": {"cuda_graphs": True}}
     PRECISIONS = PRECISIONS
-    PRECISION_HINT = "int8-u8 is for ONNX Runtime's CPU; TensorRT runs int8"
     ARTIFACT_KIND = "engine"
     OPTIONS = ("verbosity",)
     MODULE = "tensorrt"
