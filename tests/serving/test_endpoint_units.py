@@ -47,8 +47,8 @@ def test_any_url_text_is_an_endpoint_or_one_input_error(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("model", "precision"),
-    [("vgg16-fp32", "fp32"), ("vgg16_trt_fp16", "fp16"), ("vgg16-int8-u8", "int8-u8"),
-     ("vgg16_onnx_int8-u8", "int8-u8"), ("vgg11_bn-int8", "int8")],
+    [("vgg16-fp32", "fp32"), ("vgg16_trt_fp16", "fp16"), ("vgg11_bn-int8", "int8"),
+     ("vgg16_onnx_int8", "int8")],
 )  # fmt: skip
 def test_the_precision_comes_from_the_model_name(model: str, precision: str) -> None:
     assert precision_of(model, None) == precision

@@ -82,7 +82,7 @@ class TorchRuntime(Runtime):
         if precision not in PRECISIONS:
             raise InputError(
                 f"torch precision {precision!r} is not supported: use fp32 or fp16 "
-                "(INT8 runs in onnxruntime or tensorrt)"
+                "(INT8 runs in onnxruntime, openvino or tensorrt)"
             )
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads {threads!r} must be a positive integer")
