@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vggdeploy.errors import BundleError, InputError
+from vggdeploy.errors import BundleError, InputError, os_error_message
 
 if TYPE_CHECKING:
     from vggdeploy.preprocess import Preprocessing
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 _SELF_CONTAINED: set[tuple[str, str]] = set()
 
 MANIFEST_NAME = "manifest.json"
+#: `.<artifact name>.pending`: held (flock) while a stage writes an artifact and records it
+PENDING_SUFFIX = ".pending"
 #: the lock file beside the manifest; every read-modify-write of the manifest holds it
 LOCK_NAME = ".manifest.lock"
 
@@ -56,26 +58,38 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     recognisable and never mistaken for the artifact itself.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp creates 0600; give the artifact the permissions an ordinary file would get, so a
-    # bundle can be read by another user (a Triton server, a CI job) after it is copied.
-    os.chmod(tmp_path, 0o666 & ~current_umask())
+    tmp_path: Path | None = None
     try:
+        # Creating the folder and the temporary file fail like the write itself (read-only
+        # place, full disk, over-long name), so they are inside the `try` too.
+        if len(dest.name.encode()) > _NAME_MAX:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(dest))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary name keeps only the start of a long name, so it fits wherever `dest`'s
+        # name fits.
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:64]}.", suffix=".partial", dir=dest.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        # mkstemp creates 0600; give the artifact the permissions an ordinary file would get, so
+        # a bundle can be read by another user (a Triton server, a CI job) after it is copied.
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         yield tmp_path
         os.replace(tmp_path, dest)
     except OSError as exc:
-        tmp_path.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
-            raise InputError(
-                f"cannot write {dest} ({exc.strerror}): free some space or choose a writable place"
-            ) from None
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+        message = os_error_message(exc, dest, "write")
+        if message is not None:
+            raise InputError(message) from None
         raise
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
         raise
+
+
+#: the longest file name (bytes) Linux file systems take
+_NAME_MAX = 255
 
 
 def current_umask() -> int:
@@ -86,8 +100,10 @@ def current_umask() -> int:
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C that arrives during a few renames, and raise it once they are done (so a
-    swap of two folders is never left half done). Only the main thread receives signals."""
+    """Hold a Ctrl-C, SIGTERM or SIGHUP that arrives during a few renames, and deliver it once
+    they are done (so a swap of two folders is never left half done): the handler in place
+    before (the CLI's, which raises KeyboardInterrupt) then acts on it. Only the main thread
+    receives signals."""
     import signal
     import threading
 
@@ -95,39 +111,92 @@ def interrupts_deferred() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in stops
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if caught:
-        raise KeyboardInterrupt
+        signal.raise_signal(caught[0])
+        raise KeyboardInterrupt  # a handler that ignored it: still stop, as Ctrl-C would
+
+
+#: the suffix of the folder `replace_folder` moves the old `dest` to, until the new one is in place
+REPLACED_SUFFIX = ".replaced"
+
+
+def _swap_hook(step: str) -> None:
+    """Called between the steps of `replace_folder`; tests put an interrupt here to check that
+    every window is recoverable. Does nothing otherwise."""
 
 
 def replace_folder(staging: Path, dest: Path, *, replace: bool) -> None:
-    """Move the finished folder `staging` to `dest` (same file system), Ctrl-C deferred.
+    """Move the finished folder `staging` to `dest` (same file system), stop signals deferred.
 
     Without `replace`, one rename: it also takes the place of an empty folder, and fails if
     `dest` is not empty. With `replace` (the caller has checked that `dest` may go), `dest` is
-    renamed aside first, put back if the second rename fails, and deleted only once `staging`
-    is in place: at every moment one complete folder is at `dest`.
+    renamed aside to `.<name>.<random>.replaced` first, put back if the second rename fails, and
+    deleted once `staging` is in place. A process killed outright (SIGKILL, power loss) between
+    the steps leaves the aside folder: `recover_swap` (run by the next command that writes or
+    reads `dest`) puts it back when `dest` is missing and deletes it when `dest` is complete.
     """
     import shutil
 
     with interrupts_deferred():
+        recover_swap(dest)
         if not replace or not dest.exists():
             os.rename(staging, dest)
             return
-        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".replaced", dir=dest.parent))
+        aside = Path(
+            tempfile.mkdtemp(prefix=f".{dest.name[:64]}.", suffix=REPLACED_SUFFIX, dir=dest.parent)
+        )
         os.rename(dest, aside)  # onto the empty folder mkdtemp made
+        _swap_hook("aside")
         try:
             os.rename(staging, dest)
         except BaseException:
             os.rename(aside, dest)  # the old folder back where it was
             raise
-    shutil.rmtree(aside, ignore_errors=True)
+        _swap_hook("swapped")
+        # Inside the deferred block too: an interrupt while deleting would leave the old bundle
+        # behind while the CLI says nothing was left.
+        shutil.rmtree(aside, ignore_errors=True)
     if aside.exists():
         log.warning("could not remove the replaced folder, now at %s", aside)
+
+
+def recover_swap(dest: Path) -> None:
+    """Finish or roll back a `replace_folder` that was killed between its steps: an aside
+    folder goes back to `dest` when `dest` is missing, and is deleted when `dest` is there."""
+    import shutil
+
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return
+    import re
+
+    # exactly what mkdtemp made in `replace_folder` (8 random characters), not another folder's
+    pattern = re.compile(
+        re.escape(f".{dest.name[:64]}.") + r"[a-z0-9_]{8}" + re.escape(REPLACED_SUFFIX)
+    )
+    try:
+        names = [n for n in os.listdir(dest.parent) if pattern.fullmatch(n)]
+    except OSError:
+        return
+    for name in sorted(names):
+        aside = dest.parent / name
+        if not aside.is_dir() or aside.is_symlink():
+            continue
+        if not dest.exists() and any(aside.iterdir()):
+            os.rename(aside, dest)
+            log.warning("restored %s from an interrupted --force swap", dest)
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
+            log.warning("removed %s, left by an interrupted --force swap", aside)
 
 
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
@@ -179,6 +248,7 @@ class Bundle:
     @classmethod
     def load(cls, root: str | os.PathLike[str]) -> Bundle:
         root = Path(root)
+        recover_swap(root)
         if not root.is_dir():
             raise BundleError(f"bundle {root} does not exist: create it with `vggdeploy export`")
         path = root / MANIFEST_NAME
@@ -187,7 +257,9 @@ class Bundle:
                 f"{root} has no {MANIFEST_NAME}: it is not a vggdeploy bundle "
                 "(create one with `vggdeploy export`)"
             )
-        return cls(root, read_manifest(path))
+        bundle = cls(root, read_manifest(path))
+        bundle.recover_pending()
+        return bundle
 
     @classmethod
     def create(cls, root: str | os.PathLike[str], manifest: Manifest) -> Bundle:
@@ -224,6 +296,85 @@ class Bundle:
             yield manifest
             atomic_write_json(path, manifest.to_json_dict())
             self.manifest = manifest
+
+    # -- an artifact and its record, together ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing(self, name: str) -> Iterator[Path]:
+        """Yield the path of artifact `name` in the bundle, for a block that writes it (with
+        `atomic_path`) and records it (`add_artifact`). Until the block ends, the marker
+        `.<name>.pending` is held; if the process dies in between (the file replaced, its record
+        not yet written), the next `Bundle.load` finds the marker unheld and rolls back: a file
+        whose record does not match is deleted with its record. An exception in the block rolls
+        back at once."""
+        import fcntl
+
+        marker = self.root / f".{name}{PENDING_SUFFIX}"
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield self.root / name
+            except BaseException:
+                with interrupts_deferred():
+                    self._roll_back(name)
+                raise
+        finally:
+            marker.unlink(missing_ok=True)
+            os.close(fd)
+
+    def recover_pending(self) -> None:
+        """Roll back every artifact whose writer died between the file and its record."""
+        import fcntl
+
+        try:
+            names = [n for n in os.listdir(self.root) if n.endswith(PENDING_SUFFIX)]
+        except OSError:
+            return
+        for marker_name in names:
+            marker = self.root / marker_name
+            try:
+                fd = os.open(marker, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its writer is still at work
+                self._roll_back(marker_name[1 : -len(PENDING_SUFFIX)])
+                marker.unlink(missing_ok=True)
+            except OSError as exc:  # a read-only copy of a bundle: report, do not fail reading
+                log.warning("could not finish the interrupted write of %s: %s", marker, exc)
+            finally:
+                os.close(fd)
+
+    def _roll_back(self, name: str) -> None:
+        """Keep artifact `name` only if a record lists it with its current sha256."""
+        path = self.root / name
+        with self.lock():
+            manifest_path = self.root / MANIFEST_NAME
+            manifest = read_manifest(manifest_path) if manifest_path.is_file() else self.manifest
+            keys = [k for k, rec in manifest.artifacts.items() if rec.path == name]
+            if path.is_file() and not path.is_symlink():
+                digest = sha256_file(path)
+                if any(manifest.artifacts[k].sha256 == digest for k in keys):
+                    return
+            removed = path.is_file() or path.is_symlink()
+            if removed:
+                path.unlink()
+            for key in keys:
+                del manifest.artifacts[key]
+            if keys:
+                atomic_write_json(manifest_path, manifest.to_json_dict())
+            self.manifest = manifest
+            if not removed and not keys:
+                return
+            log.warning(
+                "removed %s%s: it was written without its manifest record (interrupted)",
+                path,
+                f" and the record of {', '.join(keys)}" if keys else "",
+            )
 
     # -- containment ----------------------------------------------------------------------------
 

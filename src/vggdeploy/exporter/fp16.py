@@ -95,8 +95,8 @@ def convert_fp16(
         raise InputError(f"samples {samples} must be at least 1")
     if batch_size < 1:
         raise InputError(f"batch size {batch_size} must be at least 1")
-    if not headroom >= 1.0:
-        raise InputError(f"headroom {headroom} must be at least 1 (1 means no safety margin)")
+    if not 1.0 <= headroom <= 1e6:
+        raise InputError(f"headroom {headroom} must be a number from 1 (no safety margin) to 1e6")
     started = time.perf_counter()
     fp32_path = bundle.artifact_path(P.onnx_key("fp32"), verify=True)
     model = onnx.load(str(fp32_path))
