@@ -122,7 +122,8 @@ def _run(argv: list[str] | None) -> None:
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             hint = f" (see `{exc.ctx.command_path} --help`)"
-        _error(f"{exc.format_message()}{hint}")
+        # click's own messages may span lines ("Choose from:\n\t..."): joined, not escaped
+        _error(" ".join(f"{exc.format_message()}{hint}".split()))
         sys.exit(exc.exit_code)
     except click.exceptions.Abort as exc:
         if isinstance(exc.__context__, KeyboardInterrupt):

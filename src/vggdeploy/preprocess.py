@@ -72,7 +72,7 @@ class Preprocessing:
         # an fp16 artifact sees infinities, and --mean -1e308 overflows even float32. Compared
         # without dividing, so no extreme value can overflow here.
         top = 255 * self.scale
-        if not all(
+        if not all(abs(v) <= NORMALIZED_MAX * 100 for v in values) or not all(
             abs(v - m) <= NORMALIZED_MAX * s
             for m, s in zip(self.mean, self.std)
             for v in (0.0, top)
