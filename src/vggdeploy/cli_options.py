@@ -224,11 +224,12 @@ def check_outputs(params: dict[str, Any], flags: dict[str, str] | None = None) -
                     where = (
                         "is"
                         if out == source
-                        else ("lies inside" if out.is_relative_to(source) else "holds")
+                        else ("is inside" if out.is_relative_to(source) else "holds")
                     )
+                    what = "bundle" if in_name in ("bundle", "bundle_dir") else "input"
                     raise InputError(
-                        f"{flags.get(out_name, out_name)} {out_text} {where} the input "
-                        f"{flags.get(in_name, in_name)} {source}: the command would overwrite "
+                        f"{flags.get(out_name, out_name)} {out_text} {where} the {what} "
+                        f"{source} ({flags.get(in_name, in_name)}): the command would overwrite "
                         "what it reads; write it somewhere else"
                     )
 
