@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import vggdeploy.bundle as b
+import vggdeploy.atomic as b
 from vggdeploy.bundle import Bundle, replace_folder
 
 

@@ -16,7 +16,7 @@ import pytest
 WRITE_THEN_WAIT = """
 import sys, time
 from pathlib import Path
-import vggdeploy.bundle as b
+import vggdeploy.atomic as b
 from vggdeploy.cli import main
 ready = Path(sys.argv[1])
 def slow_write(dest, data):
@@ -31,7 +31,7 @@ main(["models", "--json", sys.argv[2]])
 SWAP_THEN_WAIT = """
 import sys, time
 from pathlib import Path
-import vggdeploy.bundle as b
+import vggdeploy.atomic as b
 from vggdeploy.cli import _install_stop_handlers
 ready, root = Path(sys.argv[1]), Path(sys.argv[2])
 def hook(step):
