@@ -96,3 +96,32 @@ def test_a_replaced_artifact_whose_record_is_stale_is_removed_with_its_record(ti
     loaded = Bundle.load(tiny_bundle)
     assert "onnx.fp32" not in loaded.artifacts
     assert not (tiny_bundle / "model.onnx").exists()
+
+
+def test_ctrl_c_between_the_int8_file_and_its_record_leaves_a_consistent_bundle(
+    tiny_bundle, tmp_path, monkeypatch, capsys
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from vggdeploy.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(images / f"{i}.png")
+
+    def interrupted(self, key, path, **facts):
+        assert (self.root / path).is_file()  # the file is in place, its record not yet
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Bundle, "add_artifact", interrupted)
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", str(tiny_bundle), "--images", str(images), "--samples", "4"])
+    assert exc.value.code == 130
+    assert capsys.readouterr().err.strip().endswith("(no partial files were left behind)")
+    left = sorted(os.listdir(tiny_bundle))
+    assert "model.int8.onnx" not in left
+    assert not [n for n in left if n.endswith((".pending", ".partial"))]
+    assert "onnx.int8" not in Bundle.load(tiny_bundle).artifacts
