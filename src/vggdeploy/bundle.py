@@ -4,22 +4,31 @@ A bundle is a directory that every stage reads and extends: `model.onnx`, later
 `model.int8.onnx`, `model.fp16.onnx`, `model.<precision>.engine`, and `manifest.json`, which
 records what was made, from what, with which versions, and the sha256 of every file. Stages
 write files atomically (temporary name in the same directory, then `os.replace`) so an
-interrupted run never leaves a half-written artifact behind.
+interrupted run never leaves a half-written artifact behind (the writers live in `atomic.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vggdeploy.errors import BundleError, InputError
+from vggdeploy.atomic import (  # noqa: F401 - the bundle's writers, re-exported for stages
+    REPLACED_SUFFIX,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    current_umask,
+    interrupts_deferred,
+    recover_swap,
+    replace_folder,
+)
+from vggdeploy.errors import BundleError
 
 if TYPE_CHECKING:
     from vggdeploy.preprocess import Preprocessing
@@ -34,6 +43,8 @@ MANIFEST_NAME = "manifest.json"
 #: a labels file larger than this is refused by its size, before it is read (ImageNet's 1000
 #: names take 10 KiB; this leaves room for long names in any script)
 MAX_LABELS_BYTES = 8 << 20
+#: `.<artifact name>.pending`: held (flock) while a stage writes an artifact and records it
+PENDING_SUFFIX = ".pending"
 #: the lock file beside the manifest; every read-modify-write of the manifest holds it
 LOCK_NAME = ".manifest.lock"
 #: the folder of runtimes' compiled-model caches: not an artifact, never packed, safe to delete
@@ -51,104 +62,6 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `dest`; on success it replaces `dest`, on error it is removed.
-
-    The temporary name starts with a dot and ends in `.partial`, so an interrupted write is
-    recognisable and never mistaken for the artifact itself.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp creates 0600; give the artifact the permissions an ordinary file would get, so a
-    # bundle can be read by another user (a Triton server, a CI job) after it is copied.
-    os.chmod(tmp_path, 0o666 & ~current_umask())
-    try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
-    except OSError as exc:
-        tmp_path.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
-            raise InputError(
-                f"cannot write {dest} ({exc.strerror}): free some space or choose a writable place"
-            ) from None
-        raise
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C that arrives during a few renames, and raise it once they are done (so a
-    swap of two folders is never left half done). Only the main thread receives signals."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
-def replace_folder(staging: Path, dest: Path, *, replace: bool) -> None:
-    """Move the finished folder `staging` to `dest` (same file system), Ctrl-C deferred.
-
-    Without `replace`, one rename: it also takes the place of an empty folder, and fails if
-    `dest` is not empty. With `replace` (the caller has checked that `dest` may go), `dest` is
-    renamed aside first, put back if the second rename fails, and deleted only once `staging`
-    is in place: at every moment one complete folder is at `dest`.
-    """
-    import shutil
-
-    with interrupts_deferred():
-        if not replace or not dest.exists():
-            os.rename(staging, dest)
-            return
-        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".replaced", dir=dest.parent))
-        os.rename(dest, aside)  # onto the empty folder mkdtemp made
-        try:
-            os.rename(staging, dest)
-        except BaseException:
-            os.rename(aside, dest)  # the old folder back where it was
-            raise
-    shutil.rmtree(aside, ignore_errors=True)
-    if aside.exists():
-        log.warning("could not remove the replaced folder, now at %s", aside)
-
-
-def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:
-    atomic_write_bytes(dest, text.encode("utf-8"))
-
-
-def atomic_write_json(dest: str | os.PathLike[str], obj: Any) -> None:
-    """Strict JSON (NaN and infinities are refused, as every reader of ours refuses them)."""
-    from vggdeploy.records import dumps
-
-    atomic_write_text(dest, dumps(obj))
 
 
 def library_versions(*names: str) -> dict[str, str]:
@@ -184,6 +97,7 @@ class Bundle:
     @classmethod
     def load(cls, root: str | os.PathLike[str]) -> Bundle:
         root = Path(root)
+        recover_swap(root)
         if not root.is_dir():
             raise BundleError(f"bundle {root} does not exist: create it with `vggdeploy export`")
         path = root / MANIFEST_NAME
@@ -192,7 +106,9 @@ class Bundle:
                 f"{root} has no {MANIFEST_NAME}: it is not a vggdeploy bundle "
                 "(create one with `vggdeploy export`)"
             )
-        return cls(root, read_manifest(path))
+        bundle = cls(root, read_manifest(path))
+        bundle.recover_pending()
+        return bundle
 
     @classmethod
     def create(cls, root: str | os.PathLike[str], manifest: Manifest) -> Bundle:
@@ -229,6 +145,85 @@ class Bundle:
             yield manifest
             atomic_write_json(path, manifest.to_json_dict())
             self.manifest = manifest
+
+    # -- an artifact and its record, together ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing(self, name: str) -> Iterator[Path]:
+        """Yield the path of artifact `name` in the bundle, for a block that writes it (with
+        `atomic_path`) and records it (`add_artifact`). Until the block ends, the marker
+        `.<name>.pending` is held; if the process dies in between (the file replaced, its record
+        not yet written), the next `Bundle.load` finds the marker unheld and rolls back: a file
+        whose record does not match is deleted with its record. An exception in the block rolls
+        back at once."""
+        import fcntl
+
+        marker = self.root / f".{name}{PENDING_SUFFIX}"
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield self.root / name
+            except BaseException:
+                with interrupts_deferred():
+                    self._roll_back(name)
+                raise
+        finally:
+            marker.unlink(missing_ok=True)
+            os.close(fd)
+
+    def recover_pending(self) -> None:
+        """Roll back every artifact whose writer died between the file and its record."""
+        import fcntl
+
+        try:
+            names = [n for n in os.listdir(self.root) if n.endswith(PENDING_SUFFIX)]
+        except OSError:
+            return
+        for marker_name in names:
+            marker = self.root / marker_name
+            try:
+                fd = os.open(marker, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its writer is still at work
+                self._roll_back(marker_name[1 : -len(PENDING_SUFFIX)])
+                marker.unlink(missing_ok=True)
+            except OSError as exc:  # a read-only copy of a bundle: report, do not fail reading
+                log.warning("could not finish the interrupted write of %s: %s", marker, exc)
+            finally:
+                os.close(fd)
+
+    def _roll_back(self, name: str) -> None:
+        """Keep artifact `name` only if a record lists it with its current sha256."""
+        path = self.root / name
+        with self.lock():
+            manifest_path = self.root / MANIFEST_NAME
+            manifest = read_manifest(manifest_path) if manifest_path.is_file() else self.manifest
+            keys = [k for k, rec in manifest.artifacts.items() if rec.path == name]
+            if path.is_file() and not path.is_symlink():
+                digest = sha256_file(path)
+                if any(manifest.artifacts[k].sha256 == digest for k in keys):
+                    return
+            removed = path.is_file() or path.is_symlink()
+            if removed:
+                path.unlink()
+            for key in keys:
+                del manifest.artifacts[key]
+            if keys:
+                atomic_write_json(manifest_path, manifest.to_json_dict())
+            self.manifest = manifest
+            if not removed and not keys:
+                return
+            log.warning(
+                "removed %s%s: it was written without its manifest record (interrupted)",
+                path,
+                f" and the record of {', '.join(keys)}" if keys else "",
+            )
 
     # -- containment ----------------------------------------------------------------------------
 

@@ -8,15 +8,19 @@ instead of the table).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from vggdeploy import precision as P
 from vggdeploy.errors import InputError
+from vggdeploy.report.escape import shown_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -167,6 +171,96 @@ def parse_floats(value: str | None, name: str) -> tuple[float, float, float] | N
     return parts  # type: ignore[return-value]
 
 
+# -- outputs never inside inputs ---------------------------------------------------------------
+
+#: every parameter (by its Python name, in any command) that names a file or folder the command
+#: writes or replaces
+OUTPUT_PARAMS = frozenset({"out", "output", "json_path", "csv_path", "markdown_path", "plot_path"})
+#: every parameter that names a file or folder the command reads (`weights` may be a zoo name
+#: instead: only an existing path counts)
+INPUT_PARAMS = frozenset(
+    {
+        "bundle",
+        "bundle_dir",
+        "path",
+        "archive",
+        "images",
+        "accuracy_images",
+        "end_to_end",
+        "labels",
+        "engines_from",
+        "compare",
+        "weights",
+    }
+)
+#: read and written back on purpose: a cache the command refreshes in place
+READ_WRITE_PARAMS = frozenset({"cache", "timing_cache"})
+
+
+def _paths(value: Any) -> list[str]:
+    if value is None or isinstance(value, bool):
+        return []
+    if isinstance(value, (tuple, list)):
+        return [v for item in value for v in _paths(item)]
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    return [text] if text and text != "-" else []
+
+
+def check_outputs(params: dict[str, Any], flags: dict[str, str] | None = None) -> None:
+    """Refuse an output that is, or lies inside, an input the command reads (it would overwrite
+    or replace it), and a folder output that holds an input (`--force` would delete it)."""
+    flags = flags or {}
+    inputs = [
+        (name, Path(p).resolve())
+        for name in INPUT_PARAMS
+        for p in _paths(params.get(name))
+        if name != "weights" or Path(p).exists()
+    ]
+    for out_name in OUTPUT_PARAMS:
+        for out_text in _paths(params.get(out_name)):
+            out = Path(out_text).resolve()
+            for in_name, source in inputs:
+                if out == source or out.is_relative_to(source) or source.is_relative_to(out):
+                    where = (
+                        "is"
+                        if out == source
+                        else ("is inside" if out.is_relative_to(source) else "holds")
+                    )
+                    what = "bundle" if in_name in ("bundle", "bundle_dir") else "input"
+                    raise InputError(
+                        f"{flags.get(out_name, out_name)} {out_text} {where} the {what} "
+                        f"{source} ({flags.get(in_name, in_name)}): the command would overwrite "
+                        "what it reads; write it somewhere else"
+                    )
+
+
+def guard_outputs(command: click.Command) -> click.Command:
+    """Run `check_outputs` on `command`'s parameters before its body runs (every command goes
+    through this once, in `cli.py`)."""
+    callback = command.callback
+    if callback is None:
+        return command
+    flags = {
+        p.name: (p.opts[0] if isinstance(p, click.Option) else p.human_readable_name)
+        for p in command.params
+        if p.name
+    }
+
+    @functools.wraps(callback)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check_outputs(kwargs, flags)
+        return callback(*args, **kwargs)
+
+    command.callback = checked
+    return command
+
+
+def echo_text(text: str, *, nl: bool = True, err: bool = False) -> None:
+    """Report text to the terminal: each line escaped (`report.escape.shown_lines`), since
+    reports quote labels, model names and file names."""
+    click.echo(shown_lines(text), nl=nl, err=err)
+
+
 def emit_json(data: Any, dest: str) -> None:
     """JSON to standard output (`-`) or atomically to a file."""
     if dest == "-":
@@ -185,13 +279,13 @@ def emit(text: str, data: Any, json_path: str | None) -> None:
     if json_path:
         emit_json(data, json_path)
     if json_path != "-":
-        click.echo(text)
+        echo_text(text)
 
 
 def emit_text(text: str, dest: str) -> None:
     """Text to standard output (`-`) or atomically to a file."""
     if dest == "-":
-        click.echo(text, nl=False)
+        echo_text(text, nl=False)
     else:
         from vggdeploy.bundle import atomic_write_text
 

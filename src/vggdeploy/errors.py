@@ -38,3 +38,27 @@ class CheckFailedError(VggDeployError):
     """A numerical or structural check ran and failed (parity, validation, precision)."""
 
     exit_code = 2
+
+
+#: OS errors the user fixes (space, permissions, names); any other OSError is a bug
+_OS_FIXES = {
+    "ENOSPC": "free some space or choose another place",
+    "EDQUOT": "free some space or choose another place",
+    "EROFS": "choose a writable place",
+    "EACCES": "choose a place you may write to, or fix its permissions",
+    "EPERM": "choose a place you may write to, or fix its permissions",
+    "ENAMETOOLONG": "choose a shorter name or path",
+}
+
+
+def os_error_message(exc: OSError, path: object = None, doing: str = "use") -> str | None:
+    """One line for an OS error the user can fix (`cannot write X (No space left on device):
+    free some space...`), or None when the error is not one of those. `doing`: what failed
+    ("write"; "use" when the caller cannot tell)."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or -1, "")
+    if name not in _OS_FIXES:
+        return None
+    where = path if path is not None else (exc.filename or "a file")
+    return f"cannot {doing} {where} ({exc.strerror or name}): {_OS_FIXES[name]}"

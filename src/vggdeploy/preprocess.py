@@ -35,6 +35,10 @@ IMAGE_EXTENSIONS = (
 )
 
 
+#: the largest magnitude a normalised pixel may reach ((x * scale - mean) / std)
+NORMALIZED_MAX = 1e4
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Resize the shorter side to `resize`, centre-crop `crop` x `crop`, scale to [0, 1],
@@ -64,6 +68,20 @@ class Preprocessing:
             raise InputError("mean and std need three values each, all finite")
         if any(s <= 0 for s in self.std):
             raise InputError("mean and std need three values each, std all positive")
+        # (pixel * scale - mean) / std must stay a sane number: far beyond fp16's range (65504)
+        # an fp16 artifact sees infinities, and --mean -1e308 overflows even float32. Compared
+        # without dividing, so no extreme value can overflow here.
+        top = 255 * self.scale
+        if not all(abs(v) <= NORMALIZED_MAX * 100 for v in values) or not all(
+            abs(v - m) <= NORMALIZED_MAX * s
+            for m, s in zip(self.mean, self.std)
+            for v in (0.0, top)
+        ):
+            raise InputError(
+                f"mean {list(self.mean)} and std {list(self.std)} put normalised pixel values "
+                f"beyond +-{NORMALIZED_MAX:g}: give them on the scale of pixels x {self.scale:g} "
+                "(ImageNet: --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)"
+            )
         if self.crop > self.resize:
             raise InputError(
                 f"crop {self.crop} is larger than resize {self.resize}: resize must be at least the crop"

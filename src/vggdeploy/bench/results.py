@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -156,12 +157,59 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise InputError(f"{p} does not exist: give a file written by `vggdeploy bench --json`")
     try:
-        data = json.loads(p.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
+        data = json.loads(p.read_text("utf-8"), parse_constant=_no_constant)
+    except (OSError, ValueError, RecursionError) as exc:
         raise InputError(f"{p} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
         raise InputError(f"{p} is not a vggdeploy bench result (schema {RESULT_SCHEMA} expected)")
+    problem = _result_problem(data)
+    if problem:
+        raise InputError(
+            f"{p} is not a usable bench result ({problem}): give a file written by "
+            "`vggdeploy bench --json`"
+        )
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _positive(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value < 1e12
+    )
+
+
+def _result_problem(data: dict[str, Any]) -> str | None:
+    """What `compare_results` would trip over in a result file, or None."""
+    method = data.get("method")
+    if not isinstance(method, dict) or not all(
+        isinstance(method.get(part, {}), dict) for part in ("host", "versions")
+    ):
+        return "'method' must be an object with 'host' and 'versions' objects"
+    cases = data.get("cases")
+    if not isinstance(cases, list):
+        return "'cases' must be a list"
+    for i, case in enumerate(cases):
+        if not isinstance(case, dict):
+            return f"case {i} is not an object"
+        if not isinstance(case.get("runtime"), str) or not isinstance(case.get("precision"), str):
+            return f"case {i} needs 'runtime' and 'precision' strings"
+        batch = case.get("batch")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 0 < batch < 1 << 20:
+            return f"case {i} needs a positive integer 'batch'"
+        latency = case.get("latency_ms")
+        if not isinstance(latency, dict) or not all(
+            _positive(latency.get(k)) for k in ("median", "p99")
+        ):
+            return f"case {i} needs positive finite 'latency_ms' 'median' and 'p99'"
+        if not _positive(case.get("throughput_ips")):
+            return f"case {i} needs a positive finite 'throughput_ips'"
+    return None
 
 
 def case_key(case: dict[str, Any]) -> tuple[str, str, int]:

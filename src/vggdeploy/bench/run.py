@@ -334,8 +334,10 @@ def _run_case(
     clock: Clock,
 ) -> dict[str, Any]:
     feed = make_feed(runtime.inputs, batch, image_size, options.seed)
-    runtime.check_feed(feed)  # once: the feed does not change inside the loop
     staged = isinstance(runtime, StagedRuntime)
+    # Once, checked: the feed does not change inside the loop; a backend failure or a non-finite
+    # output is one error line before any timing (staged runtimes run through their own steps).
+    runtime.check_feed(feed) if staged else runtime.infer(feed)
     split: dict[str, list[float]] | None = None
     reference: dict[str, Any] | None = None
 

@@ -202,62 +202,63 @@ def calibrate_bundle(
     dest = bundle.root / target.filename
     warnings: list[str] = []
     figures: dict[int, dict[str, Any]] = {}
-    with atomic_path(dest) as tmp:
-        paths = {bits: tmp.with_name(f"{tmp.name}.w{bits}") for bits in widths[1:]}
-        paths[widths[0]] = tmp
-        try:
-            reference = None
-            for bits in widths:
-                qsummary = _write_qdq(
-                    fp32_path, ranges, options, metadata, bits, paths[bits], target.name
-                )
-                if holdout_reader is not None:
-                    if reference is None:
-                        reference = _logits(fp32_path, holdout_reader)
-                    figures[bits] = compare_on_images(reference, paths[bits], holdout_reader)
-            chosen = cpu_kernels.choose(figures) if figures else widths[0]
-            if chosen != widths[0]:
-                os.replace(paths[chosen], tmp)
-        finally:
-            for path in paths.values():
-                if path != tmp:
-                    path.unlink(missing_ok=True)
-    kernels = cpu_kernels.record(
-        host_cpu, options.weight_bits, chosen, figures, holdout_reader is not None
-    )
-    comparison = _judge_holdout(figures.get(chosen), split, options)
-    if comparison.get("passed") is False:
-        warnings.append(
-            f"INT8 ACCURACY WARNING: on {comparison['images']} held-out images int8 vs fp32 "
-            f"cosine {comparison['cosine']:.4f} (worst image {comparison['cosine_min']:.4f}), "
-            f"top-1 agreement {comparison['top1_agreement']:.3f}, below the int8 tolerance "
-            f"(cosine >= {comparison['tolerance']['cosine']}, top-1 agreement >= "
-            f"{comparison['tolerance']['top1']}); try "
-            f"{_alternatives(options.method)}, more --samples, or images closer to the "
-            "deployment data"
+    with bundle.writing(target.filename):
+        with atomic_path(dest) as tmp:
+            paths = {bits: tmp.with_name(f"{tmp.name}.w{bits}") for bits in widths[1:]}
+            paths[widths[0]] = tmp
+            try:
+                reference = None
+                for bits in widths:
+                    qsummary = _write_qdq(
+                        fp32_path, ranges, options, metadata, bits, paths[bits], target.name
+                    )
+                    if holdout_reader is not None:
+                        if reference is None:
+                            reference = _logits(fp32_path, holdout_reader)
+                        figures[bits] = compare_on_images(reference, paths[bits], holdout_reader)
+                chosen = cpu_kernels.choose(figures) if figures else widths[0]
+                if chosen != widths[0]:
+                    os.replace(paths[chosen], tmp)
+            finally:
+                for path in paths.values():
+                    if path != tmp:
+                        path.unlink(missing_ok=True)
+        kernels = cpu_kernels.record(
+            host_cpu, options.weight_bits, chosen, figures, holdout_reader is not None
         )
-    elif comparison.get("skipped"):
-        warnings.append(f"held-out comparison skipped: {comparison['skipped']}")
-    for line in warnings:
-        log.warning(line)
+        comparison = _judge_holdout(figures.get(chosen), split, options)
+        if comparison.get("passed") is False:
+            warnings.append(
+                f"INT8 ACCURACY WARNING: on {comparison['images']} held-out images int8 vs fp32 "
+                f"cosine {comparison['cosine']:.4f} (worst image {comparison['cosine_min']:.4f}), "
+                f"top-1 agreement {comparison['top1_agreement']:.3f}, below the int8 tolerance "
+                f"(cosine >= {comparison['tolerance']['cosine']}, top-1 agreement >= "
+                f"{comparison['tolerance']['top1']}); try "
+                f"{_alternatives(options.method)}, more --samples, or images closer to the "
+                "deployment data"
+            )
+        elif comparison.get("skipped"):
+            warnings.append(f"held-out comparison skipped: {comparison['skipped']}")
+        for line in warnings:
+            log.warning(line)
 
-    record = bundle.add_artifact(
-        target.artifact_key,
-        target.filename,
-        kind="onnx",
-        precision="int8",
-        target=target.name,
-        activations=target.activation_dtype,
-        weights=f"int8 per-channel symmetric, {chosen}-bit range"
-        if chosen != 8
-        else "int8 per-channel symmetric",
-        quantized_ops=qsummary["quantized_ops"],
-        kept_float=qsummary["kept_float"],
-        fc_layers=fc_layers_record(qsummary["fc_layers"]),
-        cpu_kernels=kernels,
-        calibration=calibration_record,
-        holdout=comparison,
-    )
+        record = bundle.add_artifact(
+            target.artifact_key,
+            target.filename,
+            kind="onnx",
+            precision="int8",
+            target=target.name,
+            activations=target.activation_dtype,
+            weights=f"int8 per-channel symmetric, {chosen}-bit range"
+            if chosen != 8
+            else "int8 per-channel symmetric",
+            quantized_ops=qsummary["quantized_ops"],
+            kept_float=qsummary["kept_float"],
+            fc_layers=fc_layers_record(qsummary["fc_layers"]),
+            cpu_kernels=kernels,
+            calibration=calibration_record,
+            holdout=comparison,
+        )
     return {
         "artifact": target.artifact_key,
         "path": str(dest),

@@ -9,6 +9,7 @@ import click
 
 from vggdeploy.cli_options import (
     CONTEXT,
+    echo_text,
     emit_json,
     emit_text,
     json_option,
@@ -231,10 +232,10 @@ def bench(
     )
     if not result["cases"]:
         for line in stage.skipped_lines(result):
-            click.echo(f"skipped {line}", err=True)
+            echo_text(f"skipped {line}", err=True)
         raise InputError("no case could run on this host (reasons above)")
     if not to_stdout:
-        click.echo(view.render_text(result), nl=False)
+        echo_text(view.render_text(result), nl=False)
     if json_path:
         emit_json(result, json_path)
     if csv_path:
@@ -259,7 +260,7 @@ def _bench_compare(
     if not cmp["rows"]:
         raise InputError(f"{files[0]} and {files[1]} have no case in common to compare")
     if "-" not in (json_path, markdown_path):
-        click.echo(view.render_comparison_text(cmp), nl=False)
+        echo_text(view.render_comparison_text(cmp), nl=False)
     if json_path:
         emit_json(cmp, json_path)
     if markdown_path:

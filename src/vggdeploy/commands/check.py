@@ -10,6 +10,7 @@ from vggdeploy.cli_options import (
     CONTEXT,
     allow_fallback_option,
     batch_option,
+    echo_text,
     emit_json,
     json_option,
     log,
@@ -38,7 +39,7 @@ def models(json_path: str | None, image_size: int) -> None:
     if json_path:
         emit_json(data, json_path)
     if json_path != "-":
-        click.echo(render_zoo(data))
+        echo_text(render_zoo(data))
 
 
 # -- runtimes: validate, predict --------------------------------------------------------------
@@ -137,11 +138,11 @@ def validate(
         progress=log.info,
     )
     if json_path != "-":
-        click.echo(render_validation(report))
+        echo_text(render_validation(report))
     if json_path:
         emit_json(report.to_dict(), json_path)
         if json_path != "-":
-            click.echo(f"report written to {json_path}")
+            echo_text(f"report written to {json_path}")
     if not report.passed:
         raise CheckFailedError(f"validation {report.summary()}")
 
@@ -188,7 +189,7 @@ def predict(
         info = rt.describe().to_dict()
     failed = [r for r in results if not r.ok]
     if json_path != "-":
-        click.echo(render_predictions(results))
+        echo_text(render_predictions(results))
     if json_path:
         data = {
             "bundle": str(b.root),
@@ -263,11 +264,11 @@ def evaluate(
             progress=bar.update,
         )
     if json_path != "-":
-        click.echo(render_evaluation(report, images))
+        echo_text(render_evaluation(report, images))
     if json_path:
         emit_json(report, json_path)
         if json_path != "-":
-            click.echo(f"wrote {json_path}")
+            echo_text(f"wrote {json_path}")
 
 
 @click.command("inspect", context_settings=CONTEXT)
@@ -291,7 +292,7 @@ def inspect_cmd(path: str, json_path: str | None) -> None:
     if json_path is not None:
         emit_json(info, json_path)
     if json_path != "-":
-        click.echo(format_report(info))
+        echo_text(format_report(info))
     if info.get("problems"):
         raise CheckFailedError(
             f"{len(info['problems'])} artifact problem(s) in {path}: {info['problems'][0]}"

@@ -10,6 +10,7 @@ import click
 from vggdeploy.cli_options import (
     CONTEXT,
     batch_option,
+    echo_text,
     emit,
     emit_json,
     json_option,
@@ -284,7 +285,7 @@ def calibrate(
         emit_json(json_summary(summary), json_path)
     if json_path == "-":
         return
-    click.echo(render_calibration(summary))
+    echo_text(render_calibration(summary))
     for line in summary["warnings"]:
         click.secho(f"WARNING: {line}", fg="yellow", bold=True)
 
@@ -317,6 +318,7 @@ def calibrate(
     "--headroom",
     default=2.0,
     show_default=True,
+    type=click.FloatRange(1.0, 1e6),
     help="Keep a tensor in fp32 when max|activation| x headroom reaches the fp16 max 65504.",
 )
 @json_option("the report")
@@ -363,7 +365,7 @@ def convert(
     if json_path:
         emit_json(report, json_path)
     if json_path != "-":
-        click.echo(render_convert(report, str(b.root / FILE_NAME)))
+        echo_text(render_convert(report, str(b.root / FILE_NAME)))
 
 
 # -- TensorRT engines: build (issue 5) --------------------------------------------------------

@@ -11,6 +11,7 @@ import click
 
 from vggdeploy.cli_options import (
     CONTEXT,
+    echo_text,
     emit,
     emit_json,
     json_option,
@@ -147,7 +148,7 @@ def pipeline(
     )
     argv = sys.argv[1:] if sys.argv and Path(sys.argv[0]).name.startswith("vggdeploy") else None
     to_stdout = json_path == "-"
-    echo = (lambda text: click.echo(text, err=True)) if to_stdout else click.echo
+    echo = (lambda text: echo_text(text, err=True)) if to_stdout else echo_text
     reporter = RichPipelineReporter(echo)
     data = None
     try:

@@ -403,46 +403,47 @@ def build_engine(bundle: Bundle, options: BuildOptions) -> EngineRecord:
     if options.timing_cache is not None:
         cache_record["saved_size"] = Path(options.timing_cache).stat().st_size
     engine_path = bundle.root / P.engine_file(precision)
-    with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(plan)
+    with bundle.writing(engine_path.name):
+        with atomic_path(engine_path) as tmp:
+            tmp.write_bytes(plan)
 
-    record = bundle.add_artifact(
-        P.engine_key(precision),
-        engine_path,
-        kind="tensorrt-engine",
-        precision=precision,
-        tensorrt_version=trt.__version__,
-        gpu={
-            "name": device.name,
-            "compute_capability": device.compute_capability,
-            "jetson": bool(device.jetson),
-        },
-        cuda_version=device.cuda_version,
-        source_onnx={
-            "artifact": onnx_key,
-            "path": bundle.artifacts[onnx_key].path,
-            "sha256": sha256_file(onnx_path),
-        },
-        profiles=[{input_name: s} for s in shapes],
-        flags={
-            "strongly_typed": True,
-            "network_creation_flags": creation_flags,
-            "workspace_bytes": options.workspace,
-            "builder_optimization_level": options.opt_level,
-            "hardware_compat": options.hardware_compat,
-            "version_compatible": options.version_compatible,
-            "exclude_lean_runtime": options.exclude_lean_runtime,
-            "profiling_verbosity": "detailed",
-            "tf32": options.tf32,
-            "built_with": f"polygraphy {_polygraphy_version()}",
-        },
-        timing_cache=cache_record or None,
-        precision_check=check,
-        build_seconds=round(seconds, 2),
-        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        host={"machine": platform.machine(), "python": platform.python_version()},
-        **({"dla": dla_report} if dla_report is not None else {}),
-    )
+        record = bundle.add_artifact(
+            P.engine_key(precision),
+            engine_path,
+            kind="tensorrt-engine",
+            precision=precision,
+            tensorrt_version=trt.__version__,
+            gpu={
+                "name": device.name,
+                "compute_capability": device.compute_capability,
+                "jetson": bool(device.jetson),
+            },
+            cuda_version=device.cuda_version,
+            source_onnx={
+                "artifact": onnx_key,
+                "path": bundle.artifacts[onnx_key].path,
+                "sha256": sha256_file(onnx_path),
+            },
+            profiles=[{input_name: s} for s in shapes],
+            flags={
+                "strongly_typed": True,
+                "network_creation_flags": creation_flags,
+                "workspace_bytes": options.workspace,
+                "builder_optimization_level": options.opt_level,
+                "hardware_compat": options.hardware_compat,
+                "version_compatible": options.version_compatible,
+                "exclude_lean_runtime": options.exclude_lean_runtime,
+                "profiling_verbosity": "detailed",
+                "tf32": options.tf32,
+                "built_with": f"polygraphy {_polygraphy_version()}",
+            },
+            timing_cache=cache_record or None,
+            precision_check=check,
+            build_seconds=round(seconds, 2),
+            built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            host={"machine": platform.machine(), "python": platform.python_version()},
+            **({"dla": dla_report} if dla_report is not None else {}),
+        )
     return record
 
 

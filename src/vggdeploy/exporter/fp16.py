@@ -95,8 +95,8 @@ def convert_fp16(
         raise InputError(f"samples {samples} must be at least 1")
     if batch_size < 1:
         raise InputError(f"batch size {batch_size} must be at least 1")
-    if not headroom >= 1.0:
-        raise InputError(f"headroom {headroom} must be at least 1 (1 means no safety margin)")
+    if not 1.0 <= headroom <= 1e6:
+        raise InputError(f"headroom {headroom} must be a number from 1 (no safety margin) to 1e6")
     started = time.perf_counter()
     fp32_path = bundle.artifact_path(P.onnx_key("fp32"), verify=True)
     model = onnx.load(str(fp32_path))
@@ -130,52 +130,53 @@ def convert_fp16(
     del model
     set_metadata(fp16_model, "precision", "fp16")
     dest = bundle.root / FILE_NAME
-    with atomic_path(dest) as tmp:
-        onnx.save(fp16_model, str(tmp))
-        del fp16_model
-        # ONNX Runtime builds the parity session on a thread while the checker runs (both C++).
-        with Background(lambda: cpu_session(tmp)) as session:
-            onnx.checker.check_model(str(tmp), full_check=True)
-            parity = _check_parity(
-                bundle, session.result(), data["batches"](), measured["reference"]
-            )
-        if not parity["passed"]:
-            raise CheckFailedError(
-                f"the fp16 model disagrees with fp32 on ONNX Runtime CPU (max rel diff "
-                f"{parity['max_rel']:.2e} > {PARITY_MAX_REL:g} or cosine {parity['cosine']:.6f} "
-                f"< {PARITY_MIN_COSINE}{', non-finite outputs' if not parity['finite'] else ''}); "
-                f"nothing was written: keep more ops in fp32 (--keep-fp32 OP) or measure on "
-                "real images (--images DIR)"
-            )
+    with bundle.writing(dest.name):
+        with atomic_path(dest) as tmp:
+            onnx.save(fp16_model, str(tmp))
+            del fp16_model
+            # ONNX Runtime builds the parity session on a thread while the checker runs (both C++).
+            with Background(lambda: cpu_session(tmp)) as session:
+                onnx.checker.check_model(str(tmp), full_check=True)
+                parity = _check_parity(
+                    bundle, session.result(), data["batches"](), measured["reference"]
+                )
+            if not parity["passed"]:
+                raise CheckFailedError(
+                    f"the fp16 model disagrees with fp32 on ONNX Runtime CPU (max rel diff "
+                    f"{parity['max_rel']:.2e} > {PARITY_MAX_REL:g} or cosine {parity['cosine']:.6f} "
+                    f"< {PARITY_MIN_COSINE}{', non-finite outputs' if not parity['finite'] else ''}); "
+                    f"nothing was written: keep more ops in fp32 (--keep-fp32 OP) or measure on "
+                    "real images (--images DIR)"
+                )
 
-    report: dict[str, Any] = {
-        "precision": "fp16",
-        "converter": "onnxconverter_common.float16.convert_float_to_float16 (keep_io_types=True)",
-        "versions": library_versions("onnx", "onnxconverter-common", "onnxruntime"),
-        "measured_on": data["description"],
-        "fp16_max": FP16_MAX,
-        "headroom": headroom,
-        "max_abs_activation": max((a["max_abs"] for a in activations), default=0.0),
-        "activations": activations,
-        "weights": weights["summary"],
-        "kept_fp32": kept,
-        "parity": parity,
-        "note": CPU_CAVEAT,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    bundle.add_artifact(
-        ARTIFACT_KEY,
-        FILE_NAME,
-        kind="onnx",
-        precision="fp16",
-        source=P.onnx_key("fp32"),
-        io_dtype="float32",
-        kept_fp32=[k["node"] for k in report["kept_fp32"]],
-        measured_on=report["measured_on"],
-        max_abs_activation=report["max_abs_activation"],
-        parity=parity,
-        note=CPU_CAVEAT,
-    )
+        report: dict[str, Any] = {
+            "precision": "fp16",
+            "converter": "onnxconverter_common.float16.convert_float_to_float16 (keep_io_types=True)",
+            "versions": library_versions("onnx", "onnxconverter-common", "onnxruntime"),
+            "measured_on": data["description"],
+            "fp16_max": FP16_MAX,
+            "headroom": headroom,
+            "max_abs_activation": max((a["max_abs"] for a in activations), default=0.0),
+            "activations": activations,
+            "weights": weights["summary"],
+            "kept_fp32": kept,
+            "parity": parity,
+            "note": CPU_CAVEAT,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        bundle.add_artifact(
+            ARTIFACT_KEY,
+            FILE_NAME,
+            kind="onnx",
+            precision="fp16",
+            source=P.onnx_key("fp32"),
+            io_dtype="float32",
+            kept_fp32=[k["node"] for k in report["kept_fp32"]],
+            measured_on=report["measured_on"],
+            max_abs_activation=report["max_abs_activation"],
+            parity=parity,
+            note=CPU_CAVEAT,
+        )
     return report
 
 

@@ -449,7 +449,14 @@ def _read_labels(path: str, spec: ModelSpec) -> list[str]:
         raise InputError(
             f"labels file {p} does not exist: give a text file with one class name a line"
         )
-    labels = [line.strip() for line in p.read_text("utf-8").splitlines() if line.strip()]
+    try:
+        text = p.read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"labels file {p} is not UTF-8 text (byte {exc.start}): save it as UTF-8, one class "
+            "name a line"
+        ) from None
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
     if len(labels) != spec.num_classes:
         raise InputError(
             f"labels file {p} has {len(labels)} names but the model has {spec.num_classes} classes"

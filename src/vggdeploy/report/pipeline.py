@@ -13,6 +13,7 @@ from typing import Any
 
 from vggdeploy.bundle import atomic_write_text
 from vggdeploy.pipeline import BUNDLE_DIR, REPORT_JSON, STAGES
+from vggdeploy.report.escape import shown, shown_lines
 from vggdeploy.report.tables import markdown_table, mib, text_table
 
 IMAGE_KINDS = {
@@ -109,17 +110,19 @@ class RichPipelineReporter:
 
     def progress(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, description=self._label(text))
+            self._bar.update(self._task, description=self._label(shown(text)))
 
     def stage_finished(self, name: str, status: str, seconds: float, summary: str) -> None:
         self._stop()
-        self.echo(stage_line(name, status, seconds, summary))
+        self.echo(shown_lines(stage_line(name, status, seconds, summary)))
 
     def note(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            self._bar.console.print(
+                shown_lines(text), markup=False, highlight=False, soft_wrap=True
+            )
         else:
-            self.echo(text)
+            self.echo(shown_lines(text))
 
     def close(self) -> None:
         self._stop()

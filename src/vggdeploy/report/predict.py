@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vggdeploy.predict import Prediction
+from vggdeploy.report.escape import shown
 
 
 def render_predictions(results: Sequence[Prediction]) -> str:
@@ -12,10 +13,11 @@ def render_predictions(results: Sequence[Prediction]) -> str:
     lines = []
     for pred in results:
         if pred.error is not None:
-            lines.append(f"{pred.path}: error: {pred.error}")
+            lines.append(f"{shown(pred.path)}: error: {shown(pred.error)}")
             continue
-        lines.append(str(pred.path))
-        width = max(len(label) for _, label, _ in pred.top)
-        for rank, (_index, label, prob) in enumerate(pred.top, 1):
+        lines.append(shown(pred.path))
+        labels = [shown(label) for _, label, _ in pred.top]
+        width = max(len(label) for label in labels)
+        for rank, (label, (_index, _label, prob)) in enumerate(zip(labels, pred.top), 1):
             lines.append(f"  {rank}. {label.ljust(width)}  {prob * 100:6.2f}%")
     return "\n".join(lines)

@@ -11,6 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from vggdeploy.report.escape import shown
+
 
 def mib(n: int | float | None) -> str:
     """Bytes as MiB (KiB below 1 MiB): the one unit family for sizes in every report."""
@@ -27,19 +29,25 @@ def text_table(
     align: str | None = None,
     title: str | None = None,
 ) -> str:
-    """An aligned plain-text table (rich's renderer, captured as text)."""
+    """An aligned plain-text table (rich's renderer, captured as text); every cell `shown`."""
     from rich.box import SIMPLE_HEAD
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     align = align or "l" * len(headers)
-    table = Table(box=SIMPLE_HEAD, title=title, show_edge=False, pad_edge=False, highlight=False)
+    table = Table(
+        box=SIMPLE_HEAD,
+        title=shown(title) if title else None,
+        show_edge=False,
+        pad_edge=False,
+        highlight=False,
+    )
     for header, a in zip(headers, align):
-        table.add_column(Text(str(header)), justify="right" if a == "r" else "left", no_wrap=True)
+        table.add_column(Text(shown(header)), justify="right" if a == "r" else "left", no_wrap=True)
     for row in rows:
         # Text, not str: cell contents are data, never rich markup ("vggdeploy[gpu]" stays).
-        table.add_row(*(Text(str(c)) for c in row))
+        table.add_row(*(Text(shown(c)) for c in row))
     buf = io.StringIO()
     Console(file=buf, width=250, color_system=None, force_terminal=False, highlight=False).print(
         table
@@ -51,9 +59,9 @@ def markdown_table(
     headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
 ) -> str:
     align = align or "l" * len(headers)
-    lines = ["| " + " | ".join(str(h) for h in headers) + " |"]
+    lines = ["| " + " | ".join(shown(h) for h in headers) + " |"]
     lines.append("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(shown(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

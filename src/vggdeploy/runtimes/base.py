@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 
 from vggdeploy import precision as P
-from vggdeploy.errors import InputError
+from vggdeploy.errors import CheckFailedError, InputError, VggDeployError
 
 if TYPE_CHECKING:
     from vggdeploy.bundle import Bundle
@@ -203,15 +203,37 @@ class Runtime(abc.ABC):
 
     # -- inference ------------------------------------------------------------------------------
 
+    @property
+    def artifact(self) -> str:
+        """What this runtime runs, for error lines: the artifact file, or the model it built."""
+        return "the PyTorch model"
+
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one batch. Checks every input against `inputs` before the backend sees it."""
+        """Run one batch. Checks every input against `inputs` before the backend sees it, and
+        every output after: a backend failure (an allocation that fails, a kernel error) and a
+        NaN or infinite output are each one `VggDeployError` line naming the runtime, its
+        precision (in `label`) and the artifact, in every command that runs a model."""
         self._require_loaded()
         self.check_feed(feed)
-        return self._infer(feed)
+        outputs = self.infer_unchecked(feed)
+        check_finite(outputs, self.label, self.artifact)
+        return outputs
 
     def infer_unchecked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The benchmark's fast path: no checks. Call `infer` once first with the same shapes."""
-        return self._infer(feed)
+        """The benchmark's fast path: no checks of inputs or outputs (call `infer` once first
+        with the same shapes); a backend failure is still one error line."""
+        try:
+            return self._infer(feed)
+        except VggDeployError:
+            raise
+        except Exception as exc:  # the backend's own error types differ per library
+            detail = str(exc).strip().splitlines()
+            raise RuntimeFailedError(
+                f"{self.label} failed while running {self.artifact}: {type(exc).__name__}"
+                + (f": {detail[0]}" if detail else "")
+                + " (a backend failure, e.g. out of memory: try a smaller --batch or another "
+                "runtime)"
+            ) from exc
 
     def check_feed(self, feed: dict[str, np.ndarray]) -> None:
         expected = {spec.name: spec for spec in self._inputs}
@@ -242,6 +264,24 @@ class Runtime(abc.ABC):
         if not self._loaded:
             raise RuntimeError(
                 f"{type(self).__name__} is not loaded: use it in a `with` block or call load()"
+            )
+
+
+class RuntimeFailedError(VggDeployError):
+    """The backend raised while running a batch."""
+
+
+def check_finite(outputs: Mapping[str, Any], label: str, artifact: str) -> None:
+    """Refuse NaN or infinite model outputs: a probability or an accuracy computed from them
+    would be meaningless, yet print like any other."""
+    for name, value in outputs.items():
+        array = np.asarray(value)
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            raise CheckFailedError(
+                f"{label} ({artifact}) produced {bad} non-finite value(s) (NaN or infinity) in "
+                f"output {name!r}: the model or its inputs are broken; re-create the artifact "
+                "(or check the bundle's preprocessing and weights)"
             )
 
 

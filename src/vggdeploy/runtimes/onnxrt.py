@@ -173,6 +173,10 @@ class OrtRuntime(Runtime):
         self._cpu_form: dict[str, int] = {}  # what _cpu_int8_form changed
 
     @property
+    def artifact(self) -> str:
+        return str(self._path) if self._path else "the ONNX model"
+
+    @property
     def label(self) -> str:
         text = f"onnxruntime[{self.provider}] {self.precision}"
         if self.fp16:

@@ -120,6 +120,11 @@ def parse_spec(text: str, precision: str | None = None) -> RuntimeSpec:
     if at and not prec.strip():
         raise InputError(f"runtime {raw!r}: name a precision after '@' ({', '.join(P.NAMES)})")
     parts = [p.strip() for p in body.split(":")]
+    if any(not p for p in parts[1:]):
+        raise InputError(
+            f"runtime {raw!r}: a ':' with no variant after it; write NAME[:VARIANT...] "
+            f"({SPEC_HELP})"
+        )
     name = ALIASES.get(parts[0], parts[0])
     if name not in RUNTIMES:
         raise InputError(

@@ -317,6 +317,10 @@ class TrtRuntime(StagedHooks, Runtime):
     # -- description ------------------------------------------------------------------------------
 
     @property
+    def artifact(self) -> str:
+        return str(self.engine_path) if self.engine_path else "the TensorRT engine"
+
+    @property
     def label(self) -> str:
         return f"tensorrt {self.precision}"
 

@@ -1,0 +1,90 @@
+"""Causes 8 and 9 of issue 18: a NaN/infinite model output and a backend failure inside
+inference are one line naming the runtime (with its precision) and the artifact, in every
+command that runs a model. The failure is injected into the ONNX Runtime runtime's `_infer`
+with ONNX Runtime's own exception type (onnxruntime/python/onnxruntime_pybind_state.cc
+registers RuntimeException for its runtime errors, e.g. a failed allocation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vggdeploy.cli import main
+from vggdeploy.runtimes.onnxrt import OrtRuntime
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        path = tmp_path / "labelled" / f"class_{c}" / "0.png"
+        path.parent.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    return tmp_path / "labelled"
+
+
+def _commands(bundle, labelled):
+    image = next(labelled.rglob("*.png"))
+    ort = ["--runtime", "onnxruntime"]
+    return {
+        "predict": ["predict", bundle, image, *ort],
+        "predict-json": ["predict", bundle, image, *ort, "--json", "-"],
+        "validate": ["validate", bundle, *ort, "--samples", "2"],
+        "evaluate": ["evaluate", bundle, "--images", labelled, *ort],
+        "bench": ["bench", bundle, *ort, "--iterations", "2", "--batch", "1"],
+    }
+
+
+def _run(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def _allocation_failure(self, feed):
+    from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
+
+    raise RuntimeException("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory")
+
+
+def _nan_outputs(original):
+    def infer(self, feed):
+        out = original(self, feed)
+        return {k: np.full_like(v, np.nan) for k, v in out.items()}
+
+    return infer
+
+
+COMMANDS = ["predict", "predict-json", "validate", "evaluate", "bench"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_backend_failure_is_one_line_naming_the_artifact(
+    tiny_bundle_ro, labelled, monkeypatch, capsys, command
+) -> None:
+    monkeypatch.setattr(OrtRuntime, "_infer", _allocation_failure)
+    code, out, err = _run(_commands(tiny_bundle_ro, labelled)[command], capsys)
+    assert code == 1, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    # bench skips a case that cannot run with one `skipped` line, then one error line
+    named = [line for line in err.splitlines() if "Failed to allocate memory" in line]
+    assert len(named) == 1, err
+    assert "onnxruntime[cpu] fp32" in named[0] and "model.onnx" in named[0]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_non_finite_outputs_are_an_error_naming_runtime_and_precision(
+    tiny_bundle_ro, labelled, monkeypatch, capsys, command
+) -> None:
+    monkeypatch.setattr(OrtRuntime, "_infer", _nan_outputs(OrtRuntime._infer))
+    code, out, err = _run(_commands(tiny_bundle_ro, labelled)[command], capsys)
+    assert code != 0, err
+    assert "nan%" not in out
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    named = [line for line in err.splitlines() if "non-finite" in line]
+    assert len(named) == 1, err
+    assert "onnxruntime[cpu] fp32" in named[0] and "model.onnx" in named[0]
