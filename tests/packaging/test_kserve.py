@@ -90,7 +90,7 @@ def test_manifests_load_into_the_sdk_models_with_the_image_the_table_gives(
     )  # fmt: skip
     assert runtime["type"] == "V1alpha1ServingRuntime"
     assert isvc["type"] == "V1beta1InferenceService"
-    assert runtime["spec.containers[0].image"] == "nvcr.io/nvidia/tritonserver:25.02-py3"
+    assert runtime["spec.containers[0].image"] == "nvcr.io/nvidia/tritonserver:25.01-py3"
     assert runtime["spec.containers[0].resources.limits"] == {"nvidia.com/gpu": "1"}
     assert isvc["spec.predictor.node_selector"] == {"nvidia.com/gpu.product": "NVIDIA-H200"}
     assert isvc["spec.predictor.model.runtime"] == runtime["metadata.name"]
@@ -98,7 +98,7 @@ def test_manifests_load_into_the_sdk_models_with_the_image_the_table_gives(
     assert isvc["spec.predictor.model.resources.limits"] == {"nvidia.com/gpu": "1"}
     assert (tmp_path / "k" / "repository" / "vgg11_bn_trt_fp16" / "config.pbtxt").is_file()
     assert not (tmp_path / "k" / "repository" / "vgg11_bn_onnx_fp32").exists()
-    assert "nvcr.io/nvidia/tritonserver:25.02-py3 (TensorRT 10.8.0.43" in out
+    assert "nvcr.io/nvidia/tritonserver:25.01-py3 (TensorRT 10.8.0.43" in out
 
 
 @settings(max_examples=40, deadline=None)
@@ -111,11 +111,11 @@ def test_every_tensorrt_of_the_table_maps_to_its_release(row: tuple[str, str], b
 
 
 def test_json_says_what_was_written(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
-    add_engine(tiny_bundle, "fp16", "10.11.0.33", "NVIDIA A100-SXM4-80GB")
+    add_engine(tiny_bundle, "fp16", "10.7.0.23", "NVIDIA A100-SXM4-80GB")
     code, out, _ = package(tiny_bundle, tmp_path / "k", capsys, "--json", "-", "--gpus", "2")
     assert code == 0
     data = json.loads(out)
-    assert data["triton_image"] == "nvcr.io/nvidia/tritonserver:25.07-py3"
+    assert data["triton_image"] == "nvcr.io/nvidia/tritonserver:24.12-py3"
     assert data["scheduling"] == {
         "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
     }
@@ -126,8 +126,8 @@ def test_json_says_what_was_written(tiny_bundle: Path, tmp_path: Path, capsys) -
 def test_engines_of_two_gpus_get_node_affinity_on_both(
     tiny_bundle: Path, tmp_path: Path, capsys
 ) -> None:
-    add_engine(tiny_bundle, "fp16", "10.9.0.34", "NVIDIA L4", "8.9")
-    add_engine(tiny_bundle, "int8", "10.9.0.34", "NVIDIA H100 80GB HBM3", "9.0")
+    add_engine(tiny_bundle, "fp16", "10.5.0.18", "NVIDIA L4", "8.9")
+    add_engine(tiny_bundle, "int8", "10.5.0.18", "NVIDIA H100 80GB HBM3", "9.0")
     code, _, err = package(tiny_bundle, tmp_path / "k", capsys)
     assert code == 0, err
     expr = (
@@ -149,7 +149,7 @@ def test_engines_of_two_gpus_get_node_affinity_on_both(
         (lambda b: add_engine(b, "fp16", "10.16.1.11", "NVIDIA H200"),
          "no Triton release in vggdeploy's table ships TensorRT 10.16.1.11"),
         (lambda b: (add_engine(b, "fp16", "10.8.0.43", "NVIDIA H200"),
-                    add_engine(b, "int8", "10.9.0.34", "NVIDIA H200")),
+                    add_engine(b, "int8", "10.7.0.23", "NVIDIA H200")),
          "one Triton image runs one TensorRT"),
     ],
 )  # fmt: skip

@@ -26,30 +26,30 @@ from vggdeploy.bundle import Bundle, atomic_write_text
 from vggdeploy.errors import CheckFailedError, InputError
 from vggdeploy.records import EngineRecord
 
-#: (TensorRT major.minor.patch, Triton container release `<yy.mm>`) for the `-py3` image, as
-#: NVIDIA's Triton Inference Server release notes list them (the "Container Versions" table of
-#: each release, https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/,
-#: and the Frameworks Support Matrix). The rows were written from those notes; the search
-#: tools available when this was written returned only the notes' opening paragraphs, so
-#: re-check new rows against the notes themselves (25.01-py3 with TensorRT 10.8 is confirmed
-#: by a third-party repository's README). Not the `-trtllm-python-py3` table of the server
-#: repository's docs/introduction/compatibility.md: that image has only the TensorRT-LLM and
-#: Python backends, no `tensorrt_plan` (triton-inference-server/server issue 7346), and ships
-#: an older TensorRT than the same release's `-py3` image. Where two releases ship the same
-#: TensorRT, the later one is listed, so a fix release is preferred.
+#: (TensorRT major.minor.patch, Triton container release `<yy.mm>`) for the `-py3` image. Each
+#: row is the "container also includes ... NVIDIA TensorRT x.y.z" line of that release's notes
+#: (https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-YY-MM.html),
+#: read from their copy in triton-inference-server/server, docs/introduction/release_notes.md,
+#: at the commit given:
+#:   10.3.0.26 <- 24.08: commit 7669321582e8bd5dcaf68b76e65389615e0a662f
+#:   10.5.0.18 <- 24.10: commit 9fac69d6b7be565411a280ed3dff96335765d96e
+#:   10.7.0.23 <- 24.12: commit ff695aeb49819e223c88272da45f251b60f38442 (also tag v2.53.0)
+#:   10.8.0.43 <- 25.01: commit d3ee577e403a445fb69db3e8e5a641f9a6765650
+#: No other release was grounded: that file's copies for 25.02 and later name no TensorRT, and
+#: the search tools returned only the opening paragraphs of the NVIDIA pages, without the
+#: version list. The rows for 24.05-24.07, 24.09, 24.11 and 25.02-25.07 were removed for that
+#: reason. (The server repo's Dockerfile.win10.min pins the Windows build's TensorRT, which lags
+#: the Linux image: 10.7 at 25.01. It is not a source here.) Not the `-trtllm-python-py3`
+#: table of the server repository's docs/introduction/compatibility.md: that image has only
+#: the TensorRT-LLM and Python backends, no `tensorrt_plan` (triton-inference-server/server
+#: issue 7346), and ships an older TensorRT than the same release's `-py3` image. Where two
+#: grounded releases ship the same TensorRT, the later one is listed, so a fix release is
+#: preferred (no two grounded rows share a TensorRT at present).
 TRITON_RELEASES: tuple[tuple[str, str], ...] = (
-    ("10.0.1", "24.05"),
-    ("10.1.0", "24.06"),
-    ("10.2.0", "24.07"),
     ("10.3.0", "24.08"),
-    ("10.4.0", "24.09"),
     ("10.5.0", "24.10"),
-    ("10.6.0", "24.11"),
     ("10.7.0", "24.12"),
-    ("10.8.0", "25.02"),
-    ("10.9.0", "25.04"),
-    ("10.10.0", "25.05"),
-    ("10.11.0", "25.07"),
+    ("10.8.0", "25.01"),
 )
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:{release}-py3"
 #: Node labels of NVIDIA's device plugin / GPU feature discovery: the product label is the
