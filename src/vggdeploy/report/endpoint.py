@@ -52,7 +52,7 @@ def _model_lines(m: ModelResult) -> list[str]:
                 "clients",
                 "requests",
                 "answered",
-                "agreed",
+                "same top-1",
                 "lost",
                 "p50 ms",
                 "p95 ms",
@@ -103,7 +103,7 @@ def format_endpoint(report: EndpointReport) -> str:
     lines.append("")
     failed = [m.model for m in report.models if not m.passed]
     lines.append(
-        "PASSED: every answer agreed with the bundle and none was lost"
+        "PASSED: the answers agree with the bundle within validate's tolerances and none was lost"
         if report.passed
         else f"FAILED: {', '.join(failed)}"
     )
