@@ -27,6 +27,7 @@ from vggdeploy import host as H
 from vggdeploy import precision as P
 from vggdeploy.bundle import CACHE_NAME, LOCK_NAME, MANIFEST_NAME, Bundle, sha256_file
 from vggdeploy.errors import BundleError, InputError
+from vggdeploy.onnxutil import graph_io
 from vggdeploy.records import ArtifactRecord, EngineRecord
 
 ONNX_SUFFIXES = (".onnx",)
@@ -230,18 +231,11 @@ def inspect_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
     except Exception as exc:
         raise InputError(f"{path} is not a readable ONNX model ({exc})") from None
     graph = model.graph
-    init_names = {t.name for t in graph.initializer}
+    io = graph_io(model)
 
-    def describe(value: Any) -> dict[str, Any]:
-        tt = value.type.tensor_type
-        dims = [
-            d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in tt.shape.dim
-        ]
-        try:
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
-        except Exception:
-            dtype = onnx.TensorProto.DataType.Name(tt.elem_type).lower()
-        return {"name": value.name, "shape": dims, "dtype": dtype}
+    def described(value: tuple[str, str, list[int | str | None]]) -> dict[str, Any]:
+        name, dtype, dims = value
+        return {"name": name, "shape": ["?" if d is None else d for d in dims], "dtype": dtype}
 
     ops: Counter[str] = Counter()
     _count_ops(graph, ops)
@@ -273,8 +267,8 @@ def inspect_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
         "opset_imports": opsets,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "doc_string": model.doc_string,
-        "inputs": [describe(v) for v in graph.input if v.name not in init_names],
-        "outputs": [describe(v) for v in graph.output],
+        "inputs": [described(v) for v in io["inputs"]],
+        "outputs": [described(v) for v in io["outputs"]],
         "metadata": metadata,
         "vggdeploy_metadata": vgg,
         "nodes": sum(ops.values()),

@@ -83,14 +83,15 @@ def set_metadata(model: Any, key: str, value: str) -> None:
 def graph_io(model: Any) -> dict[str, list[tuple[str, str, list[int | str | None]]]]:
     """The graph's inputs (initializers left out) and outputs as (name, NumPy dtype name, shape),
     a dim as its value, its symbolic name, or None when the file leaves it unknown."""
+    from onnx import TensorProto
     from onnx.helper import tensor_dtype_to_np_dtype
 
     def one(value: Any) -> tuple[str, str, list[int | str | None]]:
         tensor = value.type.tensor_type
         try:
             dtype = tensor_dtype_to_np_dtype(tensor.elem_type).name
-        except (KeyError, ValueError, TypeError):
-            dtype = f"onnx type {tensor.elem_type}"
+        except Exception:  # a type NumPy has no name for: ONNX's own, e.g. "bfloat16"
+            dtype = TensorProto.DataType.Name(tensor.elem_type).lower()
         dims = [
             d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
             for d in tensor.shape.dim
