@@ -20,7 +20,7 @@ import click
 
 from vggdeploy import __version__
 from vggdeploy.cli_options import CONTEXT, guard_outputs
-from vggdeploy.commands import bench, check, make, serve, ship
+from vggdeploy.commands import bench, check, make, pipeline, serve, ship
 from vggdeploy.errors import VggDeployError, os_error_message
 from vggdeploy.report.escape import shown
 
@@ -157,7 +157,7 @@ for _command in (
     check.evaluate,
     make.build,
     bench.bench,
-    ship.pipeline,
+    pipeline.pipeline,
     check.inspect_cmd,
     ship.pack,
     ship.unpack,

@@ -1,7 +1,7 @@
 """vggdeploy's `model.int8.onnx` against NVIDIA ModelOpt's ONNX PTQ, node by node.
 
 The reference is ModelOpt 0.47's own output for the same small VGG, recorded by
-`bench/modelopt_reference.py` in tests/data/modelopt_vgg11_placement.json (ModelOpt brings
+`benchmarks/modelopt_reference.py` in tests/data/modelopt_vgg11_placement.json (ModelOpt brings
 onnxruntime-gpu, so it cannot share CI's environment). Compared per quantized node input:
 activation or weight, dtype, zero points, per-tensor or per-channel and the axis; scales are
 not compared (they depend on calibration), but which MaxPools share one scale on both sides is.

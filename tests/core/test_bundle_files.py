@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from vggdeploy.bundle import MAX_LABELS_BYTES, Bundle
 from vggdeploy.errors import BundleError, VggDeployError
-from vggdeploy.inspect import inspect_bundle
+from vggdeploy.inspection import inspect_bundle
 
 SETTINGS = settings(
     max_examples=40,

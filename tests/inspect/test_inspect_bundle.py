@@ -10,7 +10,7 @@ import pytest
 from vggdeploy import host
 from vggdeploy.bundle import Bundle
 from vggdeploy.cli import main
-from vggdeploy.inspect import inspect_bundle, inspect_path
+from vggdeploy.inspection import inspect_bundle, inspect_path
 from vggdeploy.records import EngineRecord
 
 
@@ -239,7 +239,7 @@ def test_engine_header_uses_only_real_tensorrt_names(names_file: str) -> None:
     import ast
     import inspect as pyinspect
 
-    import vggdeploy.inspect as module
+    import vggdeploy.inspection as module
 
     data = Path(__file__).resolve().parents[1] / "data" / "trt-api" / names_file
     lines = data.read_text().split()

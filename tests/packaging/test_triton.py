@@ -239,7 +239,7 @@ def test_triton_from_an_engine_built_by_vggdeploy_build(
     with pytest.raises(InputError, match="profile max batch 16"):
         package_triton(tiny_bundle, tmp_path / "r2", TritonOptions(max_batch=17))
     # and inspect reads the build facts from the same record
-    from vggdeploy.inspect import inspect_bundle
+    from vggdeploy.inspection import inspect_bundle
 
     engine = next(a for a in inspect_bundle(tiny_bundle)["artifacts"] if a["key"] == "engine.fp32")
     assert engine["host"]["compute_capability"] == gpu["compute_capability"]

@@ -1,4 +1,4 @@
-"""The GPU acceptance run (`bench/gpu_acceptance.py`): its refusal here, and the run itself
+"""The GPU acceptance run (`benchmarks/gpu_acceptance.py`): its refusal here, and the run itself
 where a GPU and TensorRT exist."""
 
 from __future__ import annotations

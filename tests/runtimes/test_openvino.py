@@ -150,7 +150,7 @@ def test_second_load_imports_the_compiled_model_from_the_bundle_cache(precision_
     assert cache.name == "CPU" and ov.get_version().split("-")[0] in cache.parent.name
     assert list(cache.glob("*.blob"))
     np.testing.assert_array_equal(out1, out2)
-    from vggdeploy.inspect import inspect_path
+    from vggdeploy.inspection import inspect_path
 
     untracked = inspect_path(precision_bundle)["untracked_files"]
     assert not [f for f in untracked if f.startswith("cache/")], untracked

@@ -18,7 +18,7 @@ does all of it, for `batch` files taken in turn from DIR's images, and every sta
 
 One clock read after each stage, and a call's total runs from its start to the next call's
 start: the stages of a call add up to its total exactly, and the totals to the loop's wall
-time. `bench/stage_sum.py` checks that the stage medians add up to the total median and what
+time. `benchmarks/stage_sum.py` checks that the stage medians add up to the total median and what
 the harness costs against a bare loop doing the same work.
 """
 

@@ -4,7 +4,7 @@ statistics and peak memory.
 A case is timed call by call with `time.perf_counter_ns` around the backend step; nothing else
 runs inside the timed loop (no progress refresh, no memory sampling thread: peak RSS comes from
 the kernel's high-water mark, reset per case), so the harness adds well under 2% to a bare loop
-(`bench/harness_overhead.py` measures it).
+(`benchmarks/harness_overhead.py` measures it).
 """
 
 from __future__ import annotations

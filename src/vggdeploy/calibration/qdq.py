@@ -1,7 +1,7 @@
 """Write a calibrated model in ONNX Q/DQ form, and check it against TensorRT's Q/DQ rules.
 
 One INT8 file, `model.int8.onnx` (artifact `onnx.int8`), in the placement NVIDIA ModelOpt's ONNX
-PTQ writes for a VGG (recorded from ModelOpt 0.47 by `bench/modelopt_reference.py` in
+PTQ writes for a VGG (recorded from ModelOpt 0.47 by `benchmarks/modelopt_reference.py` in
 `tests/data/modelopt_vgg11_placement.json`, compared node by node in
 `tests/calibration/test_modelopt_placement.py`):
 

@@ -283,7 +283,7 @@ def calibrate_bundle(
 
 #: Why the FC layers are int8 (or float) in the one INT8 file, per target.
 FC_WHY = {
-    "onnxruntime": "int8 FC layers measured faster on ONNX Runtime's CPU (bench/int8_bench.py, "
+    "onnxruntime": "int8 FC layers measured faster on ONNX Runtime's CPU (benchmarks/int8_bench.py, "
     "VGG-16 batch 1: int8 weights are a quarter of the bytes of a memory-bound layer)",
     "tensorrt": "not measured here (needs a GPU); NVIDIA ModelOpt keeps batch-1 FC layers float "
     "for TensorRT (its GEMV rule); `--keep-float classifier.0,classifier.3,classifier.6` does "

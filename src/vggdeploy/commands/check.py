@@ -285,8 +285,8 @@ def inspect_cmd(path: str, json_path: str | None) -> None:
     An .engine: size, sha256, and its tensors where TensorRT and a GPU are available.
     """
     from vggdeploy.errors import CheckFailedError
-    from vggdeploy.inspect import inspect_path
-    from vggdeploy.report.inspect import format_report
+    from vggdeploy.inspection import inspect_path
+    from vggdeploy.report.inspection import format_report
 
     info = inspect_path(path)
     if json_path is not None:

@@ -41,7 +41,7 @@ from vggdeploy.bundle import (
     sha256_bytes,
 )
 from vggdeploy.errors import BundleError, InputError
-from vggdeploy.inspect import SUMS_NAME
+from vggdeploy.inspection import SUMS_NAME
 from vggdeploy.packaging.archive_checks import (
     CHUNK,
     SMALL_FILES_BUDGET,

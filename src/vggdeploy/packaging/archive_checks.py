@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 
 from vggdeploy.bundle import MANIFEST_NAME, Bundle, sha256_bytes
 from vggdeploy.errors import BundleError, InputError
-from vggdeploy.inspect import SUMS_NAME
+from vggdeploy.inspection import SUMS_NAME
 from vggdeploy.packaging.sums import normal_name, packed_by_us_problem, parse_sums
 from vggdeploy.records import Manifest, manifest_from_data, parse_json
 

@@ -33,7 +33,7 @@ Keys and what decides them:
 Resizing differs from the bundle: the bundle resizes the shorter side to `resize` and centre-
 crops `crop` x `crop`; nvinfer scales the whole frame (or object) to H x W, stretching it, or,
 with `maintain-aspect-ratio=1`, scales it to fit and pads the rest with black. Neither crops.
-`bench/deepstream_resize.py` measures what that costs in top-1.
+`benchmarks/deepstream_resize.py` measures what that costs in top-1.
 """
 
 from __future__ import annotations
@@ -353,7 +353,7 @@ def _comments(bundle: Bundle, options: DeepStreamOptions, plan: dict[str, Any]) 
         f"(DeepStream {DEEPSTREAM_VERSION} keys); paths are relative to this file.",
         "nvinfer scales the whole frame/object to infer-dims (maintain-aspect-ratio=1: fit and "
         "pad); the bundle resized the shorter side to "
-        f"{pre.resize} and centre-cropped {pre.crop}: see bench/deepstream_resize.py.",
+        f"{pre.resize} and centre-cropped {pre.crop}: see benchmarks/deepstream_resize.py.",
         "classifier-threshold is compared with the top output value, a logit for this model.",
     ]
     if options.bake_normalization:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from vggdeploy.bundle import MANIFEST_NAME, sha256_bytes
-from vggdeploy.inspect import SUMS_NAME
+from vggdeploy.inspection import SUMS_NAME
 from vggdeploy.records import Manifest
 
 

@@ -142,7 +142,7 @@ def _dims(spec: TensorRecord, batched: bool) -> list[int]:
 
 def _onnx_io(path: Path) -> tuple[list[TensorRecord], list[TensorRecord]]:
     """The inputs and outputs the ONNX file itself declares (what Triton will check)."""
-    from vggdeploy.inspect import inspect_onnx
+    from vggdeploy.inspection import inspect_onnx
 
     info = inspect_onnx(path)
     return (

@@ -4,7 +4,7 @@ For a small VGG (the tests' tiny spec) and a full VGG-16 it runs the pipeline (e
 conversion, INT8 calibration on the shipped photographs, fp32/fp16/int8 TensorRT engines built
 through Polygraphy, validation of each against PyTorch, bench beside ONNX Runtime's CUDA
 provider and torch on CUDA), inspects every engine, and writes one JSON report.
-`bench/gpu_acceptance.py` is its command line; the `gpu`/`tensorrt` tests call `run_acceptance`.
+`benchmarks/gpu_acceptance.py` is its command line; the `gpu`/`tensorrt` tests call `run_acceptance`.
 Not run here: written without a GPU, it has never been executed on one.
 """
 
@@ -58,7 +58,7 @@ def run_acceptance(
     failure is in the report with its message). Raises `RuntimeUnavailableError` when this
     host has no GPU or TensorRT.
     """
-    from vggdeploy.inspect import inspect_bundle
+    from vggdeploy.inspection import inspect_bundle
     from vggdeploy.pipeline.options import PipelineOptions
     from vggdeploy.pipeline.run import run_pipeline
 

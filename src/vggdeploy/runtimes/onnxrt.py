@@ -287,7 +287,7 @@ class OrtRuntime(Runtime):
         the file as it is (`onnxutil.cpu_int8_form`: a Q/DQ pair after each Conv/Gemm so that
         ONNX Runtime fuses them into integer kernels, ReLUs as integer maxima, activations
         uint8; bit for bit the outputs of the file evaluated as written; measured by
-        bench/int8_bench.py). The file keeps NVIDIA's form."""
+        benchmarks/int8_bench.py). The file keeps NVIDIA's form."""
         if self.precision != "int8":
             return None
         import onnx

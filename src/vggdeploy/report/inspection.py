@@ -1,4 +1,4 @@
-"""Text for `vggdeploy inspect`: draws what `vggdeploy.inspect` returns."""
+"""Text for `vggdeploy inspect`: draws what `vggdeploy.inspection` returns."""
 
 from __future__ import annotations
 

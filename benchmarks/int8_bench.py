@@ -31,8 +31,8 @@ kernels in ORT's optimized graph, and agreement with fp32 on the shipped photogr
 CPU, fused kernels: mean/min per-image cosine, top-1 agreement). "f32 passes": the float
 ReLU/Q/DQ nodes left between the integer kernels in ORT's optimized graph.
 
-    .venv/bin/python bench/int8_bench.py                        # runs/vgg16/bundle
-    .venv/bin/python bench/int8_bench.py BUNDLE --rounds 15 --batch 1,8 --json out.json
+    .venv/bin/python benchmarks/int8_bench.py                        # runs/vgg16/bundle
+    .venv/bin/python benchmarks/int8_bench.py BUNDLE --rounds 15 --batch 1,8 --json out.json
 """
 
 from __future__ import annotations

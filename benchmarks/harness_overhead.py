@@ -17,7 +17,7 @@ machine hit all alike; each ratio is the median of the per-round ratios, with a 
 interval. A small model is the hard case: its calls are short (~0.1 ms), so any fixed per-call
 cost shows most. One ORT thread by default: least scheduler noise on a shared machine.
 
-    .venv/bin/python bench/harness_overhead.py [--repeats 600] [--iterations 50] [--threads 1]
+    .venv/bin/python benchmarks/harness_overhead.py [--repeats 600] [--iterations 50] [--threads 1]
 """
 
 from __future__ import annotations

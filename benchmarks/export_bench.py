@@ -6,8 +6,8 @@ build the same network with the same seeded random weights, so the difference is
 `vggdeploy export` adds: the checker, shape inference, the ONNX Runtime parity check at every
 exported shape, the metadata and the manifest.
 
-    .venv/bin/python bench/export_bench.py                 # vgg16 at 224 (about a minute, ~4 GB)
-    .venv/bin/python bench/export_bench.py --model vgg11 --repeat 3 --json results.json
+    .venv/bin/python benchmarks/export_bench.py                 # vgg16 at 224 (about a minute, ~4 GB)
+    .venv/bin/python benchmarks/export_bench.py --model vgg11 --repeat 3 --json results.json
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
 - a bare `.engine`/`.plan`: size, sha256, and what TensorRT reports about it when TensorRT
   and a GPU are here (engine files are opaque to everything else).
 
-Everything here is read-only and returns JSON-ready dicts; `vggdeploy.report.inspect` draws
+Everything here is read-only and returns JSON-ready dicts; `vggdeploy.report.inspection` draws
 them. Heavy libraries (onnx, tensorrt) are imported only when a file of that kind is inspected.
 """
 

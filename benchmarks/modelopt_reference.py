@@ -6,7 +6,7 @@ project's onnxruntime, so it runs from its own venv (a CPU machine is enough):
 
     python3 -m venv /work/modelopt-venv
     /work/modelopt-venv/bin/pip install torch==2.13.0 "nvidia-modelopt[onnx]==0.47.*"
-    .venv/bin/python bench/modelopt_reference.py --modelopt-python /work/modelopt-venv/bin/python
+    .venv/bin/python benchmarks/modelopt_reference.py --modelopt-python /work/modelopt-venv/bin/python
 
 Steps: export the model with vggdeploy (`vggdeploy export vgg11 --width-divisor 4 --hidden 64
 --num-classes 10 --image-size 32`: 16 to 128 channels, so ModelOpt's small-channel rule, which
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "source": {
             "what": "NVIDIA ModelOpt ONNX PTQ output, Q/DQ placement only (no scales)",
-            "made_by": "bench/modelopt_reference.py",
+            "made_by": "benchmarks/modelopt_reference.py",
             "versions": versions,
             "model": "vggdeploy export " + " ".join(EXPORT_ARGS) + " (random weights, seed 0)",
             "command": "python -m modelopt.onnx.quantization --calibration_data_path "

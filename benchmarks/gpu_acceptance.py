@@ -2,7 +2,7 @@
 validate each against PyTorch on the shipped photographs, bench them beside ONNX Runtime's CUDA
 provider and torch on CUDA, inspect them, and write one JSON report.
 
-    python bench/gpu_acceptance.py [OUT_DIR]    (default: acceptance-out)
+    python benchmarks/gpu_acceptance.py [OUT_DIR]    (default: acceptance-out)
 
 Needs an NVIDIA GPU, TensorRT and Polygraphy (`pip install -e '.[gpu,dev]'`); without them it
 stops with one line. The code is `vggdeploy.pipeline.acceptance`, which the `gpu`/`tensorrt`

@@ -17,8 +17,8 @@ The bare side has none of vggdeploy's checks (checker, parity, activation ranges
 figures, manifest); the ratio is what those and any waste cost. The machine's load is printed
 before and after: on a shared machine compare the ratios, not the seconds.
 
-    .venv/bin/python bench/pipeline_bench.py                  # vgg16 (about 6 minutes, ~6 GB)
-    .venv/bin/python bench/pipeline_bench.py --model vgg11 --width-divisor 8 --hidden 256
+    .venv/bin/python benchmarks/pipeline_bench.py                  # vgg16 (about 6 minutes, ~6 GB)
+    .venv/bin/python benchmarks/pipeline_bench.py --model vgg11 --width-divisor 8 --hidden 256
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from the 11 bundled photographs (random crops, scales, flips, colour and brightn
 Afterwards ONNX Runtime CPU latency at batch 1 is measured for fp32 and int8 (`model.int8.onnx`
 in the integer form vggdeploy's ONNX Runtime CPU runtime loads it in, `onnxutil.cpu_int8_form`).
 
-    .venv/bin/python bench/calib_memory.py                 # exports VGG-16 (random weights)
-    .venv/bin/python bench/calib_memory.py --bundle bundles/vgg16 --images photos/
+    .venv/bin/python benchmarks/calib_memory.py                 # exports VGG-16 (random weights)
+    .venv/bin/python benchmarks/calib_memory.py --bundle bundles/vgg16 --images photos/
 
 Heavy: several minutes and several GB (ORT's run); run it alone on a shared machine.
 """

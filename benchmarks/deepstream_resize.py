@@ -20,7 +20,7 @@ Data:
            runs/vgg16/bundle). Its weights may be random, so only top-1 agreement with (a)
            is reported: how often the decision changes with the geometry.
 
-Run: .venv/bin/python bench/deepstream_resize.py [--bundle runs/vgg16/bundle] [--no-digits]
+Run: .venv/bin/python benchmarks/deepstream_resize.py [--bundle runs/vgg16/bundle] [--no-digits]
 """
 
 from __future__ import annotations

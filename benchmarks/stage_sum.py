@@ -16,7 +16,7 @@ one call add up to its total exactly; medians add up only within noise), and (2)
 bare per call, the overhead (target < 2%), median of per-round ratios with a bootstrap 95%
 interval.
 
-    .venv/bin/python bench/stage_sum.py [--bundle runs/vgg16/bundle] [--repeats 40]
+    .venv/bin/python benchmarks/stage_sum.py [--bundle runs/vgg16/bundle] [--repeats 40]
         [--iterations 10] [--batch 1] [--threads 1] [--images DIR]
 """
 

@@ -1,0 +1,163 @@
+"""`vggdeploy pipeline`: the main job, from a model name or checkpoint to a checked bundle."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from vggdeploy.cli_options import (
+    CONTEXT,
+    echo_text,
+    emit_json,
+    json_option,
+    model_size_options,
+    parse_int_list,
+    parse_precisions,
+)
+from vggdeploy.errors import InputError
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Run folder (bundle + report)."
+)
+@click.option(
+    "--weights",
+    default="random",
+    show_default=True,
+    help="'random' (seeded), 'imagenet', or a .pth/.pt/.safetensors file.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed for random weights and sampling.")
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False),
+    help="Images for calibration, FP16 ranges and validation (default: the photographs shipped "
+    "with vggdeploy for calibration; validation then judges like `vggdeploy validate`).",
+)
+@click.option(
+    "--precision",
+    "precisions",
+    multiple=True,
+    metavar="P[,P...]",
+    help="Precisions to make, fp32 among them (default: fp32,fp16,int8; int8 makes both INT8 "
+    "files, for TensorRT and ONNX Runtime; repeatable or comma-separated).",
+)
+@click.option("--image-size", default=224, show_default=True, help="Input height and width.")
+@click.option(
+    "--batch",
+    default="1,8",
+    show_default=True,
+    metavar="B[,B...]",
+    help="Batch sizes to benchmark.",
+)
+@click.option(
+    "--bench-iterations", default=10, show_default=True, help="Timed calls per benchmark case."
+)
+@click.option(
+    "--bench-runtime",
+    "bench_runtimes",
+    multiple=True,
+    metavar="SPEC",
+    help="Runtimes to benchmark (default: onnxruntime,tensorrt; unavailable ones are listed as "
+    "skipped; repeatable or comma-separated). SPEC: NAME[:VARIANT...][@PRECISION] as in "
+    "`vggdeploy bench --runtime`.",
+)
+@click.option(
+    "--calib-samples",
+    type=int,
+    help="Calibration images (default: 3/4 of the images, at most 64; the rest are held out).",
+)
+@click.option(
+    "--calib-method",
+    type=click.Choice(["entropy", "minmax", "percentile"]),
+    default="entropy",
+    show_default=True,
+)
+@click.option(
+    "--validate-samples",
+    type=int,
+    help="Samples compared in validation (default: as `vggdeploy validate`: 16 random inputs, "
+    "every image).",
+)
+@click.option("--force", is_flag=True, help="Redo every stage, even those up to date.")
+@model_size_options()
+@json_option("the run's report (report.json)")
+def pipeline(
+    model: str,
+    out: str,
+    weights: str,
+    seed: int,
+    images: str | None,
+    precisions: tuple[str, ...],
+    image_size: int,
+    batch: str,
+    bench_iterations: int,
+    bench_runtimes: tuple[str, ...],
+    calib_samples: int | None,
+    calib_method: str,
+    validate_samples: int | None,
+    force: bool,
+    num_classes: int | None,
+    width_divisor: int | None,
+    hidden: int | None,
+    json_path: str | None,
+) -> None:
+    """Export, validate, convert/calibrate, build, validate all, bench, and report, in OUT.
+
+    \b
+    The main job on any machine, e.g. a CPU laptop in a few minutes:
+      vggdeploy pipeline vgg16 --out runs/vgg16
+    OUT/bundle is the bundle; OUT/report.md and OUT/report.json say what was made and how it
+    agrees and runs. Validation judges the bundle as `vggdeploy validate OUT/bundle` does.
+    TensorRT engines are built only where TensorRT and a GPU are present (otherwise the build
+    stage says why it skipped). Running again only redoes stages whose inputs changed (by
+    sha256); --force redoes all. Exits with code 2 if a check failed.
+    """
+    from vggdeploy.cli_options import comma_list
+    from vggdeploy.pipeline import MADE_PRECISIONS, PipelineOptions, run_pipeline
+    from vggdeploy.report.pipeline import RichPipelineReporter, render_summary, write_report
+
+    batches = parse_int_list(batch, "--batch")
+    if not batches:
+        raise InputError(f"--batch {batch!r} must list positive integers, e.g. 1,8")
+    options = PipelineOptions(
+        weights=weights,
+        seed=seed,
+        image_size=image_size,
+        precisions=tuple(parse_precisions(precisions, MADE_PRECISIONS)) or MADE_PRECISIONS,
+        images=images,
+        calib_samples=calib_samples,
+        calib_method=calib_method,
+        batches=batches,
+        bench_iterations=bench_iterations,
+        **({"bench_runtimes": tuple(comma_list(bench_runtimes))} if bench_runtimes else {}),
+        validate_samples=validate_samples,
+        force=force,
+        num_classes=num_classes,
+        width_divisor=width_divisor,
+        hidden=hidden,
+    )
+    argv = sys.argv[1:] if sys.argv and Path(sys.argv[0]).name.startswith("vggdeploy") else None
+    to_stdout = json_path == "-"
+    echo = (lambda text: echo_text(text, err=True)) if to_stdout else echo_text
+    reporter = RichPipelineReporter(echo)
+    data = None
+    try:
+        data = run_pipeline(model, out, options, reporter=reporter, argv=argv)
+    finally:
+        reporter.close()
+        report_md = write_report(out)  # also after a failed check: the report says what failed
+        if report_md is not None:
+            from vggdeploy.pipeline import REPORT_JSON
+
+            report = json.loads((Path(out) / REPORT_JSON).read_text("utf-8"))
+            if json_path:
+                emit_json(report, json_path)
+            if data is None:
+                echo(f"report: {report_md} (and {REPORT_JSON})")
+            else:
+                echo(render_summary(report, out))
