@@ -26,7 +26,7 @@ FC_WHY = (
     "ModelOpt keeps batch-1 (GEMV-shaped) Gemms float for TensorRT "
     "(modelopt/onnx/quantization/graph_utils.py, find_nodes_from_matmul_to_exclude); "
     "vggdeploy quantizes the FC layers because int8 FCs measured faster on ONNX Runtime's CPU "
-    "(README, INT8 on ONNX Runtime CPU), records the choice in the manifest (fc_layers), and "
+    "(docs/performance.md, INT8 on the CPU), records the choice in the manifest (fc_layers), and "
     "`--keep-float classifier.0,classifier.3,classifier.6` gives ModelOpt's choice"
 )
 #: Where vggdeploy's file differs from ModelOpt's on purpose, and why.

@@ -1,7 +1,7 @@
 """Issue 18, cause 13: an archive re-made by hand (plain `tar`, no SHA256SUMS, or a SHA256SUMS
 written by hand) is refused. The rule: SHA256SUMS is byte for byte what `pack` writes, lists
 exactly the manifest and the files it names, and the manifest's `packed.sums_sha256` is the
-digest of its other lines. (A consistency rule, not a signature: see the README.)"""
+digest of its other lines. (A consistency rule, not a signature: see docs/ship.md, `vggdeploy unpack`.)"""
 
 from __future__ import annotations
 
