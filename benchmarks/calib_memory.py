@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import docs_section
 import numpy as np
 
 
@@ -214,7 +215,9 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--child", choices=["ours", "ort"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    docs_section.add_option(parser)
     args = parser.parse_args()
+    record = docs_section.Recorder(__file__, args.write_docs)
 
     if args.child:
         result = child_ours(args) if args.child == "ours" else child_ort(args)
@@ -252,7 +255,8 @@ def main() -> None:
             lat["int8 (model.int8.onnx, ORT CPU integer form)"] = latency(
                 args.bundle / "model.int8.onnx", cpu_form=True
             )
-        report(args, ours, ort, lat)
+        with record:
+            report(args, ours, ort, lat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

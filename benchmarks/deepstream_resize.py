@@ -32,6 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import docs_section
 import numpy as np
 from PIL import Image
 
@@ -176,15 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=REPO / "runs/vgg16/bundle")
     parser.add_argument("--no-digits", action="store_true")
+    docs_section.add_option(parser)
     args = parser.parse_args(argv)
+    record = docs_section.Recorder(__file__, args.write_docs, argv)
     sys.path.insert(0, str(REPO / "src"))
     from vggdeploy.report.tables import markdown_table
 
     rows = [] if args.no_digits else digits_rows()
+    skipped = None
     if args.bundle.is_dir():
         rows += photo_rows(args.bundle)
     else:
-        print(f"(no bundle at {args.bundle}: photographs skipped)")
+        skipped = f"(no bundle at {args.bundle}: photographs skipped)"
     headers = [
         "data",
         "(a) bundle: resize+crop",
@@ -192,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         "(b1) stretch, 1 scale",
         "(c) fit+pad",
     ]
-    print("top-1 accuracy (agreement with (a)):")
-    print(markdown_table(headers, rows))
+    with record:
+        if skipped:
+            print(skipped)
+        print("top-1 accuracy (agreement with (a)):")
+        print(markdown_table(headers, rows))
     return 0
 
 

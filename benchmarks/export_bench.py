@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import docs_section
+
 # The bare baseline: the same model, the same exporter settings (dynamo, opset, a dynamic batch
 # axis, one self-contained file), and nothing else.
 BARE = r"""
@@ -108,7 +110,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, help="hidden FC width (smoke runs)")
     parser.add_argument("--num-classes", type=int, help="classes (smoke runs)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    docs_section.add_option(parser)
     args = parser.parse_args()
+    record = docs_section.Recorder(__file__, args.write_docs)
 
     options = {
         k: v
@@ -147,20 +151,23 @@ def main() -> None:
     head += f", load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     if options:
         head += f", {options}"
-    print(head)
-    print(f"{'':38}  {'vggdeploy export':>16}  {'bare export':>12}  {'ratio':>6}")
     figures = {}
-    for label, key, fmt in rows:
-        ours, bare = best(ours_runs, key), best(bare_runs, key)
-        figures[key] = {"vggdeploy": ours, "bare": bare, "ratio": ours / bare}
-        print(f"{label:38}  {fmt.format(ours):>16}  {fmt.format(bare):>12}  {ours / bare:>5.2f}x")
-    print(
-        "\nvggdeploy's export work includes building the weights, the export, onnx.checker, shape"
-        f" inference, {ours_runs[0]['parity_checks']} ONNX Runtime parity checks (worst max rel diff"
-        f" {max(r['worst_max_rel'] for r in ours_runs):.1e}) and metadata; the bare side's is the"
-        " weights, the torch.onnx.export call and save. Both wall times include starting Python and"
-        " importing torch."
-    )
+    with record:
+        print(head)
+        print(f"{'':38}  {'vggdeploy export':>16}  {'bare export':>12}  {'ratio':>6}")
+        for label, key, fmt in rows:
+            ours, bare = best(ours_runs, key), best(bare_runs, key)
+            figures[key] = {"vggdeploy": ours, "bare": bare, "ratio": ours / bare}
+            print(
+                f"{label:38}  {fmt.format(ours):>16}  {fmt.format(bare):>12}  {ours / bare:>5.2f}x"
+            )
+        print(
+            "\nvggdeploy's export work includes building the weights, the export, onnx.checker,"
+            f" shape inference, {ours_runs[0]['parity_checks']} ONNX Runtime parity checks (worst"
+            f" max rel diff {max(r['worst_max_rel'] for r in ours_runs):.1e}) and metadata; the"
+            " bare side's is the weights, the torch.onnx.export call and save. Both wall times"
+            " include starting Python and importing torch."
+        )
     if args.json:
         meta = {"model": args.model, "image_size": args.image_size, "opset": args.opset, **options}
         args.json.write_text(

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import docs_section
 import numpy as np
 
 TARGET = 0.02
@@ -50,7 +51,9 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=50, help="calls per loop and round")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads")
+    docs_section.add_option(parser)
     args = parser.parse_args()
+    record = docs_section.Recorder(__file__, args.write_docs)
 
     from vggdeploy import bench as bm
     from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
@@ -102,23 +105,24 @@ def main() -> int:
                 for name in names[1:]:
                     ratios[name].append(got[name] / got["bare"])
 
-    print(
-        f"ONNX Runtime CPU, {spec.name} /16 at 32x32, batch {args.batch}, "
-        f"{args.threads} thread(s), {args.repeats} rotating rounds x {n} calls per loop"
-    )
-    for name in names:
-        print(f"  {name:16s} median {statistics.median(per_call[name]) / 1e3:8.2f} us/call")
     verdict = 0
-    for name in names[1:]:
-        med, lo, hi = median_ci(ratios[name])
-        line = f"  {name} / bare: {med:.4f} (95% CI {lo:.4f}-{hi:.4f}), overhead {med - 1:+.2%}"
-        if name == "harness":
-            ok = med - 1 < TARGET
-            verdict = 0 if ok else 1
-            line += f"  target < {TARGET:.0%}: " + ("PASS" if ok else "FAIL")
-        else:
-            line += "  (includes OrtRuntime's output dict, paid by every infer() caller)"
-        print(line)
+    with record:
+        print(
+            f"ONNX Runtime CPU, {spec.name} /16 at 32x32, batch {args.batch}, "
+            f"{args.threads} thread(s), {args.repeats} rotating rounds x {n} calls per loop"
+        )
+        for name in names:
+            print(f"  {name:16s} median {statistics.median(per_call[name]) / 1e3:8.2f} us/call")
+        for name in names[1:]:
+            med, lo, hi = median_ci(ratios[name])
+            line = f"  {name} / bare: {med:.4f} (95% CI {lo:.4f}-{hi:.4f}), overhead {med - 1:+.2%}"
+            if name == "harness":
+                ok = med - 1 < TARGET
+                verdict = 0 if ok else 1
+                line += f"  target < {TARGET:.0%}: " + ("PASS" if ok else "FAIL")
+            else:
+                line += "  (includes OrtRuntime's output dict, paid by every infer() caller)"
+            print(line)
     return verdict
 
 

@@ -47,6 +47,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import docs_section
 import numpy as np
 
 FUSED = ("QLinearConv", "QGemm", "ConvInteger", "MatMulInteger", "QLinearMatMul")
@@ -170,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-ort-static", action="store_true")
     parser.add_argument("--skip-openvino", action="store_true", help="no OpenVINO/NNCF rows")
     parser.add_argument("--json", help="write the results as JSON to this file")
+    docs_section.add_option(parser)
     args = parser.parse_args(argv)
+    record = docs_section.Recorder(__file__, args.write_docs, argv)
 
     import onnx
 
@@ -259,24 +262,26 @@ def main(argv: list[str] | None = None) -> int:
     head = f"{'variant':<14}" + "".join(
         f"{'b' + str(b) + ' ms':>10}{'x fp32':>8}{'x peer':>8}" for b in batches
     )
-    print(
-        f"\nINT8 on the CPU (ONNX Runtime, OpenVINO), {bundle.root}, {cpu().name} {cpu().features}, "
-        f"{args.rounds} interleaved rounds (median)"
-    )
-    print(
-        head + f"{'int/float ops':>15}{'f32 passes':>11}{'cos mean':>10}{'cos min':>9}{'top1':>7}"
-    )
-    for label, r in results.items():
-        row = f"{label:<14}"
-        for b in batches:
-            ms = r["latency_ms"][b]
-            peer = r["x_best_peer"].get(b)
-            row += f"{ms:>10.1f}{results['fp32']['latency_ms'][b] / ms:>8.2f}"
-            row += f"{peer:>8.2f}" if peer is not None else f"{'-':>8}"
-        k = r["kernels"]
-        row += f"{str(k['int']) + '/' + str(k['float']):>15}{k['passes']:>11}"
-        row += f"{r['cosine_mean']:>10.4f}{r['cosine_min']:>9.4f}{r['top1']:>4}/{len(photos)}"
-        print(row)
+    with record:
+        print(
+            f"INT8 on the CPU (ONNX Runtime, OpenVINO), {bundle.root}, {cpu().name} "
+            f"{cpu().features}, {args.rounds} interleaved rounds (median)"
+        )
+        print(
+            head
+            + f"{'int/float ops':>15}{'f32 passes':>11}{'cos mean':>10}{'cos min':>9}{'top1':>7}"
+        )
+        for label, r in results.items():
+            row = f"{label:<14}"
+            for b in batches:
+                ms = r["latency_ms"][b]
+                peer = r["x_best_peer"].get(b)
+                row += f"{ms:>10.1f}{results['fp32']['latency_ms'][b] / ms:>8.2f}"
+                row += f"{peer:>8.2f}" if peer is not None else f"{'-':>8}"
+            k = r["kernels"]
+            row += f"{str(k['int']) + '/' + str(k['float']):>15}{k['passes']:>11}"
+            row += f"{r['cosine_mean']:>10.4f}{r['cosine_min']:>9.4f}{r['top1']:>4}/{len(photos)}"
+            print(row)
     if args.json:
         Path(args.json).write_text(
             json.dumps({"cpu": cpu().to_dict(), "results": results}, indent=1)

@@ -27,6 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import docs_section
 import numpy as np
 
 EXPORT_ARGS = [
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         "--modelopt-python", required=True, help="python of a venv with nvidia-modelopt[onnx]"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    docs_section.add_option(parser)
     args = parser.parse_args(argv)
+    docs = docs_section.Recorder(__file__, args.write_docs, argv)
 
     import onnx
 
@@ -110,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         **qdq_placement(onnx.load(str(quantized))),
     }
     args.out.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {args.out}: {len(record['inputs'])} quantized inputs, float {record['float']}")
+    with docs:
+        print(
+            f"wrote {args.out}: {len(record['inputs'])} quantized inputs, float {record['float']}"
+        )
+        print(f"versions: {json.dumps(versions, sort_keys=True)}")
     return 0
 
 

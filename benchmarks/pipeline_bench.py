@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import docs_section
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_bench import BARE as BARE_EXPORT  # noqa: E402
 
@@ -139,14 +141,17 @@ def inner(stdout: str) -> float:
 
 def run_pipeline(args: argparse.Namespace, options: dict, out: Path) -> dict[str, float]:
     argv = [sys.executable, "-m", "vggdeploy", "-q", "pipeline", args.model, "--out", str(out)]
-    argv += ["--force", "--bench-iterations", str(args.iterations)]
+    argv += ["--bench-iterations", str(args.iterations)]
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
-    wall, _ = run(argv)
+    wall, _ = run([*argv, "--force"])
     report = json.loads((out / "report.json").read_text())
     seconds = {s["name"]: float(s.get("seconds") or 0.0) for s in report["stages"]}
     seconds["total (report wall_s)"] = float(report["wall_s"])
     seconds["process wall"] = wall
+    # The same command again: every stage is up to date, so this is the cost of finding that out
+    # (hashing every artifact against pipeline.json) plus starting Python.
+    seconds["re-run, up to date"] = run(argv)[0]
     return seconds
 
 
@@ -193,7 +198,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, help="hidden FC width (smoke runs)")
     parser.add_argument("--out", type=Path, help="keep the pipeline's run folder here")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    docs_section.add_option(parser)
     args = parser.parse_args()
+    record = docs_section.Recorder(__file__, args.write_docs)
     options = {
         k: v
         for k, v in (("width_divisor", args.width_divisor), ("hidden", args.hidden))
@@ -207,18 +214,20 @@ def main() -> None:
         ours = run_pipeline(args, options, out)
         bare = run_bare(args, options, out / "bundle", tmp)
     load_after = os.getloadavg()[0]
-    print(
-        f"{args.model}{' ' + str(options) if options else ''}: load average {load_before:.1f} "
-        f"-> {load_after:.1f} on {os.cpu_count()} CPUs (other work slows both sides)"
-    )
-    print(f"{'stage':24}  {'pipeline (s)':>12}  {'bare (s)':>9}  {'ratio':>6}")
     figures = {}
-    for stage in (*STAGES, "total (report wall_s)"):
-        ratio = ours[stage] / bare[stage] if bare[stage] else float("nan")
-        figures[stage] = {"pipeline": ours[stage], "bare": bare[stage], "ratio": ratio}
-        print(f"{stage:24}  {ours[stage]:>12.1f}  {bare[stage]:>9.1f}  {ratio:>5.2f}x")
-    print(f"{'build (skipped here)':24}  {ours.get('build', 0.0):>12.1f}")
-    print(f"{'whole process':24}  {ours['process wall']:>12.1f}   (goal <= 150 s)")
+    with record:
+        print(
+            f"{args.model}{' ' + str(options) if options else ''}: load average {load_before:.1f} "
+            f"-> {load_after:.1f} on {os.cpu_count()} CPUs (other work slows both sides)"
+        )
+        print(f"{'stage':24}  {'pipeline (s)':>12}  {'bare (s)':>9}  {'ratio':>6}")
+        for stage in (*STAGES, "total (report wall_s)"):
+            ratio = ours[stage] / bare[stage] if bare[stage] else float("nan")
+            figures[stage] = {"pipeline": ours[stage], "bare": bare[stage], "ratio": ratio}
+            print(f"{stage:24}  {ours[stage]:>12.1f}  {bare[stage]:>9.1f}  {ratio:>5.2f}x")
+        print(f"{'build (skipped here)':24}  {ours.get('build', 0.0):>12.1f}")
+        print(f"{'whole process':24}  {ours['process wall']:>12.1f}   (goal <= 150 s)")
+        print(f"{'re-run, up to date':24}  {ours['re-run, up to date']:>12.1f}   (whole process)")
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, **options, "figures": figures}))
 

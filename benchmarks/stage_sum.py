@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import docs_section
 import numpy as np
 
 TARGET = 0.02
@@ -47,6 +48,7 @@ def measure(bundle_root: Path, args: argparse.Namespace) -> int:
     from vggdeploy.bundle import Bundle
     from vggdeploy.runtimes.onnxrt import OrtRuntime
 
+    record = docs_section.Recorder(__file__, args.write_docs)
     bundle = Bundle.load(bundle_root)
     paths = endtoend.image_set(args.images, bundle.preprocessing.resize)
     n = args.iterations
@@ -88,24 +90,25 @@ def measure(bundle_root: Path, args: argparse.Namespace) -> int:
 
     medians = {name: statistics.median(v) / 1e6 for name, v in samples.items()}
     stage_sum = sum(m for name, m in medians.items() if name != "total")
-    print(
-        f"{bundle.model.name} at {bundle.preprocessing.crop}px, ONNX Runtime CPU fp32, batch "
-        f"{args.batch}, {args.threads} thread(s), {len(paths)} images, {args.repeats} rounds x "
-        f"{n} calls"
-    )
-    print("  stage medians (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in medians.items()))
-    print(
-        f"  sum of stage medians / total median: {stage_sum / medians['total']:.4f} "
-        f"({stage_sum:.3f} / {medians['total']:.3f} ms)"
-    )
-    for name, values in per_call.items():
-        print(f"  {name:8s} median {statistics.median(values) / 1e6:8.3f} ms/call")
     med, lo, hi = median_ci(ratios)
     ok = med - 1 < TARGET
-    print(
-        f"  harness / bare: {med:.4f} (95% CI {lo:.4f}-{hi:.4f}), overhead {med - 1:+.2%}  "
-        f"target < {TARGET:.0%}: " + ("PASS" if ok else "FAIL")
-    )
+    with record:
+        print(
+            f"{bundle.model.name} at {bundle.preprocessing.crop}px, ONNX Runtime CPU fp32, batch "
+            f"{args.batch}, {args.threads} thread(s), {len(paths)} images, {args.repeats} rounds x "
+            f"{n} calls"
+        )
+        print("  stage medians (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in medians.items()))
+        print(
+            f"  sum of stage medians / total median: {stage_sum / medians['total']:.4f} "
+            f"({stage_sum:.3f} / {medians['total']:.3f} ms)"
+        )
+        for name, values in per_call.items():
+            print(f"  {name:8s} median {statistics.median(values) / 1e6:8.3f} ms/call")
+        print(
+            f"  harness / bare: {med:.4f} (95% CI {lo:.4f}-{hi:.4f}), overhead {med - 1:+.2%}  "
+            f"target < {TARGET:.0%}: " + ("PASS" if ok else "FAIL")
+        )
     return 0 if ok else 1
 
 
@@ -117,6 +120,7 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=10, help="calls per loop and round")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads")
+    docs_section.add_option(parser)
     args = parser.parse_args()
     if args.bundle:
         return measure(args.bundle, args)
