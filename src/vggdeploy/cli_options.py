@@ -111,6 +111,65 @@ def model_size_options() -> Callable[[F], F]:
     return decorate
 
 
+def opset_option() -> Callable[[F], F]:
+    return click.option("--opset", default=18, show_default=True, help="ONNX opset.")
+
+
+def export_model_options() -> Callable[[F], F]:
+    """What a custom model's bundle records besides its weights: `--labels`, and the
+    preprocessing (`--resize`, `--mean`, `--std`, `--channel-order`) every consumer (validate,
+    Triton, DeepStream, predict) applies. `vggdeploy export` and `vggdeploy pipeline` share them;
+    `preprocessing_from_options` reads them."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--channel-order",
+            type=click.Choice(["RGB", "BGR"]),
+            help="Preprocessing channel order.",
+        )(f)
+        f = click.option("--std", help="Preprocessing std, e.g. 0.229,0.224,0.225.")(f)
+        f = click.option("--mean", help="Preprocessing mean, e.g. 0.485,0.456,0.406.")(f)
+        f = click.option(
+            "--resize",
+            type=int,
+            help="Preprocessing: shorter side before the crop (default image-size*256/224).",
+        )(f)
+        return click.option(
+            "--labels",
+            type=click.Path(dir_okay=False),
+            help="Class names, one a line (ImageNet names ship for --weights imagenet).",
+        )(f)
+
+    return decorate
+
+
+def preprocessing_from_options(
+    image_size: int,
+    resize: int | None,
+    mean: str | None,
+    std: str | None,
+    channel_order: str | None,
+) -> Any:
+    """The bundle's `Preprocessing` from `export_model_options`' values, checked."""
+    from vggdeploy.models import MAX_IMAGE_SIZE
+    from vggdeploy.preprocess import Preprocessing
+
+    if resize is not None and not image_size <= resize <= 2 * MAX_IMAGE_SIZE:
+        raise InputError(
+            f"--resize {resize} must be between the crop (--image-size {image_size}) and "
+            f"{2 * MAX_IMAGE_SIZE}: images are resized to it, then cropped to the image size"
+        )
+    pre = Preprocessing.for_size(
+        image_size,
+        mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"),
+        channel_order=channel_order,
+    )
+    if resize is not None:
+        pre = Preprocessing.from_dict({**pre.to_dict(), "resize": resize})
+    return pre
+
+
 # -- parsing ------------------------------------------------------------------------------------
 
 

@@ -13,13 +13,14 @@ from vggdeploy.cli_options import (
     echo_text,
     emit,
     emit_json,
+    export_model_options,
     json_option,
     log,
     model_size_options,
+    opset_option,
     parse_export_batch,
-    parse_floats,
+    preprocessing_from_options,
 )
-from vggdeploy.errors import InputError
 
 # -- export -----------------------------------------------------------------------------------
 
@@ -42,28 +43,14 @@ from vggdeploy.errors import InputError
 @click.option(
     "--batch", default="dynamic", show_default=True, help="'dynamic' or a fixed batch size."
 )
-@click.option("--opset", default=18, show_default=True, help="ONNX opset.")
+@opset_option()
 @click.option(
     "--dense",
     is_flag=True,
     help="Export the paper's fully convolutional form with dynamic height/width.",
 )
 @model_size_options()
-@click.option(
-    "--labels",
-    type=click.Path(dir_okay=False),
-    help="Class names, one a line (ImageNet names ship for --weights imagenet).",
-)
-@click.option(
-    "--resize",
-    type=int,
-    help="Preprocessing: shorter side before the crop (default image-size*256/224).",
-)
-@click.option("--mean", help="Preprocessing mean, e.g. 0.485,0.456,0.406.")
-@click.option("--std", help="Preprocessing std, e.g. 0.229,0.224,0.225.")
-@click.option(
-    "--channel-order", type=click.Choice(["RGB", "BGR"]), help="Preprocessing channel order."
-)
+@export_model_options()
 @json_option("the bundle's manifest")
 @click.option(
     "--force",
@@ -98,30 +85,20 @@ def export(
     The bundle is built beside --out and moved into place at the end, so a failed or
     interrupted run leaves --out as it was; with --force a failing bundle does not replace one.
     """
-    from vggdeploy.models import MAX_IMAGE_SIZE, check_image_size, resolve_spec
-    from vggdeploy.preprocess import Preprocessing
-    from vggdeploy.weights import check_seed
+    from vggdeploy.models import check_image_size, resolve_spec
+    from vggdeploy.weights import WeightsSource, check_seed, spec_for_weights
 
     # Every number is checked before anything is allocated or written.
-    spec = resolve_spec(model, num_classes=num_classes, width_divisor=width_divisor, hidden=hidden)
+    sizes = {"num_classes": num_classes, "width_divisor": width_divisor, "hidden": hidden}
+    spec = resolve_spec(model, **sizes)
     check_image_size(image_size, dense=dense)
     check_seed(seed, "--seed")
-    if resize is not None and not image_size <= resize <= 2 * MAX_IMAGE_SIZE:
-        raise InputError(
-            f"--resize {resize} must be between the crop (--image-size {image_size}) and "
-            f"{2 * MAX_IMAGE_SIZE}: images are resized to it, then cropped to the image size"
-        )
-    pre = Preprocessing.for_size(
-        image_size,
-        mean=parse_floats(mean, "--mean"),
-        std=parse_floats(std, "--std"),
-        channel_order=channel_order,
-    )
-    if resize is not None:
-        pre = Preprocessing.from_dict({**pre.to_dict(), "resize": resize})
+    pre = preprocessing_from_options(image_size, resize, mean, std, channel_order)
+    source = WeightsSource.parse(weights, seed)
+    # A checkpoint's shapes give --num-classes, --hidden and --width-divisor when not given.
+    spec = spec_for_weights(spec, source, **sizes)
 
     from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
-    from vggdeploy.weights import WeightsSource
 
     options = ExportOptions(
         image_size=image_size,
@@ -132,7 +109,7 @@ def export(
         preprocessing=pre,
         force=force,
     )
-    bundle = export_bundle(spec, WeightsSource.parse(weights, seed), Path(out), options)
+    bundle = export_bundle(spec, source, Path(out), options)
     parity = bundle.manifest.parity
     text = (
         f"exported {spec.name} to {bundle.artifact_path('onnx.fp32')} in "

@@ -12,10 +12,13 @@ from vggdeploy.cli_options import (
     CONTEXT,
     echo_text,
     emit_json,
+    export_model_options,
     json_option,
     model_size_options,
+    opset_option,
     parse_int_list,
     parse_precisions,
+    preprocessing_from_options,
 )
 from vggdeploy.errors import InputError
 
@@ -36,7 +39,9 @@ from vggdeploy.errors import InputError
     "--images",
     type=click.Path(exists=True, file_okay=False),
     help="Images for calibration, FP16 ranges and validation (default: the photographs shipped "
-    "with vggdeploy for calibration; validation then judges like `vggdeploy validate`).",
+    "with vggdeploy for calibration; validation then judges like `vggdeploy validate`). With one "
+    "sub-folder per class (named as the labels), every precision's top-1/top-5 is measured on "
+    "them, as `vggdeploy evaluate`.",
 )
 @click.option(
     "--precision",
@@ -85,6 +90,8 @@ from vggdeploy.errors import InputError
 )
 @click.option("--force", is_flag=True, help="Redo every stage, even those up to date.")
 @model_size_options()
+@export_model_options()
+@opset_option()
 @json_option("the run's report (report.json)")
 def pipeline(
     model: str,
@@ -104,6 +111,12 @@ def pipeline(
     num_classes: int | None,
     width_divisor: int | None,
     hidden: int | None,
+    labels: str | None,
+    resize: int | None,
+    mean: str | None,
+    std: str | None,
+    channel_order: str | None,
+    opset: int,
     json_path: str | None,
 ) -> None:
     """Export, validate, convert/calibrate, build, validate all, bench, and report, in OUT.
@@ -111,6 +124,10 @@ def pipeline(
     \b
     The main job on any machine, e.g. a CPU laptop in a few minutes:
       vggdeploy pipeline vgg16 --out runs/vgg16
+    Your own model: the checkpoint's shapes give --num-classes (and --hidden,
+    --width-divisor); --labels names the classes; --images DIR with one sub-folder per class
+    adds every precision's top-1/top-5 to the report:
+      vggdeploy pipeline vgg16 --weights ckpt.pth --labels labels.txt --images val/ --out runs/me
     OUT/bundle is the bundle; OUT/report.md and OUT/report.json say what was made and how it
     agrees and runs. Validation judges the bundle as `vggdeploy validate OUT/bundle` does.
     TensorRT engines are built only where TensorRT and a GPU are present (otherwise the build
@@ -118,9 +135,12 @@ def pipeline(
     sha256); --force redoes all. Exits with code 2 if a check failed.
     """
     from vggdeploy.cli_options import comma_list
+    from vggdeploy.models import check_image_size
     from vggdeploy.pipeline import MADE_PRECISIONS, PipelineOptions, run_pipeline
     from vggdeploy.report.pipeline import RichPipelineReporter, render_summary, write_report
 
+    check_image_size(image_size)
+    pre = preprocessing_from_options(image_size, resize, mean, std, channel_order)
     batches = parse_int_list(batch, "--batch")
     if not batches:
         raise InputError(f"--batch {batch!r} must list positive integers, e.g. 1,8")
@@ -140,6 +160,9 @@ def pipeline(
         num_classes=num_classes,
         width_divisor=width_divisor,
         hidden=hidden,
+        labels=labels,
+        preprocessing=pre.to_dict(),
+        opset=opset,
     )
     argv = sys.argv[1:] if sys.argv and Path(sys.argv[0]).name.startswith("vggdeploy") else None
     to_stdout = json_path == "-"
