@@ -143,12 +143,79 @@ def export_model_options() -> Callable[[F], F]:
     return decorate
 
 
+def image_size_option() -> Callable[[F], F]:
+    return click.option(
+        "--image-size",
+        type=int,
+        help="Input height and width, a multiple of 32 (default: the val_crop_size a "
+        "torchvision-reference checkpoint records, else 224).",
+    )
+
+
+def model_from_options(
+    model: str,
+    weights: str,
+    seed: int,
+    sizes: dict[str, int | None],
+    image_size: int | None,
+    resize: int | None,
+    mean: str | None,
+    std: str | None,
+    channel_order: str | None,
+    *,
+    dense: bool = False,
+) -> tuple[Any, Any, Any, list[str]]:
+    """The model spec, weights source and `Preprocessing` `export` and `pipeline` make a bundle
+    from, and notes on what the checkpoint decided.
+
+    A checkpoint file's shapes give the sizes not set (`weights.spec_for_weights`); when it
+    records how its training run evaluated (torchvision's reference script: `val_crop_size`,
+    `val_resize_size`, `interpolation`), an unset --image-size is that crop, and at that size
+    an unset --resize is its resize, with its interpolation."""
+    from vggdeploy.models import check_image_size, resolve_spec
+    from vggdeploy.weights import WeightsSource, check_seed, checkpoint_facts, spec_for_weights
+
+    check_seed(seed, "--seed")
+    spec = resolve_spec(model, **sizes)
+    if image_size is not None:
+        check_image_size(image_size, dense=dense)
+    source = WeightsSource.parse(weights, seed)
+    fitted = spec_for_weights(spec, source, **sizes)
+    notes = [
+        f"--{k.replace('_', '-')} {getattr(fitted, k)} read from the checkpoint's shapes"
+        for k, v in sizes.items()
+        if v is None and getattr(fitted, k) != getattr(spec, k)
+    ]
+    trained = checkpoint_facts(source.path).preprocessing if source.kind == "file" else {}
+    if image_size is None and isinstance(trained.get("crop"), int):
+        image_size = trained["crop"]
+        notes.append(f"--image-size {image_size}: the checkpoint's args.val_crop_size")
+    image_size = 224 if image_size is None else image_size
+    check_image_size(image_size, dense=dense)
+    interpolation = None
+    if trained.get("crop") == image_size:
+        if resize is None and isinstance(trained.get("resize"), int):
+            resize = trained["resize"]
+            notes.append(f"--resize {resize}: the checkpoint's args.val_resize_size")
+        interpolation = trained.get("interpolation")
+    return (
+        fitted,
+        source,
+        preprocessing_from_options(
+            image_size, resize, mean, std, channel_order, interpolation=interpolation
+        ),
+        notes,
+    )
+
+
 def preprocessing_from_options(
     image_size: int,
     resize: int | None,
     mean: str | None,
     std: str | None,
     channel_order: str | None,
+    *,
+    interpolation: str | None = None,
 ) -> Any:
     """The bundle's `Preprocessing` from `export_model_options`' values, checked."""
     from vggdeploy.models import MAX_IMAGE_SIZE
@@ -164,6 +231,7 @@ def preprocessing_from_options(
         mean=parse_floats(mean, "--mean"),
         std=parse_floats(std, "--std"),
         channel_order=channel_order,
+        interpolation=interpolation,
     )
     if resize is not None:
         pre = Preprocessing.from_dict({**pre.to_dict(), "resize": resize})

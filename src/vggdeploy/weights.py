@@ -113,6 +113,14 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Tensors from a `.safetensors` or a `.pth`/`.pt` file, never running pickled code."""
+    return read_checkpoint_and_args(path)[0]
+
+
+def read_checkpoint_and_args(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """`read_checkpoint`, and the training options a torchvision-reference checkpoint records
+    (its `args` Namespace as a dict; empty for any other checkpoint)."""
     import torch
 
     path = Path(path)
@@ -145,6 +153,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise WeightsError(
             f"cannot read weights file {path}: {_reason(exc)} (is it a complete state_dict checkpoint?)"
         ) from None
+    args = state.get("args") if isinstance(state, dict) else None
+    training_args = dict(vars(args)) if isinstance(args, argparse.Namespace) else {}
     # Training checkpoints often wrap the state dict.
     if isinstance(state, dict):
         for key in ("state_dict", "model_state_dict", "model"):
@@ -174,7 +184,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     # DataParallel checkpoints prefix every key with "module."
     if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
+    return state, training_args
 
 
 #: The one pickled object, besides tensors and containers, a checkpoint may hold: torchvision's
@@ -231,36 +241,74 @@ SIZE_KEYS = {
 }
 
 
-def checkpoint_sizes(state: dict[str, torch.Tensor]) -> dict[str, int]:
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What a checkpoint file says about the model it fits, without its tensors: every key's
+    shape, and the evaluation preprocessing its training run used (torchvision's reference
+    script records it in `args`: `val_resize_size`, `val_crop_size`, `interpolation`, which its
+    `load_data` hands to `presets.ClassificationPresetEval`: Resize(shorter side), CenterCrop,
+    ImageNet mean/std; references/classification/train.py)."""
+
+    shapes: dict[str, tuple[int, ...]]
+    preprocessing: dict[str, Any]
+
+
+def checkpoint_facts(path: str | os.PathLike[str]) -> CheckpointFacts:
+    """`CheckpointFacts` of a checkpoint file (read once per file version: the export and the
+    pipeline ask before loading it for real)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (str(p), -1, -1)
+    if key not in _FACTS:
+        state, args = read_checkpoint_and_args(p)
+        pre = {
+            name: args[arg]
+            for name, arg in (
+                ("resize", "val_resize_size"),
+                ("crop", "val_crop_size"),
+                ("interpolation", "interpolation"),
+            )
+            if isinstance(args.get(arg), (int, str)) and not isinstance(args.get(arg), bool)
+        }
+        _FACTS.clear()
+        _FACTS[key] = CheckpointFacts({k: tuple(v.shape) for k, v in state.items()}, pre)
+    return _FACTS[key]
+
+
+_FACTS: dict[tuple[str, int, int], CheckpointFacts] = {}
+
+
+def checkpoint_sizes(state: dict[str, tuple[int, ...]]) -> dict[str, int]:
     """`num_classes`, `hidden` and `width_divisor` as the shapes in `state` give them (those it
     gives: a key that is absent or oddly shaped gives nothing)."""
     sizes: dict[str, int] = {}
     for option, (key, _) in SIZE_KEYS.items():
-        tensor = state.get(key)
-        if tensor is not None and tensor.dim() >= 2 and tensor.shape[0] >= 1:
-            sizes[option] = int(tensor.shape[0])
+        shape = state.get(key)
+        if shape is not None and len(shape) >= 2 and shape[0] >= 1:
+            sizes[option] = int(shape[0])
     first = state.get("features.0.weight")
-    if first is not None and first.dim() == 4 and 0 < first.shape[0] <= 64:
-        sizes.update(
-            {"width_divisor": 64 // int(first.shape[0])} if 64 % first.shape[0] == 0 else {}
-        )
+    if first is not None and len(first) == 4 and 0 < first[0] <= 64 and 64 % first[0] == 0:
+        sizes["width_divisor"] = 64 // int(first[0])
     return sizes
 
 
-def _convs(state: dict[str, torch.Tensor]) -> tuple[list[tuple[int, int, int]], bool]:
+def _convs(state: dict[str, tuple[int, ...]]) -> tuple[list[tuple[int, int, int]], bool]:
     """The feature convolutions of `state` in order, as (index, out channels, kernel), and
     whether it has BatchNorm layers (running statistics under `features.`)."""
     convs = []
-    for key, tensor in state.items():
+    for key, shape in state.items():
         parts = key.split(".")
         if (
             len(parts) == 3
             and parts[0] == "features"
             and parts[1].isdigit()
             and parts[2] == "weight"
-            and tensor.dim() == 4
+            and len(shape) == 4
         ):
-            convs.append((int(parts[1]), int(tensor.shape[0]), int(tensor.shape[-1])))
+            convs.append((int(parts[1]), int(shape[0]), int(shape[-1])))
     bn = any(k.startswith("features.") and k.endswith(".running_mean") for k in state)
     return sorted(convs), bn
 
@@ -280,7 +328,7 @@ def _spec_convs(spec: ModelSpec) -> list[tuple[int, int, int]]:
 
 
 def fit_spec(
-    spec: ModelSpec, state: dict[str, torch.Tensor], origin: str, given: dict[str, int | None]
+    spec: ModelSpec, state: dict[str, tuple[int, ...]], origin: str, given: dict[str, int | None]
 ) -> ModelSpec:
     """`spec` with the sizes the checkpoint's shapes give (`num_classes`, `hidden`,
     `width_divisor`) where `given` (the command line) leaves them unset.
@@ -361,7 +409,7 @@ def spec_for_weights(
     if source.kind != "file":
         return with_options(spec, **given)
     path = Path(source.path or "")
-    return fit_spec(spec, read_checkpoint(path), str(path), given)
+    return fit_spec(spec, checkpoint_facts(path).shapes, str(path), given)
 
 
 def check_values(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:

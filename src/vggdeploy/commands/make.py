@@ -14,12 +14,13 @@ from vggdeploy.cli_options import (
     emit,
     emit_json,
     export_model_options,
+    image_size_option,
     json_option,
     log,
+    model_from_options,
     model_size_options,
     opset_option,
     parse_export_batch,
-    preprocessing_from_options,
 )
 
 # -- export -----------------------------------------------------------------------------------
@@ -37,9 +38,7 @@ from vggdeploy.cli_options import (
 @click.option(
     "--out", "out", required=True, type=click.Path(file_okay=False), help="Bundle folder to create."
 )
-@click.option(
-    "--image-size", default=224, show_default=True, help="Input height and width (multiple of 32)."
-)
+@image_size_option()
 @click.option(
     "--batch", default="dynamic", show_default=True, help="'dynamic' or a fixed batch size."
 )
@@ -63,7 +62,7 @@ def export(
     weights: str,
     seed: int,
     out: str,
-    image_size: int,
+    image_size: int | None,
     batch: str,
     opset: int,
     dense: bool,
@@ -85,23 +84,18 @@ def export(
     The bundle is built beside --out and moved into place at the end, so a failed or
     interrupted run leaves --out as it was; with --force a failing bundle does not replace one.
     """
-    from vggdeploy.models import check_image_size, resolve_spec
-    from vggdeploy.weights import WeightsSource, check_seed, spec_for_weights
-
     # Every number is checked before anything is allocated or written.
     sizes = {"num_classes": num_classes, "width_divisor": width_divisor, "hidden": hidden}
-    spec = resolve_spec(model, **sizes)
-    check_image_size(image_size, dense=dense)
-    check_seed(seed, "--seed")
-    pre = preprocessing_from_options(image_size, resize, mean, std, channel_order)
-    source = WeightsSource.parse(weights, seed)
-    # A checkpoint's shapes give --num-classes, --hidden and --width-divisor when not given.
-    spec = spec_for_weights(spec, source, **sizes)
+    spec, source, pre, notes = model_from_options(
+        model, weights, seed, sizes, image_size, resize, mean, std, channel_order, dense=dense
+    )
+    for note in notes:
+        log.info("%s", note)
 
     from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
 
     options = ExportOptions(
-        image_size=image_size,
+        image_size=pre.crop,
         batch=parse_export_batch(batch),
         opset=opset,
         dense=dense,

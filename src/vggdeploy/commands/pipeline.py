@@ -13,12 +13,13 @@ from vggdeploy.cli_options import (
     echo_text,
     emit_json,
     export_model_options,
+    image_size_option,
     json_option,
+    model_from_options,
     model_size_options,
     opset_option,
     parse_int_list,
     parse_precisions,
-    preprocessing_from_options,
 )
 from vggdeploy.errors import InputError
 
@@ -51,7 +52,7 @@ from vggdeploy.errors import InputError
     help="Precisions to make, fp32 among them (default: fp32,fp16,int8; int8 makes both INT8 "
     "files, for TensorRT and ONNX Runtime; repeatable or comma-separated).",
 )
-@click.option("--image-size", default=224, show_default=True, help="Input height and width.")
+@image_size_option()
 @click.option(
     "--batch",
     default="1,8",
@@ -100,7 +101,7 @@ def pipeline(
     seed: int,
     images: str | None,
     precisions: tuple[str, ...],
-    image_size: int,
+    image_size: int | None,
     batch: str,
     bench_iterations: int,
     bench_runtimes: tuple[str, ...],
@@ -135,19 +136,20 @@ def pipeline(
     sha256); --force redoes all. Exits with code 2 if a check failed.
     """
     from vggdeploy.cli_options import comma_list
-    from vggdeploy.models import check_image_size
     from vggdeploy.pipeline import MADE_PRECISIONS, PipelineOptions, run_pipeline
     from vggdeploy.report.pipeline import RichPipelineReporter, render_summary, write_report
 
-    check_image_size(image_size)
-    pre = preprocessing_from_options(image_size, resize, mean, std, channel_order)
+    sizes = {"num_classes": num_classes, "width_divisor": width_divisor, "hidden": hidden}
+    spec, _, pre, notes = model_from_options(
+        model, weights, seed, sizes, image_size, resize, mean, std, channel_order
+    )
     batches = parse_int_list(batch, "--batch")
     if not batches:
         raise InputError(f"--batch {batch!r} must list positive integers, e.g. 1,8")
     options = PipelineOptions(
         weights=weights,
         seed=seed,
-        image_size=image_size,
+        image_size=pre.crop,
         precisions=tuple(parse_precisions(precisions, MADE_PRECISIONS)) or MADE_PRECISIONS,
         images=images,
         calib_samples=calib_samples,
@@ -157,9 +159,9 @@ def pipeline(
         **({"bench_runtimes": tuple(comma_list(bench_runtimes))} if bench_runtimes else {}),
         validate_samples=validate_samples,
         force=force,
-        num_classes=num_classes,
-        width_divisor=width_divisor,
-        hidden=hidden,
+        num_classes=spec.num_classes,
+        width_divisor=spec.width_divisor,
+        hidden=spec.hidden,
         labels=labels,
         preprocessing=pre.to_dict(),
         opset=opset,
@@ -168,6 +170,8 @@ def pipeline(
     to_stdout = json_path == "-"
     echo = (lambda text: echo_text(text, err=True)) if to_stdout else echo_text
     reporter = RichPipelineReporter(echo)
+    for note in notes:
+        reporter.note(note)
     data = None
     try:
         data = run_pipeline(model, out, options, reporter=reporter, argv=argv)
