@@ -136,17 +136,26 @@ def export_inputs(ctx: Context) -> dict[str, Any]:
         "batch": "dynamic",
         "opset": ctx.options.opset,
         "labels": sha256_file(Path(labels)) if labels else None,
-        "preprocessing": ctx.options.preprocessing,
+        "preprocessing": _preprocessing(ctx).to_dict(),
         "vggdeploy": __version__,
     }
 
 
-def export_run(ctx: Context) -> StageOutput:
-    from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
+def _preprocessing(ctx: Context) -> Any:
+    """The bundle's preprocessing: as asked, else torchvision's for the image size (what
+    `vggdeploy export` records without --resize/--mean/--std/--channel-order)."""
     from vggdeploy.preprocess import Preprocessing
 
-    ctx.reporter.progress("loading weights, exporting to ONNX, checking parity with PyTorch")
     pre = ctx.options.preprocessing
+    if pre is None:
+        return Preprocessing.for_size(ctx.options.image_size)
+    return Preprocessing.from_dict(pre)
+
+
+def export_run(ctx: Context) -> StageOutput:
+    from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
+
+    ctx.reporter.progress("loading weights, exporting to ONNX, checking parity with PyTorch")
     bundle = export_bundle(
         ctx.spec,
         _weights_source(ctx),
@@ -155,7 +164,7 @@ def export_run(ctx: Context) -> StageOutput:
             image_size=ctx.options.image_size,
             opset=ctx.options.opset,
             labels=ctx.options.labels,
-            preprocessing=Preprocessing.from_dict(pre) if pre is not None else None,
+            preprocessing=_preprocessing(ctx),
             force=True,
         ),
     )
