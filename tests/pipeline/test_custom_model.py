@@ -154,6 +154,23 @@ def test_class_names_reach_every_artifact(run: SimpleNamespace, capsys) -> None:
     assert triton_labels
     for path in triton_labels:
         assert path.read_text("utf-8").split() == NAMES
+    # clients must send normalized tensors: each Triton model says how to make them, in a
+    # README and in config.pbtxt's `parameters` (which Triton's own schema accepts)
+    from vggdeploy.packaging.triton_schema import parse_config_pbtxt
+
+    pre = RECORD["preprocessing"]
+    for folder in (p.parent for p in triton_labels):
+        readme = (folder / "README.md").read_text("utf-8")
+        assert f"resize the shorter side to {pre['resize']} pixels" in readme
+        assert f"center-crop {pre['crop']}x{pre['crop']}" in readme
+        assert "mean [0.485, 0.456, 0.406]" in readme and "std [0.229, 0.224, 0.225]" in readme
+        config = parse_config_pbtxt((folder / "config.pbtxt").read_text("utf-8"))
+        if config is not None:
+            params = {k: v.string_value for k, v in config.parameters.items()}
+            assert params["preprocessing_resize"] == str(pre["resize"])
+            assert params["preprocessing_crop"] == str(pre["crop"])
+            assert params["preprocessing_mean"] == "0.485,0.456,0.406"
+            assert params["preprocessing_std"] == "0.229,0.224,0.225"
     # nvinfer's classifier labels: one line per output layer, the names separated by ';'
     assert (deepstream / "labels.txt").read_text("utf-8").strip().split(";") == NAMES
     capsys.readouterr()
@@ -163,10 +180,13 @@ def test_class_names_reach_every_artifact(run: SimpleNamespace, capsys) -> None:
         main(["predict", str(bundle), str(image), "--json", "-"])
     assert exc.value.code == 0
     answer = json.loads(capsys.readouterr().out)
-    assert "seven" in json.dumps(answer)
+    (result,) = answer["results"]
+    assert result["predictions"][0]["label"] == "seven"
     assert "class 7" not in json.dumps(answer)
+    assert (result["runtime"], result["precision"]) == ("onnxruntime[cpu] fp32", "fp32")
     with pytest.raises(SystemExit) as exc:
-        main(["predict", str(bundle), str(image)])
+        main(["predict", str(bundle), str(image), "--runtime", "onnxruntime@int8"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    assert re.search(r"\bseven\b", text), text
+    assert f"{image}  (onnxruntime[cpu] int8)" in text.splitlines()
+    assert re.search(r"1\. seven\b", text), text

@@ -298,7 +298,7 @@ def evaluate_run(ctx: Context) -> StageOutput:
         for r in report["results"]
     }
     detail = f"{report['count']} labelled images: " + ", ".join(
-        f"{r['runtime']}@{r['precision']} top-1 {100 * r['top1']:.1f}%" for r in report["results"]
+        f"{r['label']} top-1 {100 * r['top1']:.1f}%" for r in report["results"]
     )
     return StageOutput({}, files, {"accuracy": accuracy, "count": report["count"]}, detail)
 

@@ -431,7 +431,11 @@ def _accuracy_section(data: dict[str, Any]) -> list[str]:
         f"Top-1/top-5 of every artifact on all {evaluation['count']} images of your --images "
         f"folder ({evaluation['classes']} class folders; {mapping.get('note', '')}), as "
         "`vggdeploy evaluate`; latency is the benchmark's median on this host"
-        + (" (- where that target was not benchmarked)." if rows else "."),
+        + (
+            " (- where that target was not benchmarked)."
+            if any("-" in r[4:] for r in rows)
+            else "."
+        ),
         "",
         markdown_table(headers, rows, "lrrr" + "r" * len(batches)),
         "",
@@ -442,8 +446,9 @@ def _accuracy_section(data: dict[str, Any]) -> list[str]:
             "images it was calibrated on.",
             "",
         ]
-    lines += [f"- skipped {s['target']}: {s['reason']}" for s in evaluation.get("skipped", [])]
-    return lines
+    skipped = evaluation.get("skipped") or []
+    lines += [f"- not evaluated {s['target']}: {s['reason']}" for s in skipped]
+    return [*lines, ""] if skipped else lines
 
 
 def _engines_section(data: dict[str, Any]) -> list[str]:
