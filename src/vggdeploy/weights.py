@@ -207,20 +207,55 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _blocking_globals(path: Path, torch_text: str) -> list[str]:
+    """The globals a weights-only load refuses in `path`: all of them, read from the pickle's
+    opcodes without running any (torch.serialization.get_unsafe_globals_in_checkpoint, torch
+    2.5+, zip checkpoints), else the one torch's error message names."""
+    import torch
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # a legacy (non-zip) file, or one torch cannot parse
+        names = []
+    names = [n for n in names if _GLOBAL_NAME.fullmatch(n)]
+    if not names:
+        found = _UNSUPPORTED_GLOBAL.search(torch_text)
+        names = [found.group(1)] if found else []
+    return sorted(set(names))[:8]
+
+
+#: a dotted Python name, nothing else (names come from an untrusted file)
+_GLOBAL_NAME = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")
+
+
 def unsafe_checkpoint_message(path: Path, torch_text: str) -> str:
-    """The one line for a checkpoint that holds a pickled object other than tensors: which object
-    (the global torch's unpickler named), and the command that re-saves only the weights."""
-    found = _UNSUPPORTED_GLOBAL.search(torch_text)
-    what = f"a pickled {found.group(1)} object" if found else "pickled objects other than tensors"
+    """The one line for a checkpoint that holds pickled objects other than tensors: which
+    globals block it, and the command that re-saves only the weights through torch's own
+    allow-list (`add_safe_globals` of exactly those globals, still `weights_only=True`: torch's
+    weights-only unpickler then calls those and nothing else; the command refuses any that is
+    not a class, and the line names them so the user judges them)."""
+    names = _blocking_globals(path, torch_text)
+    if not names:
+        return (
+            f"cannot read weights file {path}: it holds pickled objects other than tensors, "
+            "refused because loading them could run code: re-save it as a plain state_dict or "
+            ".safetensors"
+        )
     dest = path.with_name(path.stem + ".state_dict.pth")
     code = (
-        f"import torch; c = torch.load({str(path)!r}, weights_only=False); "
+        "import importlib, torch; g = [getattr(importlib.import_module(m), a) for m, _, a in "
+        f"(n.rpartition('.') for n in {names!r})]; "
+        "assert all(isinstance(x, type) for x in g), 'not classes: do not load this file'; "
+        f"torch.serialization.add_safe_globals(g); c = torch.load({str(path)!r}, "
+        "weights_only=True); "
         "m = c.get('model', c.get('state_dict', c)) if isinstance(c, dict) else c; "
         f"torch.save(m.state_dict() if hasattr(m, 'state_dict') else m, {str(dest)!r})"
     )
+    objects = ", ".join(names)
     return (
-        f"cannot read weights file {path}: it holds {what}, refused because loading it could "
-        "run code; if you trust the file, re-save its weights once with: "
+        f"cannot read weights file {path}: it holds pickled objects other than tensors "
+        f"({objects}), refused because loading them could run code; if you trust the file "
+        "and those classes, re-save its weights once, allowing exactly them: "
         f"python -c {shlex.quote(code)} (then pass --weights {dest})"
     )
 

@@ -70,9 +70,10 @@ def test_another_pickled_object_is_named_with_the_resave_command(tmp_path: Path)
         read_checkpoint(path)
     text = str(exc.value)
     assert len(text.splitlines()) == 1
-    assert "a pickled fractions.Fraction object" in text
+    assert "pickled objects other than tensors (fractions.Fraction)" in text
+    assert "weights_only=False" not in text  # torch's allow-list, never the unsafe way
     # the command is one shell word after `python -c`, and re-saves only the weights
-    command = text.split("re-save its weights once with: ", 1)[1].split(" (then pass", 1)[0]
+    command = text.split("allowing exactly them: ", 1)[1].split(" (then pass", 1)[0]
     words = shlex.split(command)
     assert words[:2] == ["python", "-c"] and len(words) == 3
     dest = tmp_path / "with object.state_dict.pth"
@@ -160,3 +161,25 @@ def test_any_shapes_give_a_spec_or_one_weights_error(shapes: dict, name: str) ->
         assert len(str(exc).splitlines()) == 1
         return
     assert isinstance(spec, ModelSpec)
+
+
+class _Call:
+    """Unpickles by calling a function: what a code-carrying checkpoint does."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+def test_the_resave_command_refuses_to_allow_a_function(tmp_path: Path) -> None:
+    path = tmp_path / "calls.pth"
+    torch.save({"model": load_file(str(DIGITS)), "x": _Call()}, path)
+    with pytest.raises(WeightsError) as exc:
+        read_checkpoint(path)
+    text = str(exc.value)
+    assert "getcwd" in text  # named, so the user can judge it
+    command = text.split("allowing exactly them: ", 1)[1].split(" (then pass", 1)[0]
+    with pytest.raises(AssertionError, match="not classes"):
+        exec(shlex.split(command)[2], {})  # noqa: S102
+    assert not (tmp_path / "calls.state_dict.pth").exists()
