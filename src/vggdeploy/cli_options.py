@@ -97,15 +97,18 @@ def model_size_options() -> Callable[[F], F]:
         f = click.option(
             "--hidden",
             type=click.IntRange(min=1),
-            help="Width of the two hidden FC layers (default 4096).",
+            help="Width of the two hidden FC layers (default: the checkpoint's, else 4096).",
         )(f)
         f = click.option(
             "--width-divisor",
             type=click.IntRange(1, 64),
-            help="Divide every conv width by this (small models).",
+            help="Divide every conv width by this (small models; default: the checkpoint's, "
+            "else 1).",
         )(f)
         return click.option(
-            "--num-classes", type=click.IntRange(min=1), help="Classes (default 1000)."
+            "--num-classes",
+            type=click.IntRange(min=1),
+            help="Classes (default: the checkpoint's, else 1000).",
         )(f)
 
     return decorate
@@ -132,7 +135,8 @@ def export_model_options() -> Callable[[F], F]:
         f = click.option(
             "--resize",
             type=int,
-            help="Preprocessing: shorter side before the crop (default image-size*256/224).",
+            help="Preprocessing: shorter side before the crop (default: image-size*256/224, or "
+            "the val_resize_size a torchvision-reference checkpoint records for its crop).",
         )(f)
         return click.option(
             "--labels",
