@@ -193,7 +193,7 @@ def read_checkpoint_and_args(
 #: with `args` an `argparse.Namespace`, a plain attribute bag whose unpickling runs no code
 #: (NEWOBJ + BUILD of a `__dict__`). torch.serialization.safe_globals allow-lists it for this
 #: one `torch.load(weights_only=True)` call (torch/serialization.py `safe_globals`, documented in
-#: https://pytorch.org/docs/stable/notes/serialization.html#weights-only).
+#: https://docs.pytorch.org/docs/stable/notes/serialization.html, "weights_only").
 SAFE_GLOBALS = (argparse.Namespace,)
 #: torch's weights-only unpickler names what it refused: "Unsupported global: GLOBAL {full_path}
 #: was not an allowed global by default" (torch/_weights_only_unpickler.py, `load`).

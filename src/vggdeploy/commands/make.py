@@ -89,8 +89,6 @@ def export(
     spec, source, pre, notes = model_from_options(
         model, weights, seed, sizes, image_size, resize, mean, std, channel_order, dense=dense
     )
-    for note in notes:
-        log.info("%s", note)
 
     from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
 
@@ -111,7 +109,7 @@ def export(
         f"parity vs PyTorch: max rel diff {parity['worst_max_rel']:.1e}, cosine {parity['worst_cosine']:.6f} "
         f"over {len(parity['checks'])} checks - passed"
     )
-    emit(text, bundle.manifest.to_json_dict(), json_path)
+    emit("\n".join([*notes, text]), bundle.manifest.to_json_dict(), json_path)
 
 
 # -- calibration and conversion: calibrate, convert, evaluate (issue 4) -----------------------

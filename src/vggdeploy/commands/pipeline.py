@@ -120,7 +120,7 @@ def pipeline(
     opset: int,
     json_path: str | None,
 ) -> None:
-    """Export, validate, convert/calibrate, build, validate all, bench, and report, in OUT.
+    """Export, validate, convert/calibrate, build, validate all, evaluate, bench, and report.
 
     \b
     The main job on any machine, e.g. a CPU laptop in a few minutes:
