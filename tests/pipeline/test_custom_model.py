@@ -190,3 +190,41 @@ def test_class_names_reach_every_artifact(run: SimpleNamespace, capsys) -> None:
     text = capsys.readouterr().out
     assert f"{image}  (onnxruntime[cpu] int8)" in text.splitlines()
     assert re.search(r"1\. seven\b", text), text
+
+
+def test_unlabelled_images_say_accuracy_was_not_measured(tmp_path: Path) -> None:
+    """A flat --images folder calibrates and validates, and the report says why no accuracy."""
+    from PIL import Image
+
+    from vggdeploy.pipeline import PipelineOptions, run_pipeline
+    from vggdeploy.report.pipeline import write_report
+
+    script = _train_digits()
+    images, _ = script.digit_images()
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(6):
+        Image.fromarray(images[i], mode="L").save(flat / f"{i}.png")
+    out = tmp_path / "run"
+    options = PipelineOptions(
+        images=str(flat),
+        precisions=("fp32",),
+        image_size=32,
+        batches=(1,),
+        bench_iterations=2,
+        bench_runtimes=("onnxruntime",),
+        validate_samples=4,
+        num_classes=10,
+        width_divisor=16,
+        hidden=64,
+    )
+    report = run_pipeline("vgg11", out, options)
+    write_report(out)
+    stage = next(s for s in report["stages"] if s["name"] == "evaluate")
+    assert stage["status"] == "skipped"
+    assert stage["reason"].startswith("accuracy not measured: ")
+    assert "no class sub-folders" in stage["reason"]
+    assert "evaluate" not in report and not (out / "evaluate.json").exists()
+    md = (out / "report.md").read_text("utf-8")
+    assert "## Accuracy and latency\n\nAccuracy not measured: " in md
+    assert "no class sub-folders" in md.split("## Accuracy and latency", 1)[1]
