@@ -360,8 +360,8 @@ def preprocessing_parameters(pre: Preprocessing, dtype: str = "float32") -> dict
         "preprocessing_interpolation": pre.interpolation,
         "preprocessing_channel_order": pre.channel_order,
         "preprocessing_scale": f"{pre.scale:.8g}",
-        "preprocessing_mean": ",".join(f"{v:g}" for v in pre.mean),
-        "preprocessing_std": ",".join(f"{v:g}" for v in pre.std),
+        "preprocessing_mean": ",".join(f"{v:.8g}" for v in pre.mean),
+        "preprocessing_std": ",".join(f"{v:.8g}" for v in pre.std),
         "preprocessing_layout": pre.layout,
     }
 
@@ -428,8 +428,8 @@ def readme_text(bundle: Bundle, model: TritonModel, labels: bool) -> str:
     pre = bundle.preprocessing
     inp = model.inputs[0]
     out = model.outputs[0]
-    mean = ", ".join(f"{v:g}" for v in pre.mean)
-    std = ", ".join(f"{v:g}" for v in pre.std)
+    mean = ", ".join(f"{v:.8g}" for v in pre.mean)
+    std = ", ".join(f"{v:.8g}" for v in pre.std)
     dims = ", ".join(map(str, _dims(inp, model.max_batch > 0)))
     shape = f"[N, {dims}]" if model.max_batch > 0 else f"[{dims}]"
     lines = [
