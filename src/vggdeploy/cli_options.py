@@ -174,9 +174,10 @@ def model_from_options(
 
     A checkpoint file's shapes give the sizes not set (`weights.spec_for_weights`); when it
     records how its training run evaluated (torchvision's reference script: `val_crop_size`,
-    `val_resize_size`, `interpolation`), an unset --image-size is that crop, and at that size
-    an unset --resize is its resize, with its interpolation."""
+    `val_resize_size`, `interpolation`) and --image-size is not given, the bundle uses that
+    crop, that resize (unless --resize is given) and that interpolation."""
     from vggdeploy.models import check_image_size, resolve_spec
+    from vggdeploy.preprocess import INTERPOLATIONS
     from vggdeploy.weights import WeightsSource, check_seed, checkpoint_facts, spec_for_weights
 
     check_seed(seed, "--seed")
@@ -191,17 +192,24 @@ def model_from_options(
         if v is None and getattr(fitted, k) != getattr(spec, k)
     ]
     trained = checkpoint_facts(source.path).preprocessing if source.kind == "file" else {}
+    interpolation = None
     if image_size is None and isinstance(trained.get("crop"), int):
+        # The checkpoint's own evaluation preprocessing, all of it or none.
         image_size = trained["crop"]
         notes.append(f"--image-size {image_size}: the checkpoint's args.val_crop_size")
-    image_size = 224 if image_size is None else image_size
-    check_image_size(image_size, dense=dense)
-    interpolation = None
-    if trained.get("crop") == image_size:
+        check_image_size(image_size, dense=dense)
         if resize is None and isinstance(trained.get("resize"), int):
             resize = trained["resize"]
             notes.append(f"--resize {resize}: the checkpoint's args.val_resize_size")
         interpolation = trained.get("interpolation")
+        if interpolation is not None and interpolation not in INTERPOLATIONS:
+            raise InputError(
+                f"the checkpoint records args.interpolation {interpolation!r}, which vggdeploy "
+                f"does not apply ({', '.join(INTERPOLATIONS)}): pass --image-size (and "
+                "--resize) to choose the preprocessing yourself (bilinear)"
+            )
+    image_size = 224 if image_size is None else image_size
+    check_image_size(image_size, dense=dense)
     return (
         fitted,
         source,

@@ -183,3 +183,46 @@ def test_the_resave_command_refuses_to_allow_a_function(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="not classes"):
         exec(shlex.split(command)[2], {})  # noqa: S102
     assert not (tmp_path / "calls.state_dict.pth").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "crop", "resize", "interpolation"),
+    [
+        ([], 32, 36, "bicubic"),  # the checkpoint's evaluation preprocessing, all of it
+        (["--resize", "40"], 32, 40, "bicubic"),  # --resize given: that one is the user's
+        (["--image-size", "64"], 64, 73, "bilinear"),  # --image-size given: none of it
+    ],
+)
+def test_export_takes_the_checkpoints_preprocessing_unless_told(
+    tmp_path: Path, capsys, extra: list[str], crop: int, resize: int, interpolation: str
+) -> None:
+    ckpt = reference_style(
+        tmp_path / "ckpt.pth",
+        load_file(str(DIGITS)),
+        val_crop_size=32,
+        val_resize_size=36,
+        interpolation="bicubic",
+    )
+    out = tmp_path / "bundle"
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "vgg11", "--weights", str(ckpt), "--out", str(out), *extra])
+    assert exc.value.code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text("utf-8"))
+    pre = manifest["preprocessing"]
+    assert (pre["crop"], pre["resize"], pre["interpolation"]) == (crop, resize, interpolation)
+    assert manifest["model"]["image_size"] == crop
+    printed = capsys.readouterr().out
+    assert "--num-classes 10 read from the checkpoint's shapes" in printed
+    assert ("args.val_crop_size" in printed) == (crop == 32)
+
+
+def test_an_interpolation_vggdeploy_lacks_is_one_line(tmp_path: Path, capsys) -> None:
+    ckpt = reference_style(
+        tmp_path / "ckpt.pth", load_file(str(DIGITS)), val_crop_size=32, interpolation="box"
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "vgg11", "--weights", str(ckpt), "--out", str(tmp_path / "b")])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "args.interpolation 'box'" in err
+    assert "--image-size" in err
