@@ -197,10 +197,18 @@ def model_from_options(
         # The checkpoint's own evaluation preprocessing, all of it or none.
         image_size = trained["crop"]
         notes.append(f"--image-size {image_size}: the checkpoint's args.val_crop_size")
-        check_image_size(image_size, dense=dense)
         if resize is None and isinstance(trained.get("resize"), int):
             resize = trained["resize"]
             notes.append(f"--resize {resize}: the checkpoint's args.val_resize_size")
+        try:
+            check_image_size(image_size, dense=dense)
+            preprocessing_from_options(image_size, resize, None, None, None)
+        except InputError as exc:
+            raise InputError(
+                f"the checkpoint's recorded preprocessing (args.val_crop_size "
+                f"{trained['crop']}, args.val_resize_size {trained.get('resize')}) does not "
+                f"fit: {exc}; pass --image-size (and --resize) to choose it yourself"
+            ) from None
         interpolation = trained.get("interpolation")
         if interpolation is not None and interpolation not in INTERPOLATIONS:
             raise InputError(

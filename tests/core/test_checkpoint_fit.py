@@ -226,3 +226,17 @@ def test_an_interpolation_vggdeploy_lacks_is_one_line(tmp_path: Path, capsys) ->
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "args.interpolation 'box'" in err
     assert "--image-size" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [{"val_crop_size": 10**9}, {"val_crop_size": 33}, {"val_crop_size": 64, "val_resize_size": 8}],
+)
+def test_recorded_preprocessing_that_does_not_fit_is_one_line(tmp_path: Path, capsys, args) -> None:
+    ckpt = reference_style(tmp_path / "ckpt.pth", load_file(str(DIGITS)), **args)
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "vgg11", "--weights", str(ckpt), "--out", str(tmp_path / "b")])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the checkpoint's recorded preprocessing" in err, err
+    assert not (tmp_path / "b").exists()
