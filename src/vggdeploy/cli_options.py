@@ -97,18 +97,165 @@ def model_size_options() -> Callable[[F], F]:
         f = click.option(
             "--hidden",
             type=click.IntRange(min=1),
-            help="Width of the two hidden FC layers (default 4096).",
+            help="Width of the two hidden FC layers (default: the checkpoint's, else 4096).",
         )(f)
         f = click.option(
             "--width-divisor",
             type=click.IntRange(1, 64),
-            help="Divide every conv width by this (small models).",
+            help="Divide every conv width by this (small models; default: the checkpoint's, "
+            "else 1).",
         )(f)
         return click.option(
-            "--num-classes", type=click.IntRange(min=1), help="Classes (default 1000)."
+            "--num-classes",
+            type=click.IntRange(min=1),
+            help="Classes (default: the checkpoint's, else 1000).",
         )(f)
 
     return decorate
+
+
+def opset_option() -> Callable[[F], F]:
+    return click.option("--opset", default=18, show_default=True, help="ONNX opset.")
+
+
+def export_model_options() -> Callable[[F], F]:
+    """What a custom model's bundle records besides its weights: `--labels`, and the
+    preprocessing (`--resize`, `--mean`, `--std`, `--channel-order`) every consumer (validate,
+    Triton, DeepStream, predict) applies. `vggdeploy export` and `vggdeploy pipeline` share them;
+    `preprocessing_from_options` reads them."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--channel-order",
+            type=click.Choice(["RGB", "BGR"]),
+            help="Preprocessing channel order.",
+        )(f)
+        f = click.option("--std", help="Preprocessing std, e.g. 0.229,0.224,0.225.")(f)
+        f = click.option("--mean", help="Preprocessing mean, e.g. 0.485,0.456,0.406.")(f)
+        f = click.option(
+            "--resize",
+            type=int,
+            help="Preprocessing: shorter side before the crop (default: image-size*256/224, or "
+            "the val_resize_size a torchvision-reference checkpoint records for its crop).",
+        )(f)
+        return click.option(
+            "--labels",
+            type=click.Path(dir_okay=False),
+            help="Class names, one a line (ImageNet names ship for --weights imagenet).",
+        )(f)
+
+    return decorate
+
+
+def image_size_option() -> Callable[[F], F]:
+    return click.option(
+        "--image-size",
+        type=int,
+        help="Input height and width, a multiple of 32 (default: the val_crop_size a "
+        "torchvision-reference checkpoint records, else 224).",
+    )
+
+
+def model_from_options(
+    model: str,
+    weights: str,
+    seed: int,
+    sizes: dict[str, int | None],
+    image_size: int | None,
+    resize: int | None,
+    mean: str | None,
+    std: str | None,
+    channel_order: str | None,
+    *,
+    dense: bool = False,
+) -> tuple[Any, Any, Any, list[str]]:
+    """The model spec, weights source and `Preprocessing` `export` and `pipeline` make a bundle
+    from, and notes on what the checkpoint decided.
+
+    A checkpoint file's shapes give the sizes not set (`weights.spec_for_weights`); when it
+    records how its training run evaluated (torchvision's reference script: `val_crop_size`,
+    `val_resize_size`, `interpolation`) and --image-size is not given, the bundle uses that
+    crop, that resize (unless --resize is given) and that interpolation."""
+    from vggdeploy.models import check_image_size, resolve_spec
+    from vggdeploy.preprocess import INTERPOLATIONS
+    from vggdeploy.weights import WeightsSource, check_seed, checkpoint_facts, spec_for_weights
+
+    check_seed(seed, "--seed")
+    spec = resolve_spec(model, **sizes)
+    if image_size is not None:
+        check_image_size(image_size, dense=dense)
+    source = WeightsSource.parse(weights, seed)
+    fitted = spec_for_weights(spec, source, **sizes)
+    notes = [
+        f"--{k.replace('_', '-')} {getattr(fitted, k)} read from the checkpoint's shapes"
+        for k, v in sizes.items()
+        if v is None and getattr(fitted, k) != getattr(spec, k)
+    ]
+    trained = checkpoint_facts(source.path).preprocessing if source.kind == "file" else {}
+    interpolation = None
+    if image_size is None and isinstance(trained.get("crop"), int):
+        # The checkpoint's own evaluation preprocessing, all of it or none.
+        image_size = trained["crop"]
+        notes.append(f"--image-size {image_size}: the checkpoint's args.val_crop_size")
+        if resize is None and isinstance(trained.get("resize"), int):
+            resize = trained["resize"]
+            notes.append(f"--resize {resize}: the checkpoint's args.val_resize_size")
+        try:
+            check_image_size(image_size, dense=dense)
+            preprocessing_from_options(image_size, resize, None, None, None)
+        except InputError as exc:
+            raise InputError(
+                f"the checkpoint's recorded preprocessing (args.val_crop_size "
+                f"{trained['crop']}, args.val_resize_size {trained.get('resize')}) does not "
+                f"fit: {exc}; pass --image-size (and --resize) to choose it yourself"
+            ) from None
+        interpolation = trained.get("interpolation")
+        if interpolation is not None and interpolation not in INTERPOLATIONS:
+            raise InputError(
+                f"the checkpoint records args.interpolation {interpolation!r}, which vggdeploy "
+                f"does not apply ({', '.join(INTERPOLATIONS)}): pass --image-size (and "
+                "--resize) to choose the preprocessing yourself (bilinear)"
+            )
+    image_size = 224 if image_size is None else image_size
+    check_image_size(image_size, dense=dense)
+    return (
+        fitted,
+        source,
+        preprocessing_from_options(
+            image_size, resize, mean, std, channel_order, interpolation=interpolation
+        ),
+        notes,
+    )
+
+
+def preprocessing_from_options(
+    image_size: int,
+    resize: int | None,
+    mean: str | None,
+    std: str | None,
+    channel_order: str | None,
+    *,
+    interpolation: str | None = None,
+) -> Any:
+    """The bundle's `Preprocessing` from `export_model_options`' values, checked."""
+    from vggdeploy.models import MAX_IMAGE_SIZE
+    from vggdeploy.preprocess import Preprocessing
+
+    if resize is not None and not image_size <= resize <= 2 * MAX_IMAGE_SIZE:
+        raise InputError(
+            f"--resize {resize} must be between the crop (--image-size {image_size}) and "
+            f"{2 * MAX_IMAGE_SIZE}: images are resized to it, then cropped to the image size"
+        )
+    pre = Preprocessing.for_size(
+        image_size,
+        mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"),
+        channel_order=channel_order,
+        interpolation=interpolation,
+    )
+    if resize is not None:
+        pre = Preprocessing.from_dict({**pre.to_dict(), "resize": resize})
+    return pre
 
 
 # -- parsing ------------------------------------------------------------------------------------

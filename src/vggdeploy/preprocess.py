@@ -121,6 +121,8 @@ def _resample(name: str) -> int:
 
 
 _RESAMPLE = ("nearest", "bilinear", "bicubic", "lanczos")
+#: the `interpolation` names `Preprocessing` takes
+INTERPOLATIONS = _RESAMPLE
 
 
 #: The most pixels (width x height, as the file's header states) an image may have. Decoding

@@ -11,8 +11,11 @@ Each problem is one `WeightsError` line.
 
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
+import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +113,14 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Tensors from a `.safetensors` or a `.pth`/`.pt` file, never running pickled code."""
+    return read_checkpoint_and_args(path)[0]
+
+
+def read_checkpoint_and_args(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """`read_checkpoint`, and the training options a torchvision-reference checkpoint records
+    (its `args` Namespace as a dict; empty for any other checkpoint)."""
     import torch
 
     path = Path(path)
@@ -124,7 +135,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
             state: Any = load_file(str(path))
         elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _torch_load(path)
         else:
             raise WeightsError(
                 f"weights file {path} has an unknown type {suffix!r}: use .pth, .pt or .safetensors"
@@ -137,15 +148,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                 f"cannot read weights file {path}: {_reason(exc)} (is it a .pth checkpoint?)"
             ) from None
         # torch's own text suggests weights_only=False, which is exactly what must not happen.
-        raise WeightsError(
-            f"cannot read weights file {path}: it holds pickled objects other than tensors, "
-            "refused because loading them could run code: re-save it as a plain state_dict or "
-            ".safetensors"
-        ) from None
+        raise WeightsError(unsafe_checkpoint_message(path, str(exc))) from None
     except Exception as exc:  # corrupt zip, bad header, truncated file...
         raise WeightsError(
             f"cannot read weights file {path}: {_reason(exc)} (is it a complete state_dict checkpoint?)"
         ) from None
+    args = state.get("args") if isinstance(state, dict) else None
+    training_args = dict(vars(args)) if isinstance(args, argparse.Namespace) else {}
     # Training checkpoints often wrap the state dict.
     if isinstance(state, dict):
         for key in ("state_dict", "model_state_dict", "model"):
@@ -175,7 +184,80 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     # DataParallel checkpoints prefix every key with "module."
     if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
+    return state, training_args
+
+
+#: The one pickled object, besides tensors and containers, a checkpoint may hold: torchvision's
+#: reference training script (references/classification/train.py) saves
+#: `{"model": state_dict, "optimizer": ..., "lr_scheduler": ..., "epoch": ..., "args": args}`
+#: with `args` an `argparse.Namespace`, a plain attribute bag whose unpickling runs no code
+#: (NEWOBJ + BUILD of a `__dict__`). torch.serialization.safe_globals allow-lists it for this
+#: one `torch.load(weights_only=True)` call (torch/serialization.py `safe_globals`, documented in
+#: https://docs.pytorch.org/docs/stable/notes/serialization.html, "weights_only").
+SAFE_GLOBALS = (argparse.Namespace,)
+#: torch's weights-only unpickler names what it refused: "Unsupported global: GLOBAL {full_path}
+#: was not an allowed global by default" (torch/_weights_only_unpickler.py, `load`).
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _torch_load(path: Path) -> Any:
+    import torch
+
+    with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _blocking_globals(path: Path, torch_text: str) -> list[str]:
+    """The globals a weights-only load refuses in `path`: all of them, read from the pickle's
+    opcodes without running any (torch.serialization.get_unsafe_globals_in_checkpoint, torch
+    2.5+, zip checkpoints), else the one torch's error message names."""
+    import torch
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # a legacy (non-zip) file, or one torch cannot parse
+        names = []
+    names = [n for n in names if _GLOBAL_NAME.fullmatch(n)]
+    if not names:
+        found = _UNSUPPORTED_GLOBAL.search(torch_text)
+        names = [found.group(1)] if found else []
+    return sorted(set(names))[:8]
+
+
+#: a dotted Python name, nothing else (names come from an untrusted file)
+_GLOBAL_NAME = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")
+
+
+def unsafe_checkpoint_message(path: Path, torch_text: str) -> str:
+    """The one line for a checkpoint that holds pickled objects other than tensors: which
+    globals block it, and the command that re-saves only the weights through torch's own
+    allow-list (`add_safe_globals` of exactly those globals, still `weights_only=True`: torch's
+    weights-only unpickler then calls those and nothing else; the command refuses any that is
+    not a class, and the line names them so the user judges them)."""
+    names = _blocking_globals(path, torch_text)
+    if not names:
+        return (
+            f"cannot read weights file {path}: it holds pickled objects other than tensors, "
+            "refused because loading them could run code: re-save it as a plain state_dict or "
+            ".safetensors"
+        )
+    dest = path.with_name(path.stem + ".state_dict.pth")
+    code = (
+        "import importlib, torch; g = [getattr(importlib.import_module(m), a) for m, _, a in "
+        f"(n.rpartition('.') for n in {names!r})]; "
+        "assert all(isinstance(x, type) for x in g), 'not classes: do not load this file'; "
+        f"torch.serialization.add_safe_globals(g); c = torch.load({str(path)!r}, "
+        "weights_only=True); "
+        "m = c.get('model', c.get('state_dict', c)) if isinstance(c, dict) else c; "
+        f"torch.save(m.state_dict() if hasattr(m, 'state_dict') else m, {str(dest)!r})"
+    )
+    objects = ", ".join(names)
+    return (
+        f"cannot read weights file {path}: it holds pickled objects other than tensors "
+        f"({objects}), refused because loading them could run code; if you trust the file "
+        "and those classes, re-save its weights once, allowing exactly them: "
+        f"python -c {shlex.quote(code)} (then pass --weights {dest})"
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -183,6 +265,186 @@ def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return "".join(c if c.isprintable() else "?" for c in line)[:200]
+
+
+# -- the model a checkpoint fits ------------------------------------------------------------------
+
+#: size options read from a checkpoint: option name -> (key, axis, what that axis is)
+SIZE_KEYS = {
+    "num_classes": ("classifier.6.weight", "outputs"),
+    "hidden": ("classifier.0.weight", "outputs"),
+}
+
+
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What a checkpoint file says about the model it fits, without its tensors: every key's
+    shape, and the evaluation preprocessing its training run used (torchvision's reference
+    script records it in `args`: `val_resize_size`, `val_crop_size`, `interpolation`, which its
+    `load_data` hands to `presets.ClassificationPresetEval`: Resize(shorter side), CenterCrop,
+    ImageNet mean/std; references/classification/train.py)."""
+
+    shapes: dict[str, tuple[int, ...]]
+    preprocessing: dict[str, Any]
+
+
+def checkpoint_facts(path: str | os.PathLike[str]) -> CheckpointFacts:
+    """`CheckpointFacts` of a checkpoint file (read once per file version: the export and the
+    pipeline ask before loading it for real)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (str(p), -1, -1)
+    if key not in _FACTS:
+        state, args = read_checkpoint_and_args(p)
+        pre = {
+            name: args[arg]
+            for name, arg in (
+                ("resize", "val_resize_size"),
+                ("crop", "val_crop_size"),
+                ("interpolation", "interpolation"),
+            )
+            if isinstance(args.get(arg), (int, str)) and not isinstance(args.get(arg), bool)
+        }
+        _FACTS.clear()
+        _FACTS[key] = CheckpointFacts({k: tuple(v.shape) for k, v in state.items()}, pre)
+    return _FACTS[key]
+
+
+_FACTS: dict[tuple[str, int, int], CheckpointFacts] = {}
+
+
+def checkpoint_sizes(state: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """`num_classes`, `hidden` and `width_divisor` as the shapes in `state` give them (those it
+    gives: a key that is absent or oddly shaped gives nothing)."""
+    sizes: dict[str, int] = {}
+    for option, (key, _) in SIZE_KEYS.items():
+        shape = state.get(key)
+        if shape is not None and len(shape) >= 2 and shape[0] >= 1:
+            sizes[option] = int(shape[0])
+    first = state.get("features.0.weight")
+    if first is not None and len(first) == 4 and 0 < first[0] <= 64 and 64 % first[0] == 0:
+        sizes["width_divisor"] = 64 // int(first[0])
+    return sizes
+
+
+def _convs(state: dict[str, tuple[int, ...]]) -> tuple[list[tuple[int, int, int]], bool]:
+    """The feature convolutions of `state` in order, as (index, out channels, kernel), and
+    whether it has BatchNorm layers (running statistics under `features.`)."""
+    convs = []
+    for key, shape in state.items():
+        parts = key.split(".")
+        if (
+            len(parts) == 3
+            and parts[0] == "features"
+            and parts[1].isdigit()
+            and parts[2] == "weight"
+            and len(shape) == 4
+        ):
+            convs.append((int(parts[1]), int(shape[0]), int(shape[-1])))
+    bn = any(k.startswith("features.") and k.endswith(".running_mean") for k in state)
+    return sorted(convs), bn
+
+
+def _spec_convs(spec: ModelSpec) -> list[tuple[int, int, int]]:
+    """(index under `features.`, out channels, kernel) of each conv `models.make_features`
+    builds for `spec`."""
+    convs, index = [], 0
+    for layer in spec.layers:
+        if isinstance(layer, str):  # a pool or LRN: one module
+            index += 1
+            continue
+        out, k = (layer, 3) if isinstance(layer, int) else layer
+        convs.append((index, out, k))
+        index += 3 if spec.batch_norm else 2  # conv, (BatchNorm,) ReLU
+    return convs
+
+
+def fit_spec(
+    spec: ModelSpec, state: dict[str, tuple[int, ...]], origin: str, given: dict[str, int | None]
+) -> ModelSpec:
+    """`spec` with the sizes the checkpoint's shapes give (`num_classes`, `hidden`,
+    `width_divisor`) where `given` (the command line) leaves them unset.
+
+    One `WeightsError` line when the checkpoint is another VGG (BatchNorm keys present or
+    absent, or another conv layout: it names the model it fits) or a size given contradicts its
+    shapes. A checkpoint that fits no VGG is left to `apply_state_dict`, which lists every key.
+    """
+    from vggdeploy.models import CATALOG, canonical_name, with_options
+
+    sizes = checkpoint_sizes(state)
+    flags = {
+        "num_classes": "--num-classes",
+        "hidden": "--hidden",
+        "width_divisor": "--width-divisor",
+    }
+    for option, value in given.items():
+        if value is not None and option in sizes and sizes[option] != value:
+            read = (
+                f"its first conv has {64 // sizes[option]} channels (64 / {sizes[option]})"
+                if option == "width_divisor"
+                else f"its {SIZE_KEYS[option][0]} has {sizes[option]} {SIZE_KEYS[option][1]}"
+            )
+            raise WeightsError(
+                f"{flags[option]} {value} does not fit weights from {origin}: {read}; drop "
+                f"{flags[option]} (it is read from the checkpoint) or pass {sizes[option]}"
+            )
+    options = {k: (given.get(k) if given.get(k) is not None else sizes.get(k)) for k in flags}
+    try:
+        fitted = with_options(spec, **options)
+    except InputError:
+        return with_options(spec, **{k: v for k, v in given.items() if v is not None})
+    convs, bn = _convs(state)
+    if not convs or (_spec_convs(fitted), fitted.batch_norm) == (convs, bn):
+        return fitted
+    fits = []
+    for config, batch_norm in dict.fromkeys(CATALOG.values()):
+        try:
+            other = with_options(fitted, config=config, batch_norm=batch_norm)
+        except InputError:
+            continue
+        if (_spec_convs(other), batch_norm) == (convs, bn):
+            fits.append(canonical_name(config, batch_norm))
+    if not fits:
+        return fitted
+    same_convs = [c[1:] for c in _spec_convs(fitted)] == [c[1:] for c in convs]
+    if same_convs and fitted.batch_norm != bn:
+        why = (
+            "it has BatchNorm layers (features.*.running_mean), which"
+            if bn
+            else "it has no BatchNorm layers (no features.*.running_mean), which"
+        )
+        need = "has none" if bn else "needs"
+        raise WeightsError(
+            f"weights from {origin} are for {fits[0]}, not {fitted.name}: {why} "
+            f"{fitted.name} {need}; use the model name {fits[0]}"
+        )
+    raise WeightsError(
+        f"weights from {origin} are for {' or '.join(fits)}, not {fitted.name}: its "
+        f"{len(convs)} feature convolutions{' with BatchNorm' if bn else ''} and their "
+        f"places under features.* fit {fits[0]}; use the model name {fits[0]}"
+    )
+
+
+def spec_for_weights(
+    spec: ModelSpec,
+    source: WeightsSource,
+    *,
+    num_classes: int | None = None,
+    width_divisor: int | None = None,
+    hidden: int | None = None,
+) -> ModelSpec:
+    """The model `source` loads into: for a checkpoint file, `spec` with the sizes its shapes
+    give (see `fit_spec`); otherwise `spec` with the sizes given."""
+    from vggdeploy.models import with_options
+
+    given = {"num_classes": num_classes, "width_divisor": width_divisor, "hidden": hidden}
+    if source.kind != "file":
+        return with_options(spec, **given)
+    path = Path(source.path or "")
+    return fit_spec(spec, checkpoint_facts(path).shapes, str(path), given)
 
 
 def check_values(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:

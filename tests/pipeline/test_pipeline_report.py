@@ -17,15 +17,15 @@ from vggdeploy.report.pipeline import (
 def test_stage_lines() -> None:
     assert (
         stage_line("export", "done", 1.25, "model.onnx")
-        == "[1/7] export: done in 1.2 s - model.onnx"
+        == "[1/8] export: done in 1.2 s - model.onnx"
     )
     assert (
-        stage_line("bench", "up to date", 3.0, "2 case(s)") == "[7/7] bench: up to date (2 case(s))"
+        stage_line("bench", "up to date", 3.0, "2 case(s)") == "[8/8] bench: up to date (2 case(s))"
     )
-    assert stage_line("build", "skipped", 0, "no GPU") == "[5/7] build: skipped - no GPU"
+    assert stage_line("build", "skipped", 0, "no GPU") == "[5/8] build: skipped - no GPU"
     assert (
         stage_line("validate", "failed", 2, "FAILED: 1 of 4")
-        == "[6/7] validate: FAILED - FAILED: 1 of 4"
+        == "[6/8] validate: FAILED - FAILED: 1 of 4"
     )
 
 
@@ -37,7 +37,7 @@ def test_reporter_without_a_terminal_prints_only_lines() -> None:
     reporter.progress("exporting")
     reporter.stage_finished("export", "done", 2.0, "model.onnx")
     reporter.close()
-    assert lines == ["using the photographs", "[1/7] export: done in 2.0 s - model.onnx"]
+    assert lines == ["using the photographs", "[1/8] export: done in 2.0 s - model.onnx"]
 
 
 def test_reporter_with_a_live_spinner_still_prints_the_lines() -> None:
@@ -47,7 +47,7 @@ def test_reporter_with_a_live_spinner_still_prints_the_lines() -> None:
     reporter.progress("measuring activations 8/16 images")
     reporter.stage_finished("convert-fp16", "done", 1.0, "model.fp16.onnx")
     reporter.close()
-    assert lines == ["[3/7] convert-fp16: done in 1.0 s - model.fp16.onnx"]
+    assert lines == ["[3/8] convert-fp16: done in 1.0 s - model.fp16.onnx"]
 
 
 def _data() -> dict:

@@ -160,6 +160,10 @@ def test_report_md_has_the_stages_and_tables(first_run: tuple[Path, dict, Record
         assert heading in md
     assert "![latency and throughput](bench.png)" in md
     assert "weights are random" in md
+    # no --images: the evaluate stage is skipped and the report says accuracy was not measured
+    assert statuses(report)["evaluate"] == "skipped"
+    assert "evaluate" not in report
+    assert "## Accuracy and latency\n\nAccuracy not measured: no --images folder" in md
     assert "MiB" in md or "KiB" in md  # sizes in the one unit family
     data = json.loads((out / "report.json").read_text())
     assert data["stages"] == report["stages"]
@@ -178,7 +182,7 @@ def test_second_run_is_up_to_date(first_run: tuple[Path, dict, Recorder], capsys
     status = statuses(report)
     for name in DONE_EVERYWHERE:
         assert status[name] == "up to date", (name, status)
-    assert "[1/7] export: up to date" in printed
+    assert "[1/8] export: up to date" in printed
     assert "report: " in printed and "report.md" in printed
     assert (out / "bundle" / "model.onnx").stat().st_mtime_ns == before
 
@@ -192,7 +196,7 @@ def test_json_to_stdout_is_the_report(first_run: tuple[Path, dict, Recorder], ca
     captured = capsys.readouterr()
     data = json.loads(captured.out)  # only JSON on stdout; the stage lines went to stderr
     assert data == json.loads((out / "report.json").read_text())
-    assert "[1/7] export: up to date" in captured.err
+    assert "[1/8] export: up to date" in captured.err
 
 
 def test_changed_or_damaged_inputs_redo_only_their_stages(

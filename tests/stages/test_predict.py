@@ -102,7 +102,8 @@ def test_predict_cli_text_and_exit_code(tiny_bundle_ro, images, capsys):
     assert f"{images['text']}: error: not an image Pillow can read" in lines
     assert sum(1 for line in lines if line.startswith(f"{images['truncated']}: error:")) == 1
     for key in ("rgb", "gray", "rgba", "cmyk"):
-        start = lines.index(str(images[key]))
+        # each answer says which runtime and precision produced it
+        start = lines.index(f"{images[key]}  (onnxruntime[cpu] fp32)")
         ranks = lines[start + 1 : start + 6]
         assert [r.split(".")[0].strip() for r in ranks] == ["1", "2", "3", "4", "5"]
         values = [float(r.rsplit(None, 1)[1].rstrip("%")) for r in ranks]
@@ -117,6 +118,7 @@ def test_predict_cli_all_good_exits_zero_and_json(tiny_bundle_ro, images, capsys
     assert data["failed"] == 0 and data["top"] == 10
     assert data["runtime"]["providers"] == ["CPUExecutionProvider"]
     for result in data["results"]:
+        assert (result["runtime"], result["precision"]) == ("onnxruntime[cpu] fp32", "fp32")
         probs = [p["probability"] for p in result["predictions"]]
         assert [p["rank"] for p in result["predictions"]] == list(range(1, 11))
         assert probs == sorted(probs, reverse=True)

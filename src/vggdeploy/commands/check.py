@@ -177,7 +177,7 @@ def predict(
     """
     from vggdeploy.bundle import Bundle
     from vggdeploy.predict import predict_images
-    from vggdeploy.report.predict import render_predictions
+    from vggdeploy.report.predict import produced_by, render_predictions
     from vggdeploy.runtimes.registry import open_runtime, parse_spec, unavailable
 
     b = Bundle.load(bundle)
@@ -188,14 +188,16 @@ def predict(
         results = predict_images(rt, b, images, top=top, batch=batch)
         info = rt.describe().to_dict()
     failed = [r for r in results if not r.ok]
+    by = produced_by(info)
     if json_path != "-":
-        echo_text(render_predictions(results))
+        echo_text(render_predictions(results, by))
     if json_path:
+        answered = {"runtime": info.get("label"), "precision": info.get("precision")}
         data = {
             "bundle": str(b.root),
             "runtime": info,
             "top": top,
-            "results": [r.to_dict() for r in results],
+            "results": [{**r.to_dict(), **(answered if r.ok else {})} for r in results],
             "failed": len(failed),
         }
         emit_json(data, json_path)

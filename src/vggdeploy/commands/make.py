@@ -13,13 +13,15 @@ from vggdeploy.cli_options import (
     echo_text,
     emit,
     emit_json,
+    export_model_options,
+    image_size_option,
     json_option,
     log,
+    model_from_options,
     model_size_options,
+    opset_option,
     parse_export_batch,
-    parse_floats,
 )
-from vggdeploy.errors import InputError
 
 # -- export -----------------------------------------------------------------------------------
 
@@ -36,34 +38,18 @@ from vggdeploy.errors import InputError
 @click.option(
     "--out", "out", required=True, type=click.Path(file_okay=False), help="Bundle folder to create."
 )
-@click.option(
-    "--image-size", default=224, show_default=True, help="Input height and width (multiple of 32)."
-)
+@image_size_option()
 @click.option(
     "--batch", default="dynamic", show_default=True, help="'dynamic' or a fixed batch size."
 )
-@click.option("--opset", default=18, show_default=True, help="ONNX opset.")
+@opset_option()
 @click.option(
     "--dense",
     is_flag=True,
     help="Export the paper's fully convolutional form with dynamic height/width.",
 )
 @model_size_options()
-@click.option(
-    "--labels",
-    type=click.Path(dir_okay=False),
-    help="Class names, one a line (ImageNet names ship for --weights imagenet).",
-)
-@click.option(
-    "--resize",
-    type=int,
-    help="Preprocessing: shorter side before the crop (default image-size*256/224).",
-)
-@click.option("--mean", help="Preprocessing mean, e.g. 0.485,0.456,0.406.")
-@click.option("--std", help="Preprocessing std, e.g. 0.229,0.224,0.225.")
-@click.option(
-    "--channel-order", type=click.Choice(["RGB", "BGR"]), help="Preprocessing channel order."
-)
+@export_model_options()
 @json_option("the bundle's manifest")
 @click.option(
     "--force",
@@ -76,7 +62,7 @@ def export(
     weights: str,
     seed: int,
     out: str,
-    image_size: int,
+    image_size: int | None,
     batch: str,
     opset: int,
     dense: bool,
@@ -98,33 +84,16 @@ def export(
     The bundle is built beside --out and moved into place at the end, so a failed or
     interrupted run leaves --out as it was; with --force a failing bundle does not replace one.
     """
-    from vggdeploy.models import MAX_IMAGE_SIZE, check_image_size, resolve_spec
-    from vggdeploy.preprocess import Preprocessing
-    from vggdeploy.weights import check_seed
-
     # Every number is checked before anything is allocated or written.
-    spec = resolve_spec(model, num_classes=num_classes, width_divisor=width_divisor, hidden=hidden)
-    check_image_size(image_size, dense=dense)
-    check_seed(seed, "--seed")
-    if resize is not None and not image_size <= resize <= 2 * MAX_IMAGE_SIZE:
-        raise InputError(
-            f"--resize {resize} must be between the crop (--image-size {image_size}) and "
-            f"{2 * MAX_IMAGE_SIZE}: images are resized to it, then cropped to the image size"
-        )
-    pre = Preprocessing.for_size(
-        image_size,
-        mean=parse_floats(mean, "--mean"),
-        std=parse_floats(std, "--std"),
-        channel_order=channel_order,
+    sizes = {"num_classes": num_classes, "width_divisor": width_divisor, "hidden": hidden}
+    spec, source, pre, notes = model_from_options(
+        model, weights, seed, sizes, image_size, resize, mean, std, channel_order, dense=dense
     )
-    if resize is not None:
-        pre = Preprocessing.from_dict({**pre.to_dict(), "resize": resize})
 
     from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
-    from vggdeploy.weights import WeightsSource
 
     options = ExportOptions(
-        image_size=image_size,
+        image_size=pre.crop,
         batch=parse_export_batch(batch),
         opset=opset,
         dense=dense,
@@ -132,7 +101,7 @@ def export(
         preprocessing=pre,
         force=force,
     )
-    bundle = export_bundle(spec, WeightsSource.parse(weights, seed), Path(out), options)
+    bundle = export_bundle(spec, source, Path(out), options)
     parity = bundle.manifest.parity
     text = (
         f"exported {spec.name} to {bundle.artifact_path('onnx.fp32')} in "
@@ -140,7 +109,7 @@ def export(
         f"parity vs PyTorch: max rel diff {parity['worst_max_rel']:.1e}, cosine {parity['worst_cosine']:.6f} "
         f"over {len(parity['checks'])} checks - passed"
     )
-    emit(text, bundle.manifest.to_json_dict(), json_path)
+    emit("\n".join([*notes, text]), bundle.manifest.to_json_dict(), json_path)
 
 
 # -- calibration and conversion: calibrate, convert, evaluate (issue 4) -----------------------

@@ -12,8 +12,12 @@ from vggdeploy.cli_options import (
     CONTEXT,
     echo_text,
     emit_json,
+    export_model_options,
+    image_size_option,
     json_option,
+    model_from_options,
     model_size_options,
+    opset_option,
     parse_int_list,
     parse_precisions,
 )
@@ -36,7 +40,9 @@ from vggdeploy.errors import InputError
     "--images",
     type=click.Path(exists=True, file_okay=False),
     help="Images for calibration, FP16 ranges and validation (default: the photographs shipped "
-    "with vggdeploy for calibration; validation then judges like `vggdeploy validate`).",
+    "with vggdeploy for calibration; validation then judges like `vggdeploy validate`). With one "
+    "sub-folder per class (named as the labels), every precision's top-1/top-5 is measured on "
+    "them, as `vggdeploy evaluate`.",
 )
 @click.option(
     "--precision",
@@ -46,7 +52,7 @@ from vggdeploy.errors import InputError
     help="Precisions to make, fp32 among them (default: fp32,fp16,int8; int8 makes both INT8 "
     "files, for TensorRT and ONNX Runtime; repeatable or comma-separated).",
 )
-@click.option("--image-size", default=224, show_default=True, help="Input height and width.")
+@image_size_option()
 @click.option(
     "--batch",
     default="1,8",
@@ -85,6 +91,8 @@ from vggdeploy.errors import InputError
 )
 @click.option("--force", is_flag=True, help="Redo every stage, even those up to date.")
 @model_size_options()
+@export_model_options()
+@opset_option()
 @json_option("the run's report (report.json)")
 def pipeline(
     model: str,
@@ -93,7 +101,7 @@ def pipeline(
     seed: int,
     images: str | None,
     precisions: tuple[str, ...],
-    image_size: int,
+    image_size: int | None,
     batch: str,
     bench_iterations: int,
     bench_runtimes: tuple[str, ...],
@@ -104,13 +112,23 @@ def pipeline(
     num_classes: int | None,
     width_divisor: int | None,
     hidden: int | None,
+    labels: str | None,
+    resize: int | None,
+    mean: str | None,
+    std: str | None,
+    channel_order: str | None,
+    opset: int,
     json_path: str | None,
 ) -> None:
-    """Export, validate, convert/calibrate, build, validate all, bench, and report, in OUT.
+    """Export, validate, convert/calibrate, build, validate all, evaluate, bench, and report.
 
     \b
     The main job on any machine, e.g. a CPU laptop in a few minutes:
       vggdeploy pipeline vgg16 --out runs/vgg16
+    Your own model: the checkpoint's shapes give --num-classes (and --hidden,
+    --width-divisor); --labels names the classes; --images DIR with one sub-folder per class
+    adds every precision's top-1/top-5 to the report:
+      vggdeploy pipeline vgg16 --weights ckpt.pth --labels labels.txt --images val/ --out runs/me
     OUT/bundle is the bundle; OUT/report.md and OUT/report.json say what was made and how it
     agrees and runs. Validation judges the bundle as `vggdeploy validate OUT/bundle` does.
     TensorRT engines are built only where TensorRT and a GPU are present (otherwise the build
@@ -121,13 +139,17 @@ def pipeline(
     from vggdeploy.pipeline import MADE_PRECISIONS, PipelineOptions, run_pipeline
     from vggdeploy.report.pipeline import RichPipelineReporter, render_summary, write_report
 
+    sizes = {"num_classes": num_classes, "width_divisor": width_divisor, "hidden": hidden}
+    spec, _, pre, notes = model_from_options(
+        model, weights, seed, sizes, image_size, resize, mean, std, channel_order
+    )
     batches = parse_int_list(batch, "--batch")
     if not batches:
         raise InputError(f"--batch {batch!r} must list positive integers, e.g. 1,8")
     options = PipelineOptions(
         weights=weights,
         seed=seed,
-        image_size=image_size,
+        image_size=pre.crop,
         precisions=tuple(parse_precisions(precisions, MADE_PRECISIONS)) or MADE_PRECISIONS,
         images=images,
         calib_samples=calib_samples,
@@ -137,14 +159,19 @@ def pipeline(
         **({"bench_runtimes": tuple(comma_list(bench_runtimes))} if bench_runtimes else {}),
         validate_samples=validate_samples,
         force=force,
-        num_classes=num_classes,
-        width_divisor=width_divisor,
-        hidden=hidden,
+        num_classes=spec.num_classes,
+        width_divisor=spec.width_divisor,
+        hidden=spec.hidden,
+        labels=labels,
+        preprocessing=pre.to_dict(),
+        opset=opset,
     )
     argv = sys.argv[1:] if sys.argv and Path(sys.argv[0]).name.startswith("vggdeploy") else None
     to_stdout = json_path == "-"
     echo = (lambda text: echo_text(text, err=True)) if to_stdout else echo_text
     reporter = RichPipelineReporter(echo)
+    for note in notes:
+        reporter.note(note)
     data = None
     try:
         data = run_pipeline(model, out, options, reporter=reporter, argv=argv)

@@ -22,6 +22,7 @@ from vggdeploy import precision as P
 from vggdeploy.bundle import Bundle, atomic_path, atomic_write_text, sha256_file
 from vggdeploy.errors import BundleError, InputError
 from vggdeploy.packaging.triton_schema import parse_config_pbtxt, triton_model_config_pb2
+from vggdeploy.preprocess import Preprocessing
 from vggdeploy.records import ArtifactRecord, EngineRecord, OnnxArtifact, TensorRecord
 
 __all__ = [
@@ -56,6 +57,9 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "trt": "tensorrt_plan"}
 ONNX_BATCH_LIMIT = 4096
 DEFAULT_MAX_BATCH = 32
 LABELS_FILE = "labels.txt"
+#: beside config.pbtxt: how clients must preprocess (Triton reads only config.pbtxt, the
+#: labels file it names, and the numbered version folders)
+README_FILE = "README.md"
 
 
 @dataclass
@@ -336,8 +340,40 @@ def _source_filename(model: TritonModel, source: TritonSource) -> str:
     return "model.plan"
 
 
-def config_pbtxt(model: TritonModel, options: TritonOptions, labels: bool) -> str:
-    """The text of `config.pbtxt` for one model (Triton's protobuf text format)."""
+def preprocessing_parameters(pre: Preprocessing, dtype: str = "float32") -> dict[str, str]:
+    """How a client must turn an image into the input tensor, as `config.pbtxt` `parameters`.
+
+    `parameters` is ModelConfig's `map<string, ModelParameter> parameters = 14`, each value a
+    `ModelParameter { string string_value = 1; }` (triton-inference-server/common,
+    protobuf/model_config.proto): free-form strings the server keeps with the model and returns
+    in its model-config API; the onnxruntime and tensorrt backends look up only the parameter
+    names they define, so these (all `preprocessing_*`) tell clients, not the server.
+    """
+    return {
+        "preprocessing": (
+            f"resize shorter side to {pre.resize} ({pre.interpolation}), center-crop "
+            f"{pre.crop}x{pre.crop}, {pre.channel_order}, pixel*{pre.scale:.8g}, "
+            f"(x - mean) / std per channel, {pre.layout} {dtype}"
+        ),
+        "preprocessing_resize": str(pre.resize),
+        "preprocessing_crop": str(pre.crop),
+        "preprocessing_interpolation": pre.interpolation,
+        "preprocessing_channel_order": pre.channel_order,
+        "preprocessing_scale": f"{pre.scale:.8g}",
+        "preprocessing_mean": ",".join(f"{v:.8g}" for v in pre.mean),
+        "preprocessing_std": ",".join(f"{v:.8g}" for v in pre.std),
+        "preprocessing_layout": pre.layout,
+    }
+
+
+def config_pbtxt(
+    model: TritonModel,
+    options: TritonOptions,
+    labels: bool,
+    preprocessing: Preprocessing | None = None,
+) -> str:
+    """The text of `config.pbtxt` for one model (Triton's protobuf text format); with
+    `preprocessing`, its `parameters` say how clients must prepare the input."""
     batched = model.max_batch > 0
     lines = [f'name: "{model.name}"', f'platform: "{model.platform}"']
     lines.append(f"max_batch_size: {model.max_batch}")
@@ -378,7 +414,52 @@ def config_pbtxt(model: TritonModel, options: TritonOptions, labels: bool) -> st
     lines.append(
         f"instance_group [\n  {{\n    count: {options.instances}\n    kind: {model.kind}\n  }}\n]"
     )
+    if preprocessing is not None:
+        dtype = model.inputs[0].dtype if model.inputs else "float32"
+        for key, value in preprocessing_parameters(preprocessing, dtype).items():
+            lines.append(
+                f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}'
+            )
     return "\n".join(lines) + "\n"
+
+
+def readme_text(bundle: Bundle, model: TritonModel, labels: bool) -> str:
+    """README.md of one model folder: what a client sends and gets back."""
+    pre = bundle.preprocessing
+    inp = model.inputs[0]
+    out = model.outputs[0]
+    mean = ", ".join(f"{v:.8g}" for v in pre.mean)
+    std = ", ".join(f"{v:.8g}" for v in pre.std)
+    dims = ", ".join(map(str, _dims(inp, model.max_batch > 0)))
+    shape = f"[N, {dims}]" if model.max_batch > 0 else f"[{dims}]"
+    lines = [
+        f"# {model.name}",
+        "",
+        f"{bundle.model.name} ({model.precision}, Triton platform `{model.platform}`), made by "
+        "vggdeploy. The server does no preprocessing: clients send normalized tensors.",
+        "",
+        f"Input `{inp.name}`: {inp.dtype} {shape}, made from each image as follows:",
+        "",
+        f"1. decode, convert to {pre.channel_order};",
+        f"2. resize the shorter side to {pre.resize} pixels ({pre.interpolation});",
+        f"3. center-crop {pre.crop}x{pre.crop};",
+        f"4. multiply by {pre.scale:.8g} (0..255 -> 0..1), subtract mean [{mean}] and divide "
+        f"by std [{std}], per channel;",
+        f"5. lay out as {pre.layout} {inp.dtype}.",
+        "",
+        f"Output `{out.name}`: {out.dtype} [N, {bundle.model.num_classes}] logits (no softmax),"
+        + (
+            " one per class in the order of `labels.txt` (Triton's classification extension "
+            "returns the names)."
+            if labels
+            else " by class index (the bundle has no class names)."
+        ),
+        "",
+        "The same steps are in `config.pbtxt` under `parameters` (`preprocessing_*`), for "
+        "clients that read the model configuration from the server.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 @dataclass
@@ -444,14 +525,20 @@ def package_triton(
     schema_checked = False
     written = []
     for model in models:
-        text = config_pbtxt(model, options, labels is not None)
+        text = config_pbtxt(model, options, labels is not None, bundle.preprocessing)
         schema_checked = parse_config_pbtxt(text) is not None
-        written.append(_write_model(repo, model, text, labels, bundle.root))
+        readme = readme_text(bundle, model, labels is not None)
+        written.append(_write_model(repo, model, text, labels, bundle.root, readme))
     return TritonResult(repository=repo, models=written, schema_checked=schema_checked)
 
 
 def _write_model(
-    repo: Path, model: TritonModel, config: str, labels: list[str] | None, main: Path
+    repo: Path,
+    model: TritonModel,
+    config: str,
+    labels: list[str] | None,
+    main: Path,
+    readme: str | None = None,
 ) -> WrittenModel:
     repo.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=repo))
@@ -466,6 +553,8 @@ def _write_model(
         atomic_write_text(staging / "config.pbtxt", config)
         if labels is not None:
             atomic_write_text(staging / LABELS_FILE, "\n".join(labels) + "\n")
+        if readme is not None:
+            atomic_write_text(staging / README_FILE, readme)
         target = repo / model.name
         if target.exists():
             shutil.rmtree(target)
@@ -480,7 +569,12 @@ def _write_model(
         max_batch_size=model.max_batch,
         artifacts=[s.key for s in model.sources],
         sources=[s.describe(main) for s in model.sources],
-        files=["config.pbtxt", *files, *([LABELS_FILE] if labels is not None else [])],
+        files=[
+            "config.pbtxt",
+            *files,
+            *([LABELS_FILE] if labels is not None else []),
+            *([README_FILE] if readme is not None else []),
+        ],
         notes=model.notes,
     )
 

@@ -1,4 +1,5 @@
-"""The whole job in one call: export, validate, convert/calibrate, build, validate all, bench.
+"""The whole job in one call: export, validate, convert/calibrate, build, validate all,
+evaluate (top-1/top-5 on a labelled `images` folder), bench.
 
 `run_pipeline(model, out, PipelineOptions(...), reporter=...)` chains the stage modules through
 one bundle (`OUT/bundle`) and writes, in `OUT`:
@@ -10,7 +11,8 @@ one bundle (`OUT/bundle`) and writes, in `OUT`:
   ONNX, images) and of what it produced. A stage whose inputs and outputs are unchanged is
   skipped as "up to date", so a second run, or a run after an interruption, only redoes what
   changed; `force=True` redoes everything;
-- `validate-export.json`, `validate.json`, `bench.json`: the stages' own results.
+- `validate-export.json`, `validate.json`, `evaluate.json`, `bench.json`: the stages' own
+  results (`evaluate.json` only when `images` has one sub-folder per class).
 
 The validation stages judge the bundle exactly as `vggdeploy validate` does (the same
 `validate_bundle` call, inputs rule and verdict). TensorRT engines are built only where TensorRT

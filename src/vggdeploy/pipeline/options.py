@@ -64,10 +64,15 @@ class PipelineOptions:
     #: None: what `vggdeploy validate` compares without --samples
     validate_samples: int | None = None
     force: bool = False
-    # Model overrides, for small test models (like `vggdeploy export`).
+    # Model sizes, as `vggdeploy export` takes them; a checkpoint's shapes give those not set.
     num_classes: int | None = None
     width_divisor: int | None = None
     hidden: int | None = None
+    # What the bundle records besides weights, as `vggdeploy export` takes them.
+    labels: str | None = None  # a labels file, one class name a line
+    #: `Preprocessing.to_dict()`; None: torchvision's ImageNet preprocessing for `image_size`
+    preprocessing: dict[str, Any] | None = None
+    opset: int = 18
 
     def __post_init__(self) -> None:
         from vggdeploy.runtimes.registry import parse_specs
@@ -99,6 +104,19 @@ class PipelineOptions:
             if value is not None and not 1 <= value <= MAX_COUNT:
                 raise InputError(f"{option} {value} must be between 1 and {MAX_COUNT:,}")
         self.bench_runtimes = tuple(s.text for s in parse_specs(self.bench_runtimes))
+        if self.preprocessing is not None:
+            from vggdeploy.preprocess import Preprocessing
+
+            pre = Preprocessing.from_dict(self.preprocessing)
+            if pre.crop != self.image_size:
+                raise InputError(
+                    f"preprocessing crops {pre.crop}x{pre.crop} but the image size is "
+                    f"{self.image_size}: give the same size to both"
+                )
+            self.preprocessing = pre.to_dict()
+        from vggdeploy.exporter.onnx_export import ExportOptions
+
+        ExportOptions(image_size=self.image_size, opset=self.opset)  # checks the opset
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

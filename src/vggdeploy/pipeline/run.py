@@ -30,7 +30,7 @@ from vggdeploy.pipeline.state import (
 REPORT_SCHEMA = "vggdeploy.pipeline-report/1"
 REPORT_JSON = "report.json"
 #: the stages' own result files, embedded in report.json under their stem
-RESULT_FILES = ("validate-export.json", "validate.json", "bench.json")
+RESULT_FILES = ("validate-export.json", "validate.json", "evaluate.json", "bench.json")
 
 
 class Pipeline:
@@ -45,12 +45,18 @@ class Pipeline:
         argv: Sequence[str] | None = None,
     ) -> None:
         from vggdeploy.models import check_image_size, resolve_spec
+        from vggdeploy.weights import WeightsSource, spec_for_weights
 
-        self.spec = resolve_spec(
-            model,
-            num_classes=options.num_classes,
-            width_divisor=options.width_divisor,
-            hidden=options.hidden,
+        sizes = {
+            "num_classes": options.num_classes,
+            "width_divisor": options.width_divisor,
+            "hidden": options.hidden,
+        }
+        # A checkpoint's shapes give the sizes not set (as `vggdeploy export`).
+        self.spec = spec_for_weights(
+            resolve_spec(model, **sizes),
+            WeightsSource.parse(options.weights, options.seed),
+            **sizes,
         )
         check_image_size(options.image_size)
         self.model = model
@@ -197,9 +203,11 @@ class Pipeline:
         }
         if (self.bundle_root / "manifest.json").is_file():
             data.update(bundle_facts(Bundle.load(self.bundle_root)))
+        skipped = {r.name for r in self.runs if r.status == "skipped"}
         for name in RESULT_FILES:
             path = self.out / name
-            if path.is_file():
+            # A stage skipped in this run leaves an earlier run's file behind: not this run's.
+            if path.is_file() and name.removesuffix(".json") not in skipped:
                 data[name.removesuffix(".json").replace("-", "_")] = json.loads(
                     path.read_text("utf-8")
                 )

@@ -31,7 +31,6 @@ BUILD_ELSEWHERE = (
 )
 #: which INT8 file ONNX Runtime times (part of bench's inputs: a change re-runs the stage)
 ORT_INT8_NOTE = "model.int8.onnx, NVIDIA placement, integer form on load"
-EXPORT_OPSET = 18
 FP16_SAMPLES = 16
 BATCH = 8
 
@@ -125,14 +124,32 @@ def export_inputs(ctx: Context) -> dict[str, Any]:
         if not path.is_file():
             raise InputError(f"--weights {path}: no such file")
         weights_id["sha256"] = sha256_file(path)
+    labels = ctx.options.labels
+    if labels is not None and not Path(labels).is_file():
+        raise InputError(
+            f"--labels {labels}: no such file; give a text file with one class name a line"
+        )
     return {
         "spec": ctx.spec.to_dict(),
         "weights": weights_id,
         "image_size": ctx.options.image_size,
         "batch": "dynamic",
-        "opset": EXPORT_OPSET,
+        "opset": ctx.options.opset,
+        "labels": sha256_file(Path(labels)) if labels else None,
+        "preprocessing": _preprocessing(ctx).to_dict(),
         "vggdeploy": __version__,
     }
+
+
+def _preprocessing(ctx: Context) -> Any:
+    """The bundle's preprocessing: as asked, else torchvision's for the image size (what
+    `vggdeploy export` records without --resize/--mean/--std/--channel-order)."""
+    from vggdeploy.preprocess import Preprocessing
+
+    pre = ctx.options.preprocessing
+    if pre is None:
+        return Preprocessing.for_size(ctx.options.image_size)
+    return Preprocessing.from_dict(pre)
 
 
 def export_run(ctx: Context) -> StageOutput:
@@ -143,7 +160,13 @@ def export_run(ctx: Context) -> StageOutput:
         ctx.spec,
         _weights_source(ctx),
         ctx.bundle_root,
-        ExportOptions(image_size=ctx.options.image_size, opset=EXPORT_OPSET, force=True),
+        ExportOptions(
+            image_size=ctx.options.image_size,
+            opset=ctx.options.opset,
+            labels=ctx.options.labels,
+            preprocessing=_preprocessing(ctx),
+            force=True,
+        ),
     )
     parity = bundle.manifest.parity
     result = {
@@ -226,6 +249,58 @@ def validate_run(ctx: Context) -> StageOutput:
     raise CheckFailedError(
         report.summary() + (f": {_failure_lines(report)}" if report.failures else "")
     )
+
+
+# -- accuracy (the stage of `vggdeploy evaluate`) ---------------------------------------------------
+
+NO_LABELLED_IMAGES = (
+    "accuracy not measured: no --images folder with one sub-folder per class (ImageFolder "
+    "layout, folder names = class names) was given"
+)
+EVALUATE_BATCH = 32
+
+
+def evaluate_not_asked(ctx: Context) -> str | None:
+    return None if ctx.options.images else NO_LABELLED_IMAGES
+
+
+def evaluate_inputs(ctx: Context) -> dict[str, Any]:
+    labels = ctx.bundle_root / "labels.txt"
+    return {
+        "artifacts": ctx.artifact_shas(),
+        "labels": sha256_file(labels) if labels.is_file() else None,
+        "images": ctx.images.sha256,
+        "batch": EVALUATE_BATCH,
+    }
+
+
+def evaluate_run(ctx: Context) -> StageOutput:
+    """`vggdeploy evaluate BUNDLE --images DIR`: top-1/top-5 of every artifact this host can run
+    on the labelled `--images` folder. A folder that is not labelled (no class sub-folders, or
+    sub-folders that are not the bundle's class names) skips the stage, saying why."""
+    from vggdeploy.evaluate import evaluate_bundle
+    from vggdeploy.inputs import map_class_folders
+
+    bundle = ctx.bundle()
+    images = ctx.options.images or ""
+    try:
+        map_class_folders(images, bundle.labels(), bundle.model.num_classes)
+    except InputError as exc:
+        raise Skip(f"accuracy not measured: {exc}") from None
+
+    def progress(done: int, total: int) -> None:
+        ctx.reporter.progress(f"evaluating {done}/{total} images")
+
+    report = evaluate_bundle(bundle, images, batch=EVALUATE_BATCH, progress=progress)
+    files = ctx.write_json("evaluate.json", report)
+    accuracy = {
+        r["label"]: {k: r[k] for k in ("runtime", "precision", "top1", "top5", "delta_top1")}
+        for r in report["results"]
+    }
+    detail = f"{report['count']} labelled images: " + ", ".join(
+        f"{r['label']} top-1 {100 * r['top1']:.1f}%" for r in report["results"]
+    )
+    return StageOutput({}, files, {"accuracy": accuracy, "count": report["count"]}, detail)
 
 
 # -- FP16 and INT8 --------------------------------------------------------------------------------
@@ -482,5 +557,6 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("calibrate-int8", int8_inputs, int8_run, _precision_not_asked("int8")),
     Stage("build", build_inputs, build_run),
     Stage("validate", validate_inputs, validate_run),
+    Stage("evaluate", evaluate_inputs, evaluate_run, evaluate_not_asked),
     Stage("bench", bench_inputs, bench_run),
 )

@@ -34,6 +34,7 @@ STAGES = (
     "calibrate-int8",
     "build",
     "validate",
+    "evaluate",
     "bench",
 )
 

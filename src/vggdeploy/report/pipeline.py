@@ -72,6 +72,7 @@ def render_summary(data: dict[str, Any], out: str | Path) -> str:
     validation = data.get("validate")
     if validation:
         lines.append(f"validation: {validation['summary']}")
+    lines.append(accuracy_line(data))
     failures = data.get("failures") or []
     lines.append(f"FAILED: {len(failures)} stage(s)" if failures else "pipeline: done")
     lines.append(f"report: {Path(out) / 'report.md'} (and {REPORT_JSON})")
@@ -217,6 +218,7 @@ def render_report_md(data: dict[str, Any], out: str | Path) -> str:
     lines += _calibration_section(data)
     lines += _validation_section(data)
     lines += _engines_section(data)
+    lines += _accuracy_section(data)
     lines += _bench_section(data, out)
     bundle = out / BUNDLE_DIR
     lines += [
@@ -361,6 +363,92 @@ def _validation_section(data: dict[str, Any]) -> list[str]:
     lines += [f"- {n}" for n in validation.get("notes", [])]
     lines += [f"- {validation['summary']}", ""]
     return lines
+
+
+# -- accuracy beside latency ---------------------------------------------------------------------
+
+
+def accuracy_line(data: dict[str, Any]) -> str:
+    """One line: each target's top-1 on the labelled --images, or why accuracy was not
+    measured."""
+    evaluation = data.get("evaluate")
+    if not evaluation:
+        return f"accuracy: {_not_measured(data)}"
+    return f"accuracy on {evaluation['count']} labelled images: " + ", ".join(
+        f"{r['label']} top-1 {_pct(r['top1'])}" for r in evaluation["results"]
+    )
+
+
+def _not_measured(data: dict[str, Any]) -> str:
+    stage = _stage(data, "evaluate") or {}
+    reason = stage.get("reason") or "the evaluate stage did not run"
+    if stage.get("status") == "failed":
+        return f"not measured: the evaluate stage failed ({reason})"
+    return reason if reason.startswith("accuracy not measured") else f"not measured: {reason}"
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _latency_by_label(data: dict[str, Any]) -> tuple[list[int], dict[str, dict[int, float]]]:
+    """The benchmarked batch sizes, and per runtime label (`onnxruntime[cpu] int8`) the median
+    latency at each."""
+    cases = (data.get("bench") or {}).get("cases") or []
+    batches = sorted({int(c["batch"]) for c in cases})
+    latency: dict[str, dict[int, float]] = {}
+    for c in cases:
+        latency.setdefault(c["label"], {})[int(c["batch"])] = c["latency_ms"]["median"]
+    return batches, latency
+
+
+def _accuracy_section(data: dict[str, Any]) -> list[str]:
+    """Top-1/top-5 per runtime and precision on the labelled --images, beside the benchmark's
+    median latency of the same runtime: what to ship."""
+    lines = ["## Accuracy and latency", ""]
+    evaluation = data.get("evaluate")
+    if not evaluation:
+        return [*lines, f"Accuracy {_not_measured(data).removeprefix('accuracy ')}.", ""]
+    batches, latency = _latency_by_label(data)
+    headers = ["target", "top-1", "top-5", "top-1 vs fp32"]
+    headers += [f"median ms, batch {b}" for b in batches]
+    rows = []
+    for r in evaluation["results"]:
+        delta = r.get("delta_top1")
+        row = [
+            r["label"],
+            _pct(r["top1"]),
+            _pct(r["top5"]),
+            "-" if delta is None or r["precision"] == "fp32" else f"{delta:+.2f} pts",
+        ]
+        measured = latency.get(r["label"], {})
+        row += [_fmt(measured.get(b), ".2f") for b in batches]
+        rows.append(row)
+    calib = ((_stage(data, "calibrate-int8") or {}).get("result") or {}).get("targets") or {}
+    samples = [t.get("samples") for t in calib.values() if t.get("samples")]
+    mapping = evaluation.get("class_mapping") or {}
+    lines += [
+        f"Top-1/top-5 of every artifact on all {evaluation['count']} images of your --images "
+        f"folder ({evaluation['classes']} class folders; {mapping.get('note', '')}), as "
+        "`vggdeploy evaluate`; latency is the benchmark's median on this host"
+        + (
+            " (- where that target was not benchmarked)."
+            if any("-" in r[4:] for r in rows)
+            else "."
+        ),
+        "",
+        markdown_table(headers, rows, "lrrr" + "r" * len(batches)),
+        "",
+    ]
+    if samples:
+        lines += [
+            f"INT8 calibration drew {max(samples)} of these images: INT8 accuracy here includes "
+            "images it was calibrated on.",
+            "",
+        ]
+    skipped = evaluation.get("skipped") or []
+    lines += [f"- not evaluated {s['target']}: {s['reason']}" for s in skipped]
+    return [*lines, ""] if skipped else lines
 
 
 def _engines_section(data: dict[str, Any]) -> list[str]:
