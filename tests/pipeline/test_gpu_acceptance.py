@@ -22,7 +22,7 @@ def test_acceptance_script_refuses_in_one_line_without_gpu_or_tensorrt(tmp_path)
     except ImportError:
         pass
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu_acceptance.py"), str(tmp_path / "out")],
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_acceptance.py"), str(tmp_path / "out")],
         capture_output=True,
         text=True,
         timeout=120,
