@@ -137,6 +137,20 @@ def artifact_order(key: str) -> tuple[int, int, str]:
     return kind_rank, order(name), key
 
 
+def buildable(artifact_keys: Iterable[str]) -> list[str]:
+    """The engine precisions whose ONNX file is among `artifact_keys`: what `vggdeploy build`
+    can make from that bundle, in display order."""
+    keys = set(artifact_keys)
+    return [n for n in ENGINE_NAMES if onnx_key(n) in keys]
+
+
+def build_command(artifact_keys: Iterable[str], bundle: str = "BUNDLE") -> str | None:
+    """`vggdeploy build BUNDLE --precision fp16|int8`: only the precisions the bundle's ONNX
+    files allow (`buildable`); None when it has none."""
+    names = buildable(artifact_keys)
+    return f"vggdeploy build {bundle} --precision {'|'.join(names)}" if names else None
+
+
 def make_command(key: str, bundle: str = "BUNDLE") -> str:
     """The command that creates artifact `key` in `bundle`."""
     kind, name = split_key(key)

@@ -43,8 +43,9 @@ from vggdeploy.errors import InputError
     "precisions",
     multiple=True,
     metavar="P[,P...]",
-    help="Precisions to make, fp32 among them (default: fp32,fp16,int8; int8 makes both INT8 "
-    "files, for TensorRT and ONNX Runtime; repeatable or comma-separated).",
+    help="Precisions to make, fp32 among them (default: fp32,fp16,int8; int8 makes the one "
+    "INT8 file, model.int8.onnx, which TensorRT and ONNX Runtime both run; repeatable or "
+    "comma-separated).",
 )
 @click.option("--image-size", default=224, show_default=True, help="Input height and width.")
 @click.option(

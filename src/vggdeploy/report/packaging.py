@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vggdeploy import precision as P
 from vggdeploy.report.tables import mib, text_table
 
 if TYPE_CHECKING:
@@ -35,8 +36,9 @@ def format_unpack(bundle: Bundle) -> str:
         f"unpacked {bundle.manifest.model.name} to {bundle.root}: "
         f"{len(bundle.artifacts)} artifact(s), every sha256 verified"
     ]
-    if not bundle.manifest.engines():
-        lines.append(f"next, on this device: vggdeploy build {bundle.root} --precision fp16")
+    build = P.build_command(bundle.artifacts, str(bundle.root))
+    if not bundle.manifest.engines() and build:
+        lines.append(f"next, on this device: {build}")
     return "\n".join(lines)
 
 
