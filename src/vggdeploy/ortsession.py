@@ -12,10 +12,11 @@ import os
 from typing import Any
 
 from vggdeploy.errors import InputError, RuntimeUnavailableError
+from vggdeploy.host import install_hint
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'vggdeploy[cpu]' (or [gpu])"
+INSTALL_HINT = install_hint("onnxruntime")
 
 
 def import_ort() -> Any:

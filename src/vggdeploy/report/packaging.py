@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vggdeploy import precision as P
+from vggdeploy.host import install_hint
 from vggdeploy.report.tables import mib, text_table
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def format_triton(result: TritonResult) -> str:
         "config.pbtxt checked against Triton's ModelConfig schema"
         if result.schema_checked
         else "tritonclient is not installed: config.pbtxt not checked against Triton's schema "
-        "(pip install 'vggdeploy[triton]')"
+        f"({install_hint('tritonclient')})"
     )
     lines.append(
         f"serve: docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 "

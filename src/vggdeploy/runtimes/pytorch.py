@@ -51,7 +51,7 @@ class TorchRuntime(Runtime):
     PRECISION_HINT = "INT8 runs in onnxruntime, openvino or tensorrt"
     OPTIONS = ("threads",)
     MODULE = "torch"
-    INSTALL_HINT = "pip install torch"
+    INSTALL_HINT = host.install_hint("torch")
 
     @classmethod
     def native_precisions(cls, device: str | None) -> tuple[str, ...]:
