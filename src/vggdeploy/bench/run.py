@@ -42,6 +42,7 @@ from vggdeploy.bench.timing import (
     PeakRss,
     StagedRuntime,
     coefficient_of_variation,
+    images_per_second,
     summarize,
     time_calls,
     time_staged,
@@ -372,7 +373,7 @@ def _run_case(
     latencies = [t / 1e6 for t in host_ns]
     stats = summarize(latencies)
     cv = coefficient_of_variation(stats)
-    throughput = batch * 1000.0 / stats["mean"] if stats["mean"] > 0 else 0.0
+    throughput = images_per_second(batch, stats)
     case: dict[str, Any] = {
         "runtime": plan.runtime,
         "runtime_name": plan.spec.name,
