@@ -47,7 +47,6 @@ from vggdeploy.errors import InputError
 )
 @threads_option()
 @click.option("--image-size", type=int, help="Input size for a dense bundle (default: its own).")
-@click.option("--cuda-graphs", is_flag=True, help="TensorRT: launch the engine as a CUDA graph.")
 @click.option(
     "--reference-bare-ort",
     is_flag=True,
@@ -132,7 +131,6 @@ def bench(
     duration: float | None,
     threads: int | None,
     image_size: int | None,
-    cuda_graphs: bool,
     reference_bare_ort: bool,
     cv_threshold: str,
     seed: int,
@@ -191,7 +189,6 @@ def bench(
         seed=seed,
         image_size=image_size,
         threads=threads,
-        cuda_graphs=cuda_graphs,
         reference_bare_ort=reference_bare_ort,
         keep_samples=samples,
         end_to_end=end_to_end,
@@ -205,8 +202,6 @@ def bench(
         if reason:
             raise InputError(f"{spec.runtime}: {reason}")
     wanted = parse_precisions(precisions) or None
-    if cuda_graphs and specs and not any(s.name == "tensorrt" for s in specs):
-        raise InputError("--cuda-graphs applies to the tensorrt runtime: add --runtime tensorrt")
     loaded = Bundle.load(bundle)
     plans, skipped = stage.plan_cases(loaded, specs, wanted, stage.parse_batches(batch))
     for s in skipped:
