@@ -393,7 +393,7 @@ def test_below_tolerance_warns_loudly(
 ) -> None:
     import vggdeploy.calibration.stage as calibration
 
-    monkeypatch.setattr(calibration, "int8_tolerance", lambda target: {"cosine": 1.1, "top1": 1.1})
+    monkeypatch.setattr(calibration, "int8_tolerance", lambda: {"cosine": 1.1, "top1": 1.1})
     with caplog.at_level(logging.WARNING, logger="vggdeploy"):
         summary = calibrate_bundle(Bundle.load(tiny_bundle), image_dir, _options())
     assert summary["holdout"]["passed"] is False
