@@ -342,3 +342,22 @@ def test_export_passes_every_option_through(tmp_path: Path, monkeypatch) -> None
     pre = options.preprocessing
     assert (pre.resize, pre.crop, pre.channel_order) == (300, 256, "BGR")
     assert pre.mean == (0.5, 0.4, 0.3) and pre.std == (0.2, 0.2, 0.2)
+
+
+def test_precision_choices_come_from_the_precision_module() -> None:
+    """`build` and `convert` offer the precisions `vggdeploy.precision` declares, and the torch
+    runtime runs its floating-point ones: one list each, in one home."""
+    from vggdeploy import precision as P
+    from vggdeploy.cli import cli
+    from vggdeploy.runtimes.pytorch import TorchRuntime
+
+    def choices(command: str) -> tuple[str, ...]:
+        (param,) = [p for p in cli.commands[command].params if p.name == "precision"]
+        return tuple(param.type.choices)
+
+    assert choices("build") == P.ENGINE_NAMES == ("fp32", "fp16", "int8")
+    assert choices("convert") == P.made_by("convert") == ("fp16",)
+    assert P.made_by("calibrate") == ("int8",) and P.made_by("export") == ("fp32",)
+    assert TorchRuntime.PRECISIONS == P.FLOAT_NAMES == ("fp32", "fp16")
+    assert TorchRuntime.native_precisions("cpu") == ("fp32",)
+    assert TorchRuntime.native_precisions("cuda") == ("fp32", "fp16")

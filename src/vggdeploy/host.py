@@ -51,10 +51,6 @@ class CpuInfo:
         return "avx512" in self.features
 
     @property
-    def has_amx(self) -> bool:
-        return "amx" in self.features
-
-    @property
     def int8_dot_product(self) -> bool:
         """Whether ONNX Runtime's u8s8 integer kernels accumulate int8 products straight into
         int32 here (VNNI, AMX, Arm dot product). Without it (AVX2/AVX-512 without VNNI) they

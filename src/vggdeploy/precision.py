@@ -63,6 +63,14 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in _ALL}
 NAMES: tuple[str, ...] = tuple(PRECISIONS)
 #: precisions a TensorRT engine can be built in
 ENGINE_NAMES: tuple[str, ...] = tuple(p.name for p in _ALL if p.engine)
+#: floating-point precisions (what a framework runs without quantization, e.g. PyTorch)
+FLOAT_NAMES: tuple[str, ...] = tuple(p.name for p in _ALL if p.numeric.startswith("fp"))
+
+
+def made_by(command: str) -> tuple[str, ...]:
+    """The precisions whose ONNX file `vggdeploy COMMAND` makes (`convert` -> ("fp16",))."""
+    return tuple(p.name for p in _ALL if p.make.split()[:2] == ["vggdeploy", command])
+
 
 ONNX = "onnx"
 ENGINE = "engine"
@@ -83,15 +91,6 @@ def check(names: Iterable[str], allowed: Iterable[str] = NAMES, what: str = "--p
     bad = [n for n in names if n not in allowed]
     if bad:
         raise InputError(f"{what} {', '.join(bad)}: choose from {', '.join(allowed)}")
-
-
-def parse_list(
-    text: str | None, allowed: Iterable[str] = NAMES, what: str = "--precision"
-) -> tuple[str, ...]:
-    """`"fp32,int8"` -> ("fp32", "int8"), checked and in the order given; None/"" -> ()."""
-    names = tuple(p.strip() for p in (text or "").split(",") if p.strip())
-    check(names, allowed, what)
-    return names
 
 
 def order(name: str) -> int:
