@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -88,18 +87,6 @@ def test_every_command_help_imports_no_heavy_library(command: tuple[str, ...]) -
     assert result["heavy"] == [], f"`vggdeploy {' '.join(command)} --help` imported {result}"
     assert result["code"] == 0
     assert f"Usage: vggdeploy {' '.join(command)}" in out
-
-
-def test_help_starts_well_under_half_a_second() -> None:
-    script = Path(sys.executable).with_name("vggdeploy")
-    argv = [str(script)] if script.is_file() else [sys.executable, "-m", "vggdeploy"]
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        subprocess.run([*argv, "--help"], check=True, capture_output=True, timeout=30)
-        timings.append(time.perf_counter() - start)
-    # Best of five, so a busy shared machine does not decide the result.
-    assert min(timings) < 0.5, f"`vggdeploy --help` took {min(timings):.2f} s at best"
 
 
 def test_module_entry_points() -> None:
