@@ -182,3 +182,11 @@ def test_pipeline_help_describes_the_one_int8_file() -> None:
     out = " ".join(CliRunner().invoke(cli, ["pipeline", "--help"]).output.split())
     assert "int8 makes the one INT8 file, model.int8.onnx" in out
     assert "both INT8 files" not in out
+
+
+def test_the_parentheses_note_only_when_a_stage_was_up_to_date(tmp_path: Path) -> None:
+    data = _data()  # export done, the rest skipped
+    assert "Seconds in parentheses" not in render_report_md(data, tmp_path)
+    data["stages"][0]["status"] = "up to date"
+    md = render_report_md(data, tmp_path)
+    assert "| export | up to date | (3.0) |" in md and "Seconds in parentheses" in md

@@ -197,7 +197,9 @@ def render_report_md(data: dict[str, Any], out: str | Path) -> str:
         "",
         markdown_table(["stage", "status", "seconds", "notes"], rows, "llrl"),
     ]
-    lines += ["", "Seconds in parentheses: the earlier run that produced an up-to-date stage.", ""]
+    lines.append("")
+    if any(s["status"] == "up to date" for s in data["stages"]):
+        lines += ["Seconds in parentheses: the earlier run that produced an up-to-date stage.", ""]
 
     if data.get("artifacts"):
         rows = [
