@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from vggdeploy.cli import cli, main
 
@@ -348,3 +349,16 @@ def test_precision_choices_come_from_the_precision_module() -> None:
     assert TorchRuntime.PRECISIONS == P.FLOAT_NAMES == ("fp32", "fp16")
     assert TorchRuntime.native_precisions("cpu") == ("fp32",)
     assert TorchRuntime.native_precisions("cuda") == ("fp32", "fp16")
+
+
+def test_help_texts_copied_for_speed_match_the_registry() -> None:
+    """--help spells the spec grammar and bench's default runtimes without importing the
+    registry; those copies say what the registry does."""
+    from vggdeploy import cli_options
+    from vggdeploy.runtimes import registry
+
+    assert cli_options.RUNTIME_SPEC_HELP == registry.SPEC_HELP
+    defaults = ", ".join(s.runtime for s in registry.DEFAULT_BENCH_SPECS)
+    assert defaults == cli_options.DEFAULT_BENCH_RUNTIMES_HELP
+    out = " ".join(CliRunner().invoke(cli, ["bench", "--help"]).output.split())
+    assert f"Default: {defaults} (those this host cannot run are listed as skipped)" in out

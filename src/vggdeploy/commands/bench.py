@@ -9,6 +9,7 @@ import click
 
 from vggdeploy.cli_options import (
     CONTEXT,
+    DEFAULT_BENCH_RUNTIMES_HELP,
     echo_text,
     emit_json,
     emit_text,
@@ -29,7 +30,8 @@ from vggdeploy.errors import InputError
 @click.argument("bundle", required=False, type=click.Path(file_okay=False))
 @runtime_option(
     "Runtime to time, repeatable or comma-separated; a spec with @PRECISION runs only that "
-    "precision. Default: every runtime this host can run."
+    f"precision. Default: {DEFAULT_BENCH_RUNTIMES_HELP} (those this host cannot run are listed "
+    "as skipped)."
 )
 @precision_option("Precisions to time for specs without @PRECISION. Default: every artifact.")
 @click.option("--batch", "batch", default="1,8,32", show_default=True, help="Batch sizes.")
