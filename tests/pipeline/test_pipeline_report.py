@@ -182,6 +182,11 @@ def test_pipeline_help_describes_the_one_int8_file() -> None:
     out = " ".join(CliRunner().invoke(cli, ["pipeline", "--help"]).output.split())
     assert "int8 makes the one INT8 file, model.int8.onnx" in out
     assert "both INT8 files" not in out
+    # the default calibration split, as pipeline.options.calibration_split does it
+    from vggdeploy.pipeline import calibration_split
+
+    assert "every image when there are fewer than 4" in out
+    assert [calibration_split(n, None) for n in (3, 4, 100)] == [3, 3, 64]
 
 
 def test_the_parentheses_note_only_when_a_stage_was_up_to_date(tmp_path: Path) -> None:

@@ -70,7 +70,8 @@ from vggdeploy.errors import InputError
 @click.option(
     "--calib-samples",
     type=int,
-    help="Calibration images (default: 3/4 of the images, at most 64; the rest are held out).",
+    help="Calibration images (default: 3/4 of the images, at most 64, the rest held out; every "
+    "image when there are fewer than 4).",
 )
 @click.option(
     "--calib-method",
