@@ -29,10 +29,16 @@ log = logging.getLogger("vggdeploy")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-#: the spec grammar in one line, for --help (runtimes.registry.SPEC_HELP without importing it)
+#: the spec grammar in one line, for --help: runtimes.registry.SPEC_HELP, copied so that --help
+#: does not import the registry (it pulls in NumPy); tests/test_cli.py checks the two are equal
 RUNTIME_SPEC_HELP = (
     "NAME[:VARIANT...][@PRECISION], e.g. torch, torch:channels-last, onnxruntime:cpu@fp32, "
-    "onnxruntime:cuda, tensorrt@int8, tensorrt:cuda-graphs"
+    "onnxruntime:cuda, tensorrt@int8, tensorrt:cuda-graphs, openvino@int8"
+)
+#: `vggdeploy bench`'s runtimes without --runtime: runtimes.registry.DEFAULT_BENCH_SPECS as text
+#: (checked equal by tests/test_cli.py)
+DEFAULT_BENCH_RUNTIMES_HELP = (
+    "torch, torch:cuda, onnxruntime, onnxruntime:cuda, onnxruntime:tensorrt, tensorrt"
 )
 
 

@@ -51,10 +51,6 @@ class CpuInfo:
         return "avx512" in self.features
 
     @property
-    def has_amx(self) -> bool:
-        return "amx" in self.features
-
-    @property
     def int8_dot_product(self) -> bool:
         """Whether ONNX Runtime's u8s8 integer kernels accumulate int8 products straight into
         int32 here (VNNI, AMX, Arm dot product). Without it (AVX2/AVX-512 without VNNI) they
@@ -120,12 +116,34 @@ def module_missing(module: str, hint: str) -> str | None:
     return None
 
 
-TENSORRT_HINT = (
-    "pip install 'vggdeploy[gpu]' on a machine with an NVIDIA GPU; JetPack ships it on Jetson"
-)
+#: The one home of every install hint: what to install for a missing package, by the name a
+#: command or runtime asks for. Every error and skip reason that says how to install something
+#: reads it from here (`install_hint`), so two commands never give different advice.
+INSTALL_HINTS: dict[str, str] = {
+    "onnxruntime": "pip install 'vggdeploy[cpu]' (or 'vggdeploy[gpu]' for CUDA; never both)",
+    # TensorRT's install guide: pip wheels for x86_64/SBSA Linux and Windows with an NVIDIA
+    # driver, per CUDA major (tensorrt-cu12, tensorrt-cu13); Jetson gets TensorRT from JetPack
+    # (nvidia-jetpack provides python3-libnvinfer), the pip wheels do not support it.
+    "tensorrt": (
+        "pip install 'vggdeploy[gpu]' on x86_64 or SBSA Linux/Windows with an NVIDIA GPU and "
+        "driver (`pip install tensorrt-cu12` or `tensorrt-cu13` to match your CUDA); on a Jetson "
+        "use the TensorRT that ships with JetPack (`sudo apt install nvidia-jetpack`, which "
+        "provides python3-libnvinfer; pip wheels do not support Jetson)"
+    ),
+    "polygraphy": "pip install 'vggdeploy[gpu]' (or `pip install 'polygraphy>=0.53.6'`)",
+    "openvino": "pip install 'vggdeploy[openvino]'",
+    "torch": "pip install torch",
+    "onnx": "pip install onnx",
+    "tritonclient": "pip install 'tritonclient[http,grpc]'",
+    "kserve": "pip install 'vggdeploy[serve]'",
+}
 
 
-OPENVINO_HINT = "pip install 'vggdeploy[openvino]'"
+def install_hint(package: str) -> str:
+    """How to install `package` (a key of `INSTALL_HINTS`)."""
+    return INSTALL_HINTS[package]
+
+
 #: what a missing OpenVINO device needs (OpenVINO's "Inference Devices and Modes" pages: the GPU
 #: plugin runs on Intel GPUs through Intel's compute runtime, the NPU plugin on Core Ultra NPUs
 #: through the NPU driver)
@@ -140,14 +158,17 @@ OPENVINO_DEVICE_HINTS = {
 def openvino_devices() -> tuple[tuple[str, ...], str | None]:
     """(OpenVINO's `Core().available_devices`, None), or ((), why OpenVINO cannot be used)."""
     if importlib.util.find_spec("openvino") is None:
-        return (), f"the openvino package is not installed ({OPENVINO_HINT})"
+        return (), f"the openvino package is not installed ({install_hint('openvino')})"
     try:
         import openvino
 
         return tuple(openvino.Core().available_devices), None
     except Exception as exc:  # a broken install can raise anything
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        return (), f"OpenVINO is not usable ({type(exc).__name__}: {first}; {OPENVINO_HINT})"
+        return (
+            (),
+            f"OpenVINO is not usable ({type(exc).__name__}: {first}; {install_hint('openvino')})",
+        )
 
 
 def openvino_device_missing(device: str) -> str | None:
@@ -171,7 +192,10 @@ def tensorrt_version() -> tuple[str | None, str | None]:
 
         return str(trt.__version__), None
     except Exception as exc:  # ImportError, or a broken install raising anything
-        return None, f"TensorRT is not importable ({type(exc).__name__}: {exc}; {TENSORRT_HINT})"
+        return (
+            None,
+            f"TensorRT is not importable ({type(exc).__name__}: {exc}; {install_hint('tensorrt')})",
+        )
 
 
 def probe() -> HostProbe:

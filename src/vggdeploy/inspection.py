@@ -224,7 +224,9 @@ def inspect_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         import onnx
     except ImportError:
-        raise InputError("reading ONNX files needs the onnx package: pip install onnx") from None
+        raise InputError(
+            "reading ONNX files needs the onnx package: " + H.install_hint("onnx")
+        ) from None
     path = Path(path)
     try:
         model = onnx.load(str(path), load_external_data=False)

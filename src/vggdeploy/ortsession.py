@@ -7,15 +7,17 @@ for the toolchain's own work on the CPU, where a provider choice would only get 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
 
 from vggdeploy.errors import InputError, RuntimeUnavailableError
+from vggdeploy.host import install_hint
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'vggdeploy[cpu]' (or [gpu])"
+INSTALL_HINT = install_hint("onnxruntime")
 
 
 def import_ort() -> Any:
@@ -69,3 +71,43 @@ def cpu_session(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         where = "the model" if isinstance(model, bytes) else str(model)
         raise InputError(f"ONNX Runtime cannot load {where}: {first}") from None
+
+
+@functools.cache
+def cpu_computes_fp16() -> bool:
+    """Whether ONNX Runtime's CPU provider on this host runs fp16 convolutions in fp16.
+
+    ONNX Runtime's InsertCastTransformer (onnxruntime/core/optimizer/insert_cast_transformer.cc)
+    casts the inputs of an fp16 node with no fp16 CPU kernel up to float32, and its
+    RemoveDuplicateCastTransformer drops the cast pairs between such nodes, so a chain of them
+    runs in float32; a build with fp16 kernels for an op (MLAS's fp16 paths, e.g. on Arm64) runs
+    it in fp16. Which applies depends on the build and the CPU, so it is measured: two 1x1 fp16
+    convolutions, x2 then x0.5, on 40000 - in fp16 the middle value (80000) overflows to inf, in
+    float32 the output is 40000 again.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    def conv(name: str, x: str, y: str, scale: float) -> tuple[Any, Any]:
+        w = numpy_helper.from_array(np.full((1, 1, 1, 1), scale, np.float16), f"{name}_w")
+        return helper.make_node("Conv", [x, w.name], [y], name=name), w
+
+    c1, w1 = conv("c1", "h", "m", 2.0)
+    c2, w2 = conv("c2", "m", "o", 0.5)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
+            c1,
+            c2,
+            helper.make_node("Cast", ["o"], ["y"], to=TensorProto.FLOAT),
+        ],
+        "fp16_probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])],
+        [w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    session = cpu_session(model.SerializeToString())
+    out = session.run(None, {"x": np.full((1, 1, 1, 1), 40000.0, np.float32)})[0]
+    return not bool(np.isfinite(out).all())

@@ -63,6 +63,14 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in _ALL}
 NAMES: tuple[str, ...] = tuple(PRECISIONS)
 #: precisions a TensorRT engine can be built in
 ENGINE_NAMES: tuple[str, ...] = tuple(p.name for p in _ALL if p.engine)
+#: floating-point precisions (what a framework runs without quantization, e.g. PyTorch)
+FLOAT_NAMES: tuple[str, ...] = tuple(p.name for p in _ALL if p.numeric.startswith("fp"))
+
+
+def made_by(command: str) -> tuple[str, ...]:
+    """The precisions whose ONNX file `vggdeploy COMMAND` makes (`convert` -> ("fp16",))."""
+    return tuple(p.name for p in _ALL if p.make.split()[:2] == ["vggdeploy", command])
+
 
 ONNX = "onnx"
 ENGINE = "engine"
@@ -83,15 +91,6 @@ def check(names: Iterable[str], allowed: Iterable[str] = NAMES, what: str = "--p
     bad = [n for n in names if n not in allowed]
     if bad:
         raise InputError(f"{what} {', '.join(bad)}: choose from {', '.join(allowed)}")
-
-
-def parse_list(
-    text: str | None, allowed: Iterable[str] = NAMES, what: str = "--precision"
-) -> tuple[str, ...]:
-    """`"fp32,int8"` -> ("fp32", "int8"), checked and in the order given; None/"" -> ()."""
-    names = tuple(p.strip() for p in (text or "").split(",") if p.strip())
-    check(names, allowed, what)
-    return names
 
 
 def order(name: str) -> int:
@@ -135,6 +134,20 @@ def artifact_order(key: str) -> tuple[int, int, str]:
     kind, name = split_key(key)
     kind_rank = ARTIFACT_KINDS.index(kind) if kind in ARTIFACT_KINDS else len(ARTIFACT_KINDS)
     return kind_rank, order(name), key
+
+
+def buildable(artifact_keys: Iterable[str]) -> list[str]:
+    """The engine precisions whose ONNX file is among `artifact_keys`: what `vggdeploy build`
+    can make from that bundle, in display order."""
+    keys = set(artifact_keys)
+    return [n for n in ENGINE_NAMES if onnx_key(n) in keys]
+
+
+def build_command(artifact_keys: Iterable[str], bundle: str = "BUNDLE") -> str | None:
+    """`vggdeploy build BUNDLE --precision fp16|int8`: only the precisions the bundle's ONNX
+    files allow (`buildable`); None when it has none."""
+    names = buildable(artifact_keys)
+    return f"vggdeploy build {bundle} --precision {'|'.join(names)}" if names else None
 
 
 def make_command(key: str, bundle: str = "BUNDLE") -> str:

@@ -14,7 +14,6 @@ this module is the one place that reads an engine's build facts.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -346,9 +345,3 @@ def manifest_from_data(data: Any, where: str) -> Manifest:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         raise BundleError(error_line(exc, where) + ": fix or re-create the bundle") from None
-
-
-def check_finite(value: float, what: str) -> float:
-    if not math.isfinite(value):
-        raise BundleError(f"{what} is {value}, not a finite number")
-    return value

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vggdeploy.errors import InputError
+from vggdeploy.host import install_hint
 
 if TYPE_CHECKING:
     from vggdeploy.bundle import Bundle
@@ -236,7 +237,7 @@ def import_kserve() -> Any:
         import kserve
     except ImportError:
         raise InputError(
-            "`vggdeploy serve` needs KServe's model server: pip install 'vggdeploy[serve]'"
+            "`vggdeploy serve` needs KServe's model server: " + install_hint("kserve")
         ) from None
     finally:
         sys.argv = saved

@@ -162,7 +162,6 @@ def test_cli_bad_input_one_line(tiny_bundle_ro: Path, capsys) -> None:
         (["--precision", "int4"], "--precision int4"),
         (["--warmup", "lots"], "--warmup 'lots'"),
         (["--runtime", "torch", "--precision", "int8"], "nothing to benchmark"),
-        (["--runtime", "torch", "--cuda-graphs"], "--cuda-graphs applies to the tensorrt"),
     ):
         with pytest.raises(SystemExit) as exc:
             main(["-q", "bench", str(tiny_bundle_ro), *args])
@@ -170,6 +169,10 @@ def test_cli_bad_input_one_line(tiny_bundle_ro: Path, capsys) -> None:
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error:") and needle in err[-1], err
         assert "Traceback" not in "\n".join(err)
+    # CUDA graphs are the runtime spec variant tensorrt:cuda-graphs, not a flag
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", "bench", str(tiny_bundle_ro), "--runtime", "tensorrt", "--cuda-graphs"])
+    assert exc.value.code == 2 and "No such option '--cuda-graphs'" in capsys.readouterr().err
 
 
 # -- real runtimes ------------------------------------------------------------------------------

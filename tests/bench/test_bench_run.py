@@ -327,6 +327,20 @@ def test_staged_runtime_reports_trtexec_split(tiny_bundle_ro: Path, monkeypatch)
     assert "GPU split" in md and "| 0.500 | 3.000 | 0.250 | 3.750 | 3.800 |" in md
 
 
+def test_throughput_is_from_the_median_beside_it(tiny_bundle_ro: Path, fake_backend) -> None:
+    """A slow outlier moves the mean, not the median: images/s follows the median latency it
+    is printed beside, and the table and the method say so."""
+    latencies = [2.0] * 9 + [30.0]  # median 2 ms, mean 4.8 ms
+    result = fake_result(tiny_bundle_ro, fake_backend, {4: latencies}, iterations=10)
+    (case,) = result["cases"]
+    assert case["latency_ms"]["median"] == pytest.approx(2.0)
+    assert case["latency_ms"]["mean"] == pytest.approx(4.8)
+    assert case["throughput_ips"] == pytest.approx(4 * 1000 / 2.0)
+    assert result["method"]["throughput"].startswith("batch / median latency")
+    text = view.render_text(result)
+    assert "img/s (median)" in text and "2000.0" in text
+
+
 # -- outputs ------------------------------------------------------------------------------------
 
 

@@ -81,10 +81,9 @@ def test_bench_reports_h2d_compute_d2h_and_end_to_end(engine_bundle, tmp_path) -
     fake_cuda.HOST_COPIES.update(fill=0, read=0)
     result = run_bench(engine_bundle, ["tensorrt", "tensorrt:cuda-graphs"])
     assert result["skipped"] == []
-    # The NumPy -> pinned fill costs time on the timeline (so it would show in any stage it
-    # were inside), and happened once per case (one input tensor), never per iteration; the
-    # pinned -> NumPy copy never happened (bench does not need the outputs).
-    assert fake_cuda.host_copy_cost_ns(INPUT_ELEMENTS * 4) > 0
+    # The NumPy -> pinned fill happened once per case (one input tensor), never per iteration
+    # (the double charges it on the timeline, so inside a stage it would also break the split
+    # below); the pinned -> NumPy copy never happened (bench does not need the outputs).
     assert fake_cuda.HOST_COPIES["fill"] == 2 * len(BATCHES)
     assert fake_cuda.HOST_COPIES["read"] == 0
     assert result["method"]["gpu_split"] == bm.STAGED_SPLIT
@@ -96,10 +95,6 @@ def test_bench_reports_h2d_compute_d2h_and_end_to_end(engine_bundle, tmp_path) -
     for (spec, batch), case in cases.items():
         graphs = spec.endswith("cuda-graphs")
         assert case["describe"]["cuda_graphs"] is graphs
-        copies = case["describe"]["staged_copies"]
-        assert "transfer only" in copies["h2d"] and "once per case" in copies["h2d"]
-        assert "transfer only" in copies["d2h"] and "fetch_outputs" in copies["d2h"]
-        assert "CUDA events" in case["timing"] and "pinned" in case["timing"]
         assert case["iterations"] == ITERATIONS and case["warmup_iterations"] == WARMUP
         split = case["split_ms"]
         assert set(split) == {"h2d", "compute", "d2h", "gpu_total"}
@@ -114,23 +109,11 @@ def test_bench_reports_h2d_compute_d2h_and_end_to_end(engine_bundle, tmp_path) -
         want["gpu_total"] = sum(want.values())
         for stage, ns in want.items():
             assert split[stage]["min"] == split[stage]["max"] == pytest.approx(ns / 1e6), stage
-        # the stages add up to the GPU total; end to end adds the host's wake-up after the sync
-        stages = sum(split[s]["mean"] for s in ("h2d", "compute", "d2h"))
-        assert stages == pytest.approx(split["gpu_total"]["mean"])
-        assert stages <= case["latency_ms"]["mean"]
-        assert case["latency_ms"]["mean"] == pytest.approx(
-            (want["gpu_total"] + costs["sync_ns"]) / 1e6
-        )
+        # the host clock sees the whole call: the GPU's work plus the wake-up after the sync
+        host_ms = (want["gpu_total"] + costs["sync_ns"]) / 1e6
+        assert case["latency_ms"]["median"] == pytest.approx(host_ms)
         assert case["cv"] == pytest.approx(0, abs=1e-9) and not case["noisy"]
-        assert case["throughput_ips"] == pytest.approx(batch * 1000 / case["latency_ms"]["mean"])
-    # a graph launch replaces the per-layer launches; copies are the same either way
-    for batch in BATCHES:
-        plain, graph = cases[("tensorrt", batch)], cases[("tensorrt:cuda-graphs", batch)]
-        saved = layers * costs["launch_ns_per_layer"] - costs["graph_launch_ns"]
-        assert plain["split_ms"]["compute"]["mean"] - graph["split_ms"]["compute"]["mean"] == (
-            pytest.approx(saved / 1e6)
-        )
-        assert plain["split_ms"]["h2d"] == graph["split_ms"]["h2d"]
+        assert case["throughput_ips"] == pytest.approx(batch * 1000 / host_ms)
     # one capture per batch size (after the first warm-up call ran the engine), then replays
     assert len(fake_cuda.GRAPHS) == len(BATCHES)
     assert [g._replays for g in fake_cuda.GRAPHS] == [WARMUP - 1 + ITERATIONS] * len(BATCHES)
@@ -157,21 +140,23 @@ def test_bench_reports_h2d_compute_d2h_and_end_to_end(engine_bundle, tmp_path) -
 
 
 def test_cli_bench_runs_tensorrt_with_cuda_graphs(engine_bundle, tmp_path) -> None:
+    """CUDA graphs are the spec variant, and the runtime column names it: no flag relabels a
+    `tensorrt` row that ran with graphs."""
     from vggdeploy.cli import cli
 
     out = tmp_path / "bench.json"
     args = [
-        "bench", str(engine_bundle), "--runtime", "tensorrt", "--cuda-graphs", "--batch", "1,2",
+        "bench", str(engine_bundle), "--runtime", "tensorrt:cuda-graphs", "--batch", "1,2",
         "--warmup", "2", "--iterations", "3", "--json", str(out), "--markdown", "-",
     ]  # fmt: skip
     run = CliRunner().invoke(cli, args)
     assert run.exit_code == 0, run.output
     assert "GPU split" in run.output and "skipped" not in run.output
     result = json.loads(out.read_text())
-    assert result["method"]["options"]["cuda_graphs"] is True
+    assert "cuda_graphs" not in result["method"]["options"]
     assert [(c["runtime"], c["batch"]) for c in result["cases"]] == [
-        ("tensorrt", 1),
-        ("tensorrt", 2),
+        ("tensorrt:cuda-graphs", 1),
+        ("tensorrt:cuda-graphs", 2),
     ]
     for case in result["cases"]:
         assert case["describe"]["cuda_graphs"] is True

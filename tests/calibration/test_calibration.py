@@ -393,7 +393,7 @@ def test_below_tolerance_warns_loudly(
 ) -> None:
     import vggdeploy.calibration.stage as calibration
 
-    monkeypatch.setattr(calibration, "int8_tolerance", lambda target: {"cosine": 1.1, "top1": 1.1})
+    monkeypatch.setattr(calibration, "int8_tolerance", lambda: {"cosine": 1.1, "top1": 1.1})
     with caplog.at_level(logging.WARNING, logger="vggdeploy"):
         summary = calibrate_bundle(Bundle.load(tiny_bundle), image_dir, _options())
     assert summary["holdout"]["passed"] is False
@@ -561,3 +561,23 @@ def test_vnni_cpu_and_forced_widths(tiny_bundle: Path, image_dir: Path, monkeypa
     assert max(int(np.abs(w).max()) for w in ints) == 63
     with pytest.raises(InputError):
         _options(weight_bits="9")
+
+
+def test_a_cache_for_other_options_names_the_option_not_the_files(
+    tiny_bundle: Path, image_dir: Path, tmp_path: Path
+) -> None:
+    bundle = Bundle.load(tiny_bundle)
+    cache = tmp_path / "calib.json"
+    calibrate_bundle(bundle, image_dir, _options(cache=cache))
+    # Fewer samples draw other images, so the data digest differs too: that is not a change
+    # of the files, and the error says which option changed instead.
+    with pytest.raises(InputError) as exc:
+        calibrate_bundle(bundle, image_dir, _options(cache=cache, samples=SAMPLES - 1))
+    text = str(exc.value)
+    assert f"made for --samples {SAMPLES} (this run: {SAMPLES - 1})" in text
+    assert "contents changed" not in text
+    with pytest.raises(InputError) as exc:
+        calibrate_bundle(bundle, image_dir, _options(cache=cache, seed=5, batch_size=4))
+    text = str(exc.value)
+    assert "--batch 8 (this run: 4)" in text and "--seed 0 (this run: 5)" in text
+    assert "contents changed" not in text

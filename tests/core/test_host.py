@@ -54,3 +54,64 @@ def test_engine_rules() -> None:
         )
         is None
     )
+
+
+def test_every_command_gives_the_same_tensorrt_install_hint(monkeypatch) -> None:
+    """`bench`/`inspect` (the host probe), the runtime registry (every --runtime) and the
+    TensorRT loader (build, engine checks) tell a host without TensorRT the same thing."""
+    import builtins
+
+    import pytest
+
+    from vggdeploy.errors import RuntimeUnavailableError
+    from vggdeploy.runtimes import _trt, registry
+
+    real_import = builtins.__import__
+
+    def no_tensorrt(name, *args, **kwargs):
+        if name == "tensorrt":
+            raise ImportError("No module named 'tensorrt'", name="tensorrt")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorrt)
+    monkeypatch.setattr(host.importlib.util, "find_spec", lambda name, *a: None)
+    hint = host.install_hint("tensorrt")
+    assert hint in (host.tensorrt_version()[1] or "")
+    assert hint in (registry.unavailable(registry.parse_spec("tensorrt")) or "")
+    with pytest.raises(RuntimeUnavailableError) as exc:
+        _trt.import_tensorrt()
+    assert hint in str(exc.value)
+
+
+def test_install_hints_live_in_host_only() -> None:
+    """No module spells out `pip install` itself: each hint comes from `host.INSTALL_HINTS`.
+    The exceptions repair an install rather than name a missing package."""
+    import ast
+    from pathlib import Path
+
+    import vggdeploy
+
+    repairs = {"runtimes/onnxrt.py"}  # swapping onnxruntime for onnxruntime-gpu
+    root = Path(vggdeploy.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel in {"host.py", *repairs}:
+            continue
+        tree = ast.parse(path.read_text("utf-8"))
+        docstrings = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and "pip install" in node.value
+                and id(node) not in docstrings
+            ):
+                found.append(f"{rel}:{node.lineno}")
+    assert found == [], f"install hints outside host.INSTALL_HINTS: {found}"

@@ -134,4 +134,3 @@ def test_precision_vocabulary() -> None:
     assert P.get("int8").numeric == "int8"
     with pytest.raises(InputError, match="choose one of fp32, fp16, int8$"):
         P.get("bf16")
-    assert P.parse_list("int8,fp32") == ("int8", "fp32")

@@ -251,3 +251,24 @@ def test_weight_ranges_count_like_the_plain_formula() -> None:
     assert got["summary"]["count"] == a.size
     assert got["summary"]["over_fp16_max"] == np.count_nonzero(a > FP16_MAX)
     assert got["summary"]["subnormal_in_fp16"] == np.count_nonzero((a > 0) & (a < FP16_MIN_NORMAL))
+
+
+def test_the_cpu_note_says_what_this_hosts_cpu_provider_computes(
+    tiny_bundle: Path, monkeypatch
+) -> None:
+    """The recorded note follows the probe: fp32 arithmetic (weight rounding only) where the
+    CPU provider has no fp16 kernels, fp16 arithmetic where it has them."""
+    import platform
+
+    from vggdeploy.ortsession import cpu_computes_fp16
+
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        # ONNX Runtime's x86-64 CPU builds have no fp16 Conv kernel (insert_cast_transformer.cc
+        # casts such nodes up to float32): the probe must see float32 arithmetic here.
+        assert cpu_computes_fp16() is False
+    for computes, note in ((False, fp16.CPU_CAVEAT), (True, fp16.CPU_FP16_NOTE)):
+        monkeypatch.setattr(fp16, "cpu_computes_fp16", lambda computes=computes: computes)
+        bundle = Bundle.load(tiny_bundle)
+        report = fp16.convert_fp16(bundle, samples=4)
+        assert report["note"] == note and report["parity"]["note"] == note
+        assert Bundle.load(tiny_bundle).artifacts["onnx.fp16"].model_extra["note"] == note

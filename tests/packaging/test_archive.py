@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from packaging_helpers import add_engine, run_cli
+from packaging_helpers import add_engine, add_onnx_copy, run_cli
 
 from vggdeploy.bundle import Bundle
 from vggdeploy.cli import main
@@ -76,10 +76,23 @@ def test_pack_without_engines(tiny_bundle: Path, tmp_path: Path, capsys) -> None
     code, out, _ = run_cli(
         ["unpack", str(tmp_path / "b.tar.gz"), "-o", str(tmp_path / "u")], capsys
     )
-    assert code == 0 and "vggdeploy build" in out
+    # The bundle has model.onnx only: build can make an fp32 engine from it, nothing else.
+    assert code == 0 and f"vggdeploy build {tmp_path / 'u'} --precision fp32\n" in out + "\n"
+    assert "fp16" not in out
     manifest = json.loads((tmp_path / "u" / "manifest.json").read_text())
     assert list(manifest["artifacts"]) == ["onnx.fp32"]
     assert manifest["packed"]["excluded_artifacts"] == ["engine.fp16"]
+
+
+def test_unpack_suggests_only_the_builds_the_bundle_can_make(
+    tiny_bundle: Path, tmp_path: Path, capsys
+) -> None:
+    add_onnx_copy(tiny_bundle, "int8")
+    run_cli(["pack", str(tiny_bundle), "-o", str(tmp_path / "b.tar.gz")], capsys)
+    code, out, _ = run_cli(
+        ["unpack", str(tmp_path / "b.tar.gz"), "-o", str(tmp_path / "u")], capsys
+    )
+    assert code == 0 and "--precision fp32|int8" in out and "fp16" not in out
 
 
 def test_pack_refuses_tampered_bundle(tiny_bundle: Path, tmp_path: Path) -> None:

@@ -113,3 +113,85 @@ def test_summary_lists_every_stage(tmp_path: Path) -> None:
 def test_write_report_without_report_json_writes_nothing(tmp_path: Path) -> None:
     assert write_report(tmp_path) is None
     assert list(tmp_path.iterdir()) == []
+
+
+def _case(runtime: str, precision: str, batch: int) -> dict:
+    return {"runtime": runtime, "precision": precision, "batch": batch}
+
+
+def test_int8_note_says_what_onnx_runtime_timed() -> None:
+    from vggdeploy.report.pipeline import ort_int8_notes
+
+    cases = [_case("onnxruntime", "int8", 8), _case("onnxruntime", "int8", 1)]
+    cases += [_case("onnxruntime", "fp32", 1), _case("tensorrt", "int8", 1)]
+    (note,) = ort_int8_notes({"cases": cases})
+    assert "`onnxruntime` timed `model.int8.onnx`" in note
+    assert "cpu provider in the integer form" in note and note.endswith("at batch 1, 8.")
+    (note,) = ort_int8_notes({"cases": [_case("onnxruntime:cuda", "int8", 1)]})
+    assert "cuda provider as written" in note and "integer form" not in note
+    # No ONNX Runtime INT8 case ran: nothing is said about how ONNX Runtime runs the file.
+    assert ort_int8_notes({"cases": [_case("tensorrt", "int8", 1)]}) == []
+
+
+def test_report_md_says_nothing_of_int8_timing_when_ort_did_not_time_it(tmp_path: Path) -> None:
+    data = _data()
+    data["artifacts"]["onnx.int8"] = {**data["artifacts"]["onnx.fp32"], "path": "model.int8.onnx"}
+    data["bench"] = {"cases": [_case("tensorrt", "int8", 1)]}
+    (tmp_path / "bench.md").write_text("bench table")
+    md = render_report_md(data, tmp_path)
+    assert "## Benchmark" in md and "ONNX Runtime" not in md
+
+
+def test_next_steps_build_only_what_the_bundle_has(tmp_path: Path) -> None:
+    data = _data()  # model.onnx only
+    md = render_report_md(data, tmp_path)
+    steps = md.split("## Next steps")[1]
+    assert "`vggdeploy build BUNDLE --precision fp32` there" in steps and "fp16" not in steps
+    data["artifacts"]["onnx.int8"] = {**data["artifacts"]["onnx.fp32"], "path": "model.int8.onnx"}
+    assert "--precision fp32|int8` there" in render_report_md(data, tmp_path)
+
+
+def test_images_section_names_only_the_stages_that_used_them(tmp_path: Path) -> None:
+    data = _data()
+    data["options"]["images"] = {"kind": "default", "count": 10}
+    md = render_report_md(data, tmp_path)  # fp16 and int8 stages skipped
+    assert "The images: 10," in md
+    assert "calibration" not in md.split("## Images")[1].split("##")[0].lower()
+    calib = next(s for s in data["stages"] if s["name"] == "calibrate-int8")
+    target = {"target": "tensorrt", "method": "entropy", "samples": 7, "quantized_ops": 9}
+    calib.update(status="done", result={"targets": {"onnx.int8": target}})
+    md = render_report_md(data, tmp_path)
+    assert "INT8 calibration used 10 images" in md
+    assert "drew 7 of them and held the other 3 out" in md
+    target["samples"] = 10
+    assert "drew all 10 of them (none held out" in render_report_md(data, tmp_path)
+
+
+def test_build_skip_reason_names_only_the_precisions_made() -> None:
+    from vggdeploy.pipeline import build_elsewhere
+
+    assert "`vggdeploy build BUNDLE --precision fp32` there" in build_elsewhere(["fp32"])
+    assert "--precision fp32|fp16|int8`" in build_elsewhere(["int8", "fp16", "fp32"])
+
+
+def test_pipeline_help_describes_the_one_int8_file() -> None:
+    from click.testing import CliRunner
+
+    from vggdeploy.cli import cli
+
+    out = " ".join(CliRunner().invoke(cli, ["pipeline", "--help"]).output.split())
+    assert "int8 makes the one INT8 file, model.int8.onnx" in out
+    assert "both INT8 files" not in out
+    # the default calibration split, as pipeline.options.calibration_split does it
+    from vggdeploy.pipeline import calibration_split
+
+    assert "every image when there are fewer than 4" in out
+    assert [calibration_split(n, None) for n in (3, 4, 100)] == [3, 3, 64]
+
+
+def test_the_parentheses_note_only_when_a_stage_was_up_to_date(tmp_path: Path) -> None:
+    data = _data()  # export done, the rest skipped
+    assert "Seconds in parentheses" not in render_report_md(data, tmp_path)
+    data["stages"][0]["status"] = "up to date"
+    md = render_report_md(data, tmp_path)
+    assert "| export | up to date | (3.0) |" in md and "Seconds in parentheses" in md

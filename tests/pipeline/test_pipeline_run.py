@@ -206,14 +206,25 @@ def test_changed_or_damaged_inputs_redo_only_their_stages(
     shutil.copytree(first_run[0], out)
     # a removed artifact: its stage runs again, the export does not
     (out / "bundle" / "model.fp16.onnx").unlink()
-    status = statuses(run(out, PipelineOptions(**FAST)))
+    recorder = Recorder()
+    status = statuses(run(out, PipelineOptions(**FAST), recorder))
+    notes = [e[1] for e in recorder.events if e[0] == "note"]
+    assert "convert-fp16: runs again - what it made last time changed or is missing" in notes
     assert status["export"] == "up to date"
     assert status["convert-fp16"] == "done"
     assert status["calibrate-int8"] == "up to date"
     assert (out / "bundle" / "model.fp16.onnx").is_file()
     # a changed option: only the stages that depend on it
     options = PipelineOptions(**{**FAST, "calib_samples": 4})
-    status = statuses(run(out, options))
+    recorder = Recorder()
+    status = statuses(run(out, options, recorder))
+    notes = [e[1] for e in recorder.events if e[0] == "note"]
+    # the note names the option that changed as a setting, not as changed files
+    assert "calibrate-int8: runs again - changed since the last run: samples (setting)" in notes
+    assert any(
+        n.startswith("validate: runs again - changed since the last run: artifacts (file")
+        for n in notes
+    ), notes
     assert status["export"] == "up to date" and status["calibrate-int8"] == "done"
     assert status["validate"] == "done"  # the int8 files changed
 

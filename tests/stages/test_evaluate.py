@@ -281,3 +281,22 @@ def test_defaults_skip_what_this_host_cannot_run_but_named_targets_must_run(
             specs=[parse_spec("tensorrt@fp16")],
             runtime_factory=factory,
         )
+
+
+def test_the_fp16_cpu_note_follows_the_probe(monkeypatch) -> None:
+    """The note on an ONNX Runtime CPU fp16 row says what this host's CPU provider computes."""
+    import vggdeploy.ortsession as ortsession
+    from vggdeploy.report.evaluate import render_evaluation
+
+    row = {
+        "label": "onnxruntime[cpu] fp16", "runtime": "onnxruntime", "device": "cpu",
+        "precision": "fp16", "top1": 0.5, "top5": 1.0, "delta_top1": 0.0, "delta_top5": 0.0,
+        "agreement_top1": 1.0, "agreement_with": None,
+    }  # fmt: skip
+    report = {
+        "count": 2, "limit": None, "classes": 2, "class_mapping": {"note": "alphabetical"},
+        "results": [row], "skipped": [],
+    }  # fmt: skip
+    for computes, says in ((False, "in fp32 with fp16-rounded weights"), (True, "in fp16;")):
+        monkeypatch.setattr(ortsession, "cpu_computes_fp16", lambda computes=computes: computes)
+        assert says in render_evaluation(report, "imgs")

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vggdeploy.bench.timing import Clock, StagedRuntime, coefficient_of_variation, summarize
+from vggdeploy.bench.timing import (
+    Clock,
+    StagedRuntime,
+    coefficient_of_variation,
+    images_per_second,
+    summarize,
+)
 from vggdeploy.errors import InputError
 
 if TYPE_CHECKING:
@@ -224,7 +230,7 @@ def run_end_to_end(
         "warmup_iterations": len(warm["total"]),
         "iterations": len(ms["total"]),
         "measured_s": sum(timed["total"]) / 1e9,
-        "throughput_ips": batch * 1000.0 / total["mean"] if total["mean"] > 0 else 0.0,
+        "throughput_ips": images_per_second(batch, total),
         "cv": coefficient_of_variation(total),
         "top_k": min(options.top_k, bundle.model.num_classes),
         "copy": copy_note(runtime, described) or "timed: host -> device (StagedRuntime hooks)",

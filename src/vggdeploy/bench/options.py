@@ -91,7 +91,6 @@ class BenchOptions:
     seed: int = 0
     image_size: int | None = None
     threads: int | None = None
-    cuda_graphs: bool = False
     reference_bare_ort: bool = False
     reference_rounds: int = 4
     keep_samples: bool = False
@@ -187,7 +186,6 @@ class BenchOptions:
             "seed": self.seed,
             "image_size": self.image_size,
             "threads": self.threads,
-            "cuda_graphs": self.cuda_graphs,
             "reference_bare_ort": self.reference_bare_ort,
             "end_to_end": self.end_to_end,
             "streams": list(self.streams),

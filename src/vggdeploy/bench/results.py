@@ -18,7 +18,7 @@ from typing import Any
 
 from vggdeploy.bench.endtoend import STAGES as E2E_STAGES
 from vggdeploy.bench.plan import Skipped
-from vggdeploy.bench.timing import STAGED_SPLIT, STAT_KEYS
+from vggdeploy.bench.timing import STAGED_SPLIT, STAT_KEYS, THROUGHPUT_STAT
 from vggdeploy.bundle import atomic_write_json, atomic_write_text
 from vggdeploy.errors import CheckFailedError, InputError
 
@@ -32,7 +32,8 @@ METHOD_NOTES = {
         "next call's start; feed built and checked once, outside the loop"
     ),
     "latency": "per call (one batch), milliseconds; percentiles interpolate linearly",
-    "throughput": "batch / mean latency (serial calls, one stream)",
+    "throughput": f"batch / {THROUGHPUT_STAT} latency (serial calls, one stream); with "
+    "--streams, all images over the wall time",
     "gflops": "flops_per_image x images/s; FLOPs count a multiply-accumulate as 2",
 }
 

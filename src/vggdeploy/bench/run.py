@@ -42,12 +42,13 @@ from vggdeploy.bench.timing import (
     PeakRss,
     StagedRuntime,
     coefficient_of_variation,
+    images_per_second,
     summarize,
     time_calls,
     time_staged,
 )
 from vggdeploy.errors import InputError, VggDeployError
-from vggdeploy.runtimes.registry import RuntimeSpec, open_runtime
+from vggdeploy.runtimes.registry import open_runtime
 
 if TYPE_CHECKING:
     from vggdeploy.bundle import Bundle
@@ -150,13 +151,11 @@ def resolve_image_size(model: ModelRecord, requested: int | None) -> int:
 def _new_runtime(
     bundle: Bundle, plan: Plan, options: BenchOptions, streams: int | None = None
 ) -> Runtime:
-    """Construct (not load) the plan's runtime. `--cuda-graphs` turns on TensorRT's variant
-    without changing the case's name (`tensorrt`, as asked). `streams`: concurrent streams for
-    runtimes that run their own (OpenVINO); None is one caller at a time."""
-    spec = plan.spec
-    if options.cuda_graphs and spec.name == "tensorrt" and "cuda-graphs" not in spec.variants:
-        spec = RuntimeSpec(spec.name, (*spec.variants, "cuda-graphs"), spec.precision)
-    return open_runtime(bundle, spec, threads=options.threads, streams=streams)
+    """Construct (not load) the plan's runtime, exactly as its spec says (CUDA graphs are the
+    spec variant `tensorrt:cuda-graphs`, so a case's runtime column names what ran).
+    `streams`: concurrent streams for runtimes that run their own (OpenVINO); None is one
+    caller at a time."""
+    return open_runtime(bundle, plan.spec, threads=options.threads, streams=streams)
 
 
 def _describe(runtime: Runtime) -> dict[str, Any]:
@@ -372,7 +371,7 @@ def _run_case(
     latencies = [t / 1e6 for t in host_ns]
     stats = summarize(latencies)
     cv = coefficient_of_variation(stats)
-    throughput = batch * 1000.0 / stats["mean"] if stats["mean"] > 0 else 0.0
+    throughput = images_per_second(batch, stats)
     case: dict[str, Any] = {
         "runtime": plan.runtime,
         "runtime_name": plan.spec.name,

@@ -163,6 +163,17 @@ def summarize(latencies_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
+#: The statistic throughput derives from, beside the median latency every table leads with:
+#: images/s = batch / median latency, so the two columns of a row describe the same call.
+THROUGHPUT_STAT = "median"
+
+
+def images_per_second(batch: int, stats: dict[str, float]) -> float:
+    """Throughput of serial calls of `batch` images: batch / `THROUGHPUT_STAT` latency (ms)."""
+    ms = stats[THROUGHPUT_STAT]
+    return batch * 1000.0 / ms if ms > 0 else 0.0
+
+
 def coefficient_of_variation(stats: dict[str, float]) -> float:
     return stats["std"] / stats["mean"] if stats["mean"] > 0 else 0.0
 

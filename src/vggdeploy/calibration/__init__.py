@@ -13,7 +13,7 @@ from vggdeploy.calibration.calibrators import (
 from vggdeploy.calibration.data import ImageBatchReader, split_images
 from vggdeploy.calibration.qdq import TARGETS, verify_qdq
 from vggdeploy.calibration.stage import (
-    INT8_TOLERANCE,
+    INT8_METRICS,
     CalibrationOptions,
     calibrate_bundle,
     compare_on_images,
@@ -21,7 +21,7 @@ from vggdeploy.calibration.stage import (
 )
 
 __all__ = [
-    "INT8_TOLERANCE",
+    "INT8_METRICS",
     "METHODS",
     "TARGETS",
     "CalibrationOptions",

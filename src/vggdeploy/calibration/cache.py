@@ -197,22 +197,33 @@ def _check_tensors(tensors: Any, names: Any) -> dict[str, Any]:
     return tensors
 
 
+#: settings that are options of `vggdeploy calibrate` (the rest come from the bundle)
+_OPTION_NAMES = {"samples": "--samples", "seed": "--seed", "batch_size": "--batch"}
+#: settings that choose which images are drawn: a change draws other images
+_DRAW_SETTINGS = ("samples", "seed")
+
+
 def _mismatch(stored: dict[str, Any], key: dict[str, Any]) -> str | None:
+    """What differs between a stored cache and this run, naming options by their flag and
+    files as files; None when it matches."""
     if stored["model_sha256"] != key["model_sha256"]:
         return (
             f"a different model (sha256 {str(stored['model_sha256'])[:12]}..., this bundle's "
             f"model.onnx is {key['model_sha256'][:12]}...)"
         )
-    if stored["data_sha256"] != key["data_sha256"]:
-        return "different calibration images (the files or their contents changed)"
-    if stored["settings"] != key["settings"]:
-        differ = sorted(
-            k
-            for k in set(stored["settings"]) | set(key["settings"])
-            if stored["settings"].get(k) != key["settings"].get(k)
-        )
-        return f"other calibration settings ({', '.join(differ)} differ)"
-    return None
+    old, new = stored["settings"], key["settings"]
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    options = [k for k in differ if k in _OPTION_NAMES]
+    others = [k for k in differ if k not in _OPTION_NAMES]
+    reasons = [
+        f"{_OPTION_NAMES[k]} {old.get(k)!r}" + f" (this run: {new.get(k)!r})" for k in options
+    ]
+    if others:
+        reasons.append(f"other calibration settings ({', '.join(others)} differ)")
+    if stored["data_sha256"] != key["data_sha256"] and not any(k in differ for k in _DRAW_SETTINGS):
+        # Same draw settings, other bytes: the image files themselves differ.
+        reasons.append("different calibration images (the files or their contents changed)")
+    return "; ".join(reasons) or None
 
 
 def save_cache(

@@ -51,10 +51,9 @@ from vggdeploy.precision import onnx_key
 log = logging.getLogger(__name__)
 
 # Held-out int8 vs fp32 agreement below which calibrate warns: cosine of the flattened logits
-# and top-1 agreement, from vggdeploy.metrics.TOLERANCES["int8"], so `validate` and
-# `calibrate` judge alike.
-INT8_TOLERANCE = {"cosine": 0.98, "top1": 0.90}
-TOLERANCE_KEYS = {"tensorrt": "int8"}
+# and top-1 agreement, read from vggdeploy.metrics.TOLERANCES["int8"] (their one home), so
+# `validate` and `calibrate` judge alike.
+INT8_METRICS = ("cosine", "top1")
 
 #: called after each calibration batch with its number of images
 BatchProgress = Callable[[int], None]
@@ -102,12 +101,10 @@ class CalibrationOptions:
             raise InputError(f"--holdout {self.holdout!r} must be 0 or a positive integer")
 
 
-def int8_tolerance(target: str = "tensorrt") -> dict[str, float]:
-    """The int8 tolerance of `target` from `vggdeploy.metrics.TOLERANCES` (cosine, top-1)."""
-    merged = dict(INT8_TOLERANCE)
-    entry = TOLERANCES.get(TOLERANCE_KEYS.get(target, "int8"), {})
-    merged.update({k: float(v) for k, v in entry.items() if k in INT8_TOLERANCE})
-    return merged
+def int8_tolerance() -> dict[str, float]:
+    """The int8 tolerance from `vggdeploy.metrics.TOLERANCES` (cosine, top-1), read when asked."""
+    entry = TOLERANCES["int8"]
+    return {k: float(entry[k]) for k in INT8_METRICS if k in entry}
 
 
 def calibrate_bundle(
@@ -400,7 +397,7 @@ def compare_on_images(
 def _judge_holdout(
     figures: dict[str, Any] | None, split: ImageSplit, options: CalibrationOptions
 ) -> dict[str, Any]:
-    tolerance = int8_tolerance(options.target)
+    tolerance = int8_tolerance()
     if figures is None:
         return {
             "images": 0,

@@ -9,6 +9,7 @@ import click
 
 from vggdeploy.cli_options import (
     CONTEXT,
+    DEFAULT_BENCH_RUNTIMES_HELP,
     echo_text,
     emit_json,
     emit_text,
@@ -29,7 +30,8 @@ from vggdeploy.errors import InputError
 @click.argument("bundle", required=False, type=click.Path(file_okay=False))
 @runtime_option(
     "Runtime to time, repeatable or comma-separated; a spec with @PRECISION runs only that "
-    "precision. Default: every runtime this host can run."
+    f"precision. Default: {DEFAULT_BENCH_RUNTIMES_HELP} (those this host cannot run are listed "
+    "as skipped)."
 )
 @precision_option("Precisions to time for specs without @PRECISION. Default: every artifact.")
 @click.option("--batch", "batch", default="1,8,32", show_default=True, help="Batch sizes.")
@@ -47,7 +49,6 @@ from vggdeploy.errors import InputError
 )
 @threads_option()
 @click.option("--image-size", type=int, help="Input size for a dense bundle (default: its own).")
-@click.option("--cuda-graphs", is_flag=True, help="TensorRT: launch the engine as a CUDA graph.")
 @click.option(
     "--reference-bare-ort",
     is_flag=True,
@@ -132,7 +133,6 @@ def bench(
     duration: float | None,
     threads: int | None,
     image_size: int | None,
-    cuda_graphs: bool,
     reference_bare_ort: bool,
     cv_threshold: str,
     seed: int,
@@ -191,7 +191,6 @@ def bench(
         seed=seed,
         image_size=image_size,
         threads=threads,
-        cuda_graphs=cuda_graphs,
         reference_bare_ort=reference_bare_ort,
         keep_samples=samples,
         end_to_end=end_to_end,
@@ -205,8 +204,6 @@ def bench(
         if reason:
             raise InputError(f"{spec.runtime}: {reason}")
     wanted = parse_precisions(precisions) or None
-    if cuda_graphs and specs and not any(s.name == "tensorrt" for s in specs):
-        raise InputError("--cuda-graphs applies to the tensorrt runtime: add --runtime tensorrt")
     loaded = Bundle.load(bundle)
     plans, skipped = stage.plan_cases(loaded, specs, wanted, stage.parse_batches(batch))
     for s in skipped:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from vggdeploy import precision as P
 from vggdeploy.cli_options import (
     CONTEXT,
     batch_option,
@@ -264,7 +265,7 @@ def calibrate(
 @click.option(
     "--precision",
     required=True,
-    type=click.Choice(["fp16"]),
+    type=click.Choice(P.made_by("convert")),
     help="Target precision (INT8 is `vggdeploy calibrate`).",
 )
 @click.option(
@@ -344,7 +345,7 @@ def convert(
 @click.argument("bundle_dir", metavar="BUNDLE", type=click.Path(file_okay=False))
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=click.Choice(P.ENGINE_NAMES),
     default="fp16",
     show_default=True,
     help="Which ONNX to build: model.onnx, model.fp16.onnx (convert) or model.int8.onnx (calibrate).",

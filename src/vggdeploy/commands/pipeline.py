@@ -49,8 +49,9 @@ from vggdeploy.errors import InputError
     "precisions",
     multiple=True,
     metavar="P[,P...]",
-    help="Precisions to make, fp32 among them (default: fp32,fp16,int8; int8 makes both INT8 "
-    "files, for TensorRT and ONNX Runtime; repeatable or comma-separated).",
+    help="Precisions to make, fp32 among them (default: fp32,fp16,int8; int8 makes the one "
+    "INT8 file, model.int8.onnx, which TensorRT and ONNX Runtime both run; repeatable or "
+    "comma-separated).",
 )
 @image_size_option()
 @click.option(
@@ -75,7 +76,8 @@ from vggdeploy.errors import InputError
 @click.option(
     "--calib-samples",
     type=int,
-    help="Calibration images (default: 3/4 of the images, at most 64; the rest are held out).",
+    help="Calibration images (default: 3/4 of the images, at most 64, the rest held out; every "
+    "image when there are fewer than 4).",
 )
 @click.option(
     "--calib-method",

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from vggdeploy.errors import InputError
+from vggdeploy.host import install_hint
 
 PROTOCOLS = ("http", "grpc")
 #: numpy dtype of each Open Inference Protocol datatype we send
@@ -147,8 +148,7 @@ def _module(protocol: str) -> Any:
             import tritonclient.http as mod
     except ImportError:
         raise InputError(
-            f"verify-endpoint over {protocol} needs tritonclient: "
-            "pip install 'tritonclient[http,grpc]'"
+            f"verify-endpoint over {protocol} needs tritonclient: " + install_hint("tritonclient")
         ) from None
     return mod
 

@@ -44,7 +44,7 @@ from vggdeploy.exporter.profiles import (
     parse_size,
     parse_triple,
 )
-from vggdeploy.host import version_tuple
+from vggdeploy.host import install_hint, version_tuple
 from vggdeploy.records import EngineRecord
 from vggdeploy.runtimes._trt import (
     cuda_glue,
@@ -227,7 +227,7 @@ def import_polygraphy() -> tuple[Any, type[Exception], Any]:
     except ImportError:
         raise RuntimeUnavailableError(
             "Polygraphy is not installed: vggdeploy builds engines through its TensorRT "
-            "loaders; install it with `pip install 'polygraphy>=0.53.6'` (in the gpu extra)"
+            "loaders; " + install_hint("polygraphy")
         ) from None
     return poly, PolygraphyException, G_LOGGER
 

@@ -9,12 +9,14 @@ batch at a time, and the largest |activation| of each tensor is compared with th
 its producer and its consumers in fp32, so the value never passes through an fp16 tensor; a
 node whose weights do not fit in fp16 is kept too. Every kept node is reported with its reason.
 
-ONNX Runtime's CPU provider has no fp16 arithmetic for these ops: it inserts casts to float32
-around them and then removes the cast pairs between neighbouring ops, so the whole network runs
-in fp32 with fp16-rounded weights (measured: a model whose activations reach 7e5 still gives
-finite, fp32-close logits on the CPU after a naive conversion). The CPU parity recorded here
-therefore checks weight rounding only, not fp16 arithmetic or overflow; the activation
-measurement covers overflow, and real fp16 numerics need the GPU (TensorRT or CUDA).
+ONNX Runtime's CPU provider, where it has no fp16 kernel for these ops (x86-64 builds), inserts
+casts to float32 around them and then removes the cast pairs between neighbouring ops, so the
+whole network runs in fp32 with fp16-rounded weights (measured: a model whose activations reach
+7e5 still gives finite, fp32-close logits on the CPU after a naive conversion). The CPU parity
+recorded here then checks weight rounding only, not fp16 arithmetic or overflow; the activation
+measurement covers overflow, and real fp16 numerics need the GPU (TensorRT or CUDA). Builds with
+fp16 convolution kernels (Arm64) do compute in fp16: `ortsession.cpu_computes_fp16` measures
+which applies, and the recorded note says so.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from vggdeploy.exporter.fp16_measure import (
 )
 from vggdeploy.metrics import TOLERANCES, compare_arrays
 from vggdeploy.onnxutil import Background, name_nodes, set_metadata, value_types
-from vggdeploy.ortsession import cpu_session, import_ort
+from vggdeploy.ortsession import cpu_computes_fp16, cpu_session, import_ort
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +58,23 @@ DEFAULT_BATCH_SIZE = 8
 PARITY_MAX_REL = TOLERANCES["fp16"]["max_rel"]
 PARITY_MIN_COSINE = TOLERANCES["fp16"]["cosine"]
 CPU_CAVEAT = (
-    "ONNX Runtime's CPU provider does not compute in fp16: it casts fp16 ops up to fp32 and "
+    "ONNX Runtime's CPU provider here does not compute in fp16: it casts fp16 ops up to fp32 and "
     "drops the casts between them, so activations stay fp32 and this CPU parity only checks "
     "weight rounding (an fp16 overflow would not show here: that is what the activation "
     "measurement is for); check fp16 accuracy on the GPU (TensorRT or ONNX Runtime CUDA)"
 )
+#: the note when the probe finds fp16 convolution kernels on this host's CPU provider
+CPU_FP16_NOTE = (
+    "ONNX Runtime's CPU provider here runs fp16 convolutions in fp16 (measured by "
+    "ortsession.cpu_computes_fp16), so this CPU parity includes fp16 arithmetic; the target GPU's "
+    "kernels still differ: check fp16 accuracy there (TensorRT or ONNX Runtime CUDA)"
+)
+
+
+def cpu_note() -> str:
+    """What this host's CPU parity check of the fp16 model covers (`CPU_CAVEAT` or
+    `CPU_FP16_NOTE`, as `ortsession.cpu_computes_fp16` measures)."""
+    return CPU_FP16_NOTE if cpu_computes_fp16() else CPU_CAVEAT
 
 
 def convert_fp16(
@@ -161,7 +175,7 @@ def convert_fp16(
             "weights": weights["summary"],
             "kept_fp32": kept,
             "parity": parity,
-            "note": CPU_CAVEAT,
+            "note": cpu_note(),
             "seconds": round(time.perf_counter() - started, 2),
         }
         bundle.add_artifact(
@@ -175,7 +189,7 @@ def convert_fp16(
             measured_on=report["measured_on"],
             max_abs_activation=report["max_abs_activation"],
             parity=parity,
-            note=CPU_CAVEAT,
+            note=report["note"],
         )
     return report
 
@@ -298,7 +312,7 @@ def _check_parity(
         "finite": finite,
         "thresholds": {"max_rel": PARITY_MAX_REL, "min_cosine": PARITY_MIN_COSINE},
         "passed": bool(passed),
-        "note": CPU_CAVEAT,
+        "note": cpu_note(),
     }
 
 

@@ -37,7 +37,7 @@ from vggdeploy.bundle import (
 )
 from vggdeploy.errors import CheckFailedError, InputError, WeightsError
 from vggdeploy.exporter.output_dir import check_output_dir, move_into_place, staging
-from vggdeploy.metrics import compare_arrays
+from vggdeploy.metrics import TOLERANCES, compare_arrays
 from vggdeploy.models import ModelSpec, check_image_size, count_flops, count_parameters
 from vggdeploy.onnxutil import Background, onnx_metadata
 from vggdeploy.ortsession import cpu_session, import_ort
@@ -51,9 +51,10 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 # Parity thresholds between ONNX Runtime CPU and PyTorch (fp32 both): relative to the output's
-# largest magnitude, and cosine similarity of the flattened outputs.
-PARITY_MAX_REL = 1e-4
-PARITY_MIN_COSINE = 0.9999
+# largest magnitude, and cosine similarity of the flattened outputs; fp32's tolerance, whose
+# one home is vggdeploy.metrics.TOLERANCES.
+PARITY_MAX_REL = TOLERANCES["fp32"]["max_rel"]
+PARITY_MIN_COSINE = TOLERANCES["fp32"]["cosine"]
 DENSE_CHECK_SIZES = (224, 256, 320)
 #: The largest batch: the dynamic axis's upper bound, and what a fixed batch may be.
 MAX_BATCH = 4096

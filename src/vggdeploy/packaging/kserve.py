@@ -24,6 +24,7 @@ from typing import Any
 from vggdeploy import precision as P
 from vggdeploy.bundle import Bundle, atomic_write_text
 from vggdeploy.errors import CheckFailedError, InputError
+from vggdeploy.host import install_hint
 from vggdeploy.records import EngineRecord
 
 #: (TensorRT major.minor.patch, Triton container release `<yy.mm>`) for the `-py3` image. Each
@@ -282,8 +283,7 @@ def sdk_check(doc: Mapping[str, Any], klass: str) -> dict[str, Any]:
     )
     if proc.returncode == MISSING:
         raise InputError(
-            "--format kserve checks the manifests with the KServe SDK: pip install "
-            "'vggdeploy[serve]'"
+            "--format kserve checks the manifests with the KServe SDK: " + install_hint("kserve")
         )
     if proc.returncode != 0:
         reason = " ".join(proc.stderr.split())[-400:] or f"exit code {proc.returncode}"

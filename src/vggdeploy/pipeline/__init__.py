@@ -40,11 +40,10 @@ from vggdeploy.pipeline.options import (
 )
 from vggdeploy.pipeline.reporter import NullReporter, PipelineReporter
 from vggdeploy.pipeline.run import REPORT_JSON, Pipeline, run_pipeline
-from vggdeploy.pipeline.stages import BUILD_ELSEWHERE
+from vggdeploy.pipeline.stages import build_elsewhere
 from vggdeploy.pipeline.state import BUNDLE_DIR, STAGES, STATE_NAME, StageRun
 
 __all__ = [
-    "BUILD_ELSEWHERE",
     "BUNDLE_DIR",
     "MADE_PRECISIONS",
     "MIN_DEFAULT_IMAGES",
@@ -57,6 +56,7 @@ __all__ = [
     "PipelineOptions",
     "PipelineReporter",
     "StageRun",
+    "build_elsewhere",
     "calibration_split",
     "resolve_images",
     "run_pipeline",

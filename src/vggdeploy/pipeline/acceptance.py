@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vggdeploy import precision as P
 from vggdeploy.errors import CheckFailedError, RuntimeUnavailableError
 
 #: (label, model, pipeline options) of each run
@@ -28,7 +29,7 @@ MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("vgg16", "vgg16", {}),
 )
 BENCH_RUNTIMES = ("tensorrt", "onnxruntime:cuda", "torch:cuda")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = P.ENGINE_NAMES
 
 
 def check_gpu_host() -> dict[str, Any]:

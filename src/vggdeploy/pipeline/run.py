@@ -130,6 +130,9 @@ class Pipeline:
             if self.options.force
             else self.state.up_to_date(name, inputs_sha256, self.bundle_root)
         )
+        why = None if self.options.force else self.state.why_again(name, inputs, self.bundle_root)
+        if previous is None and why:
+            self.reporter.note(f"{name}: runs again - {why}")
         if previous is not None:
             run = StageRun(
                 name,

@@ -7,7 +7,7 @@ failure), `CheckFailedError` when a check failed, other `VggDeployError`s for ba
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,15 @@ from vggdeploy.pipeline.options import (
 from vggdeploy.pipeline.reporter import PipelineReporter
 from vggdeploy.pipeline.state import host_key
 
-BUILD_ELSEWHERE = (
-    "engines are built on the target GPU: `vggdeploy pack` the bundle, then "
-    "`vggdeploy build BUNDLE --precision fp16|int8` there"
-)
+
+def build_elsewhere(precisions: Iterable[str]) -> str:
+    """Why and where engines are built, naming only the precisions this run made ONNX for."""
+    build = P.build_command(P.onnx_key(p) for p in precisions)
+    return "engines are built on the target GPU: `vggdeploy pack` the bundle, then " + (
+        f"`{build}` there" if build else "`vggdeploy build BUNDLE` there"
+    )
+
+
 #: which INT8 file ONNX Runtime times (part of bench's inputs: a change re-runs the stage)
 ORT_INT8_NOTE = "model.int8.onnx, NVIDIA placement, integer form on load"
 FP16_SAMPLES = 16
@@ -439,7 +444,7 @@ def build_run(ctx: Context) -> StageOutput:
 
     reason = unavailable(parse_spec("tensorrt"))
     if reason:
-        raise Skip(f"{reason}; {BUILD_ELSEWHERE}")
+        raise Skip(f"{reason}; {build_elsewhere(_engine_sources(ctx))}")
     from vggdeploy.exporter.engine import BuildOptions, build_engine
 
     wanted = list(_engine_sources(ctx))
@@ -450,7 +455,7 @@ def build_run(ctx: Context) -> StageOutput:
         except (RuntimeUnavailableError, ImportError) as exc:
             if precision != wanted[0]:
                 raise
-            raise Skip(f"{exc}; {BUILD_ELSEWHERE}") from None
+            raise Skip(f"{exc}; {build_elsewhere(wanted)}") from None
     engines = ctx.bundle().manifest.engines()
     outputs, result = {}, {}
     for precision in wanted:

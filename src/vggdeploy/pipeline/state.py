@@ -104,6 +104,38 @@ class State:
             return previous
         return None
 
+    def why_again(self, name: str, inputs: dict[str, Any], bundle_root: Path) -> str | None:
+        """Why stage `name`, done before, runs again: which of its inputs changed, each named as
+        a file (an artifact or the images, by sha256), the machine, or a setting; or that its
+        outputs changed. None when it did not finish before (nothing to compare with)."""
+        previous = self.stages.get(name)
+        if not previous or previous.get("status") != "done":
+            return None
+        before = previous.get("inputs") if isinstance(previous.get("inputs"), dict) else {}
+        changed = sorted(k for k in set(before) | set(inputs) if before.get(k) != inputs.get(k))
+        if changed:
+            return "changed since the last run: " + ", ".join(
+                f"{k} ({_input_kind(k)})" for k in changed
+            )
+        if not outputs_intact(bundle_root, previous.get("outputs", {}), previous.get("files", {})):
+            return "what it made last time changed or is missing"
+        return None
+
+
+#: what each stage input that is not a setting stands for (artifact keys such as `onnx.fp32`
+#: are file contents too)
+INPUT_KINDS = {
+    "artifacts": "file contents",
+    "images": "image files",
+    "photographs": "image files",
+    "weights": "the weights: file or seed",
+    "host": "this machine",
+}
+
+
+def _input_kind(key: str) -> str:
+    return INPUT_KINDS.get(key) or ("file contents" if "." in key else "setting")
+
 
 @dataclass
 class StageRun:

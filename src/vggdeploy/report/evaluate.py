@@ -51,8 +51,13 @@ def render_evaluation(report: dict[str, Any], images: str) -> str:
         r["precision"] == "fp16" and r["device"] == "cpu" and r["runtime"] == "onnxruntime"
         for r in report["results"]
     ):
+        from vggdeploy.ortsession import cpu_computes_fp16
+
         lines.append(
-            "note: ONNX Runtime CPU runs fp16 models in fp32 with fp16-rounded weights; "
+            "note: ONNX Runtime CPU here runs fp16 convolutions in fp16; the GPU's fp16 kernels "
+            "still differ"
+            if cpu_computes_fp16()
+            else "note: ONNX Runtime CPU here runs fp16 models in fp32 with fp16-rounded weights; "
             "fp16 arithmetic is only exercised on a GPU"
         )
     for s in report["skipped"]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vggdeploy import precision as P
+from vggdeploy.host import install_hint
 from vggdeploy.report.tables import mib, text_table
 
 if TYPE_CHECKING:
@@ -35,8 +37,9 @@ def format_unpack(bundle: Bundle) -> str:
         f"unpacked {bundle.manifest.model.name} to {bundle.root}: "
         f"{len(bundle.artifacts)} artifact(s), every sha256 verified"
     ]
-    if not bundle.manifest.engines():
-        lines.append(f"next, on this device: vggdeploy build {bundle.root} --precision fp16")
+    build = P.build_command(bundle.artifacts, str(bundle.root))
+    if not bundle.manifest.engines() and build:
+        lines.append(f"next, on this device: {build}")
     return "\n".join(lines)
 
 
@@ -59,7 +62,7 @@ def format_triton(result: TritonResult) -> str:
         "config.pbtxt checked against Triton's ModelConfig schema"
         if result.schema_checked
         else "tritonclient is not installed: config.pbtxt not checked against Triton's schema "
-        "(pip install 'vggdeploy[triton]')"
+        f"({install_hint('tritonclient')})"
     )
     lines.append(
         f"serve: docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 "

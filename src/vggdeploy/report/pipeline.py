@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vggdeploy import precision as P
 from vggdeploy.bundle import atomic_write_text
 from vggdeploy.pipeline import BUNDLE_DIR, REPORT_JSON, STAGES
 from vggdeploy.report.escape import shown, shown_lines
@@ -197,7 +198,9 @@ def render_report_md(data: dict[str, Any], out: str | Path) -> str:
         "",
         markdown_table(["stage", "status", "seconds", "notes"], rows, "llrl"),
     ]
-    lines += ["", "Seconds in parentheses: the earlier run that produced an up-to-date stage.", ""]
+    lines.append("")
+    if any(s["status"] == "up to date" for s in data["stages"]):
+        lines += ["Seconds in parentheses: the earlier run that produced an up-to-date stage.", ""]
 
     if data.get("artifacts"):
         rows = [
@@ -221,14 +224,20 @@ def render_report_md(data: dict[str, Any], out: str | Path) -> str:
     lines += _accuracy_section(data)
     lines += _bench_section(data, out)
     bundle = out / BUNDLE_DIR
+    build = P.build_command(data.get("artifacts") or {})
     lines += [
         "## Next steps",
         "",
         f"- `vggdeploy inspect {bundle}`: every artifact, checked against its sha256.",
         f"- `vggdeploy validate {bundle}`: the same validation again (or with `--images DIR`).",
-        f"- `vggdeploy pack {bundle} -o {data['model']}.tar.gz --no-engines`, copy it to the "
-        "GPU machine (e.g. a Jetson), `vggdeploy unpack` it and `vggdeploy build BUNDLE "
-        "--precision fp16` (or int8) there: engines are specific to a GPU and TensorRT version.",
+    ]
+    if build:
+        lines.append(
+            f"- `vggdeploy pack {bundle} -o {data['model']}.tar.gz --no-engines`, copy it to the "
+            f"GPU machine (e.g. a Jetson), `vggdeploy unpack` it and `{build}` there: engines "
+            "are specific to a GPU and TensorRT version."
+        )
+    lines += [
         f"- `vggdeploy package {bundle} --format triton --out model_repository "
         "--dynamic-batching`: a Triton Inference Server model repository.",
         "",
@@ -264,14 +273,32 @@ def _images_section(data: dict[str, Any]) -> list[str]:
         else "the rule of `vggdeploy validate`: seeded random tensors for fp32/fp16, the "
         "photographs shipped with vggdeploy for INT8"
     )
-    return [
-        "## Images",
-        "",
-        f"Calibration and FP16 range measurement used {images['count']} images: "
-        f"{IMAGE_KINDS[images['kind']]}. INT8 calibration drew its samples from them and held "
-        f"the rest out for its own int8-vs-fp32 check. Validation compares {samples} on {judged}.",
-        "",
+    ran = {s["name"] for s in data["stages"] if s["status"] in ("done", "up to date")}
+    users = [
+        what
+        for stage, what in (
+            ("calibrate-int8", "INT8 calibration"),
+            ("convert-fp16", "FP16 range measurement"),
+        )
+        if stage in ran
     ]
+    text = (
+        f"{' and '.join(users)} used {images['count']} images: {IMAGE_KINDS[images['kind']]}. "
+        if users
+        else f"The images: {images['count']}, {IMAGE_KINDS[images['kind']]}. "
+    )
+    targets = ((_stage(data, "calibrate-int8") or {}).get("result") or {}).get("targets") or {}
+    drawn = {t["samples"] for t in targets.values()} if "calibrate-int8" in ran else set()
+    if len(drawn) == 1:
+        (n,) = drawn
+        held = images["count"] - n
+        text += (
+            f"INT8 calibration drew {n} of them and held the other {held} out for its own "
+            "int8-vs-fp32 check. "
+            if held > 0
+            else f"INT8 calibration drew all {n} of them (none held out for its own check). "
+        )
+    return ["## Images", "", text + f"Validation compares {samples} on {judged}.", ""]
 
 
 def _parity_section(data: dict[str, Any]) -> list[str]:
@@ -477,13 +504,34 @@ def _bench_section(data: dict[str, Any], out: Path) -> list[str]:
     if data.get("bench") is None or not bench_md.is_file():
         return []
     lines = ["## Benchmark", "", bench_md.read_text("utf-8").strip(), ""]
-    if "onnx.int8" in (data.get("artifacts") or {}):
-        lines += [
-            "`model.int8.onnx` is Q/DQ in NVIDIA's placement (for TensorRT); vggdeploy's ONNX "
-            "Runtime CPU runtime rewrites it on load into integer kernels (`onnxutil."
-            "cpu_int8_form`: evaluated unfused, bit for bit the file's outputs).",
-            "",
-        ]
+    notes = ort_int8_notes(data["bench"])
+    if notes:
+        lines += [*notes, ""]
     if (out / "bench.png").is_file():
         lines += ["![latency and throughput](bench.png)", ""]
     return lines
+
+
+def ort_int8_notes(bench: dict[str, Any]) -> list[str]:
+    """How ONNX Runtime ran `model.int8.onnx` in this benchmark: one line per runtime that timed
+    it (the CPU provider in vggdeploy's integer form, a GPU provider as written), none when no
+    ONNX Runtime case timed it."""
+    batches: dict[str, list[int]] = {}
+    for c in bench.get("cases") or []:
+        if c["runtime"].split(":")[0] == "onnxruntime" and c["precision"] == "int8":
+            batches.setdefault(c["runtime"], []).append(c["batch"])
+    notes = []
+    for runtime, bs in batches.items():
+        provider = (runtime.split(":") + ["cpu"])[1]
+        how = (
+            "in the integer form vggdeploy's runtime rewrites it into on load (`onnxutil."
+            "cpu_int8_form`: evaluated unfused, bit for bit the file's outputs)"
+            if provider == "cpu"
+            else "as written"
+        )
+        notes.append(
+            f"`{runtime}` timed `model.int8.onnx` (Q/DQ in NVIDIA's placement, for TensorRT) "
+            f"on ONNX Runtime's {provider} provider {how}, at batch "
+            f"{', '.join(str(b) for b in sorted(set(bs)))}."
+        )
+    return notes

@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 
 from vggdeploy.errors import RuntimeUnavailableError
-from vggdeploy.host import gpu_incompatibility, version_incompatibility, version_tuple
+from vggdeploy.host import (
+    gpu_incompatibility,
+    install_hint,
+    version_incompatibility,
+    version_tuple,
+)
 from vggdeploy.records import EngineRecord
 
 log = logging.getLogger("vggdeploy.runtimes.trt")
@@ -42,12 +47,7 @@ TENSORRT_API = (
     "DLA_core",
 )
 
-INSTALL_HINT = (
-    "install it with `pip install tensorrt` (x86_64 or SBSA Linux/Windows with an NVIDIA driver; "
-    "`pip install tensorrt-cu12` or `tensorrt-cu13` to match your CUDA), or on a Jetson use the "
-    "TensorRT that ships with JetPack (`sudo apt install nvidia-jetpack`, which provides "
-    "python3-libnvinfer; pip wheels do not support Jetson)"
-)
+INSTALL_HINT = install_hint("tensorrt")
 
 
 # -- importing TensorRT and the CUDA glue -------------------------------------------------------

@@ -19,6 +19,7 @@ import numpy as np
 from vggdeploy import precision as P
 from vggdeploy.bundle import Bundle, sha256_file
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
+from vggdeploy.host import install_hint
 from vggdeploy.ortsession import import_ort
 from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec
 
@@ -81,7 +82,7 @@ class OrtRuntime(Runtime):
     ARTIFACT_KIND = "onnx"
     OPTIONS = ("threads", "allow_fallback")
     MODULE = "onnxruntime"
-    INSTALL_HINT = "pip install 'vggdeploy[cpu]' (or [gpu])"
+    INSTALL_HINT = install_hint("onnxruntime")
 
     @classmethod
     def available(cls, spec: Any, **options: Any) -> str | None:

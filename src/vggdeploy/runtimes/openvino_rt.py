@@ -44,6 +44,7 @@ import numpy as np
 from vggdeploy import precision as P
 from vggdeploy.bundle import Bundle, sha256_file
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
+from vggdeploy.host import install_hint
 from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class OpenVinoRuntime(Runtime):
     ARTIFACT_KIND = "onnx"
     OPTIONS = ("threads", "streams")
     MODULE = "openvino"
-    INSTALL_HINT = "pip install 'vggdeploy[openvino]'"
+    INSTALL_HINT = install_hint("openvino")
 
     @classmethod
     def available(cls, spec: Any, **options: Any) -> str | None:

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 
 from vggdeploy import host
+from vggdeploy import precision as P
 from vggdeploy.bundle import Bundle
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError, WeightsError
 from vggdeploy.runtimes.base import Runtime, RuntimeDescription, TensorSpec
 
 DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = P.FLOAT_NAMES
 
 
 class TorchRuntime(Runtime):
@@ -51,11 +52,12 @@ class TorchRuntime(Runtime):
     PRECISION_HINT = "INT8 runs in onnxruntime, openvino or tensorrt"
     OPTIONS = ("threads",)
     MODULE = "torch"
-    INSTALL_HINT = "pip install torch"
+    INSTALL_HINT = host.install_hint("torch")
 
     @classmethod
     def native_precisions(cls, device: str | None) -> tuple[str, ...]:
-        return ("fp32", "fp16") if device == "cuda" else ("fp32",)
+        # half precision only on the GPU (see __init__)
+        return PRECISIONS if device == "cuda" else ("fp32",)
 
     @classmethod
     def available(cls, spec: Any, **options: Any) -> str | None:

@@ -116,9 +116,7 @@ class TrtRuntime(StagedHooks, Runtime):
     ARTIFACT_KIND = "engine"
     OPTIONS = ("verbosity",)
     MODULE = "tensorrt"
-    INSTALL_HINT = (
-        "pip install 'vggdeploy[gpu]' on a machine with an NVIDIA GPU; JetPack ships it on Jetson"
-    )
+    INSTALL_HINT = INSTALL_HINT
 
     @classmethod
     def artifact_unavailable(cls, bundle: Any, spec: Any) -> str | None:
