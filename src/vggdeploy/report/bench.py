@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vggdeploy.bench.results import noisy_warnings
+from vggdeploy.bench.results import failed_lines, noisy_warnings
 from vggdeploy.bundle import atomic_path
 from vggdeploy.errors import InputError
 from vggdeploy.report.tables import markdown_table, mib, text_table
@@ -219,8 +219,10 @@ def method_line(result: dict[str, Any]) -> str:
 
 
 def notes(result: dict[str, Any]) -> list[str]:
-    """Skipped cases, the timing caveat and noise warnings (`warning: ...`), one per line."""
-    lines = [
+    """Failed and skipped cases, the timing caveat and noise warnings (`warning: ...`), one per
+    line."""
+    lines = [f"failed {line}" for line in failed_lines(result)]
+    lines += [
         f"skipped {s['runtime']}"
         + (f" {s['precision']}" if s["precision"] else "")
         + (f" b{s['batch']}" if s.get("batch") else "")
