@@ -243,7 +243,7 @@ def bench(
     if json_path:
         emit_json(result, json_path)
     if csv_path:
-        emit_text(stage.csv_text(result), csv_path)
+        emit_text(stage.csv_text(result), csv_path, data=True)
     if markdown_path:
         emit_text(view.render_markdown(result), markdown_path)
     if plot_path:

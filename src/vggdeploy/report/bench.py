@@ -13,6 +13,7 @@ from typing import Any
 from vggdeploy.bench.results import failed_lines, noisy_warnings
 from vggdeploy.bundle import atomic_path
 from vggdeploy.errors import InputError
+from vggdeploy.report.escape import report_lines
 from vggdeploy.report.tables import markdown_table, mib, text_table
 
 TABLE_HEADERS = [
@@ -266,7 +267,7 @@ def render_text(result: dict[str, Any]) -> str:
     extra = notes(result)
     if extra:
         lines += ["", *extra]
-    return "\n".join(lines) + "\n"
+    return report_lines([*lines, ""])
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -279,7 +280,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     extra = notes(result)
     if extra:
         lines += ["", *(f"- {n}" for n in extra)]
-    return "\n".join(lines) + "\n"
+    return report_lines([*lines, ""])
 
 
 # -- the plot ---------------------------------------------------------------------------------
@@ -443,10 +444,10 @@ def comparison_rows(cmp: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
 
 def render_comparison_text(cmp: dict[str, Any]) -> str:
     rows, lines = comparison_rows(cmp)
-    return "\n".join([text_table(COMPARE_HEADERS, rows, COMPARE_ALIGN), *lines]) + "\n"
+    return report_lines([text_table(COMPARE_HEADERS, rows, COMPARE_ALIGN), *lines, ""])
 
 
 def render_comparison_markdown(cmp: dict[str, Any]) -> str:
     rows, lines = comparison_rows(cmp)
     md = markdown_table(COMPARE_HEADERS, rows, COMPARE_ALIGN)
-    return "\n".join([md, "", *(f"- {n}" for n in lines)]) + "\n"
+    return report_lines([md, "", *(f"- {n}" for n in lines), ""])

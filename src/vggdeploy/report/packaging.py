@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vggdeploy.report.escape import report_lines
 from vggdeploy.report.tables import mib, text_table
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ def format_pack(result: PackResult) -> str:
             "absolute paths replaced by file names in the packed manifest: "
             f"{', '.join(result.paths_made_relative)}"
         )
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def format_unpack(bundle: Bundle) -> str:
@@ -37,7 +38,7 @@ def format_unpack(bundle: Bundle) -> str:
     ]
     if not bundle.manifest.engines():
         lines.append(f"next, on this device: vggdeploy build {bundle.root} --precision fp16")
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def format_triton(result: TritonResult) -> str:
@@ -66,7 +67,7 @@ def format_triton(result: TritonResult) -> str:
         f"-v {Path(result.repository).resolve()}:/models {TRITON_IMAGE} "
         "tritonserver --model-repository=/models"
     )
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def format_deepstream(result: DeepStreamResult) -> str:
@@ -90,7 +91,7 @@ def format_deepstream(result: DeepStreamResult) -> str:
         f"use: nvinfer config-file-path={Path(result.out).resolve() / result.config} "
         "(e.g. [primary-gie] config-file= in a deepstream-app config)"
     )
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def format_kserve(result: KServeResult) -> str:
@@ -106,4 +107,4 @@ def format_kserve(result: KServeResult) -> str:
         f"kubectl apply -f {result.out / 'servingruntime.yaml'} -f "
         f"{result.out / 'inferenceservice.yaml'}",
     ]
-    return "\n".join(lines)
+    return report_lines(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vggdeploy.predict import Prediction
-from vggdeploy.report.escape import shown
+from vggdeploy.report.escape import report_lines, shown
 
 
 def render_predictions(results: Sequence[Prediction]) -> str:
@@ -20,4 +20,4 @@ def render_predictions(results: Sequence[Prediction]) -> str:
         width = max(len(label) for label in labels)
         for rank, (label, (_index, _label, prob)) in enumerate(zip(labels, pred.top), 1):
             lines.append(f"  {rank}. {label.ljust(width)}  {prob * 100:6.2f}%")
-    return "\n".join(lines)
+    return report_lines(lines)
