@@ -20,7 +20,7 @@ import click
 
 from vggdeploy import precision as P
 from vggdeploy.errors import InputError
-from vggdeploy.report.escape import Drawn, shown
+from vggdeploy.report.escape import Drawn, shown, shown_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -289,7 +289,8 @@ def emit_text(text: str, dest: str, *, data: bool = False) -> None:
     escaped either way (`report.escape`). `data`: a data file (CSV) whose values a reader parses
     back: written as it is (standard output still escaped, as every line a terminal shows)."""
     if dest == "-":
-        echo_text(text, nl=False)
+        # a data file's lines are its rows: each escaped, the rows kept
+        echo_text(Drawn(shown_lines(text)) if data else text, nl=False)
     elif data:
         from vggdeploy.bundle import atomic_write_text
 
