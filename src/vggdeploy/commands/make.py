@@ -20,6 +20,7 @@ from vggdeploy.cli_options import (
     parse_floats,
 )
 from vggdeploy.errors import InputError
+from vggdeploy.report.escape import shown
 
 # -- export -----------------------------------------------------------------------------------
 
@@ -287,7 +288,7 @@ def calibrate(
         return
     echo_text(render_calibration(summary))
     for line in summary["warnings"]:
-        click.secho(f"WARNING: {line}", fg="yellow", bold=True)
+        click.secho(shown(f"WARNING: {line}"), fg="yellow", bold=True)
 
 
 @click.command(context_settings=CONTEXT)
