@@ -139,22 +139,14 @@ def test_hostile_names_never_reach_the_terminal_or_a_report_raw(tmp_path, name) 
     code = caught.run("export", "vgg11_bn", *TINY, "--labels", root / "labels.txt", "--out", bundle)
     assert code == 0, caught.texts
 
-    named = root / "named"  # the same bundle, its model name hostile
-    shutil.copytree(bundle, named)
-    manifest = json.loads((named / "manifest.json").read_text())
-    manifest["model"]["name"] = name
-    (named / "manifest.json").write_text(json.dumps(manifest))
-
     ort = ["--runtime", "onnxruntime"]
-    for b in (bundle, named):
-        caught.run("inspect", b)
-        caught.run("validate", b, *ort, "--samples", "2")
-        caught.run("predict", b, *ort, images / f"{name}0.png", images / f"{name}1.png")
-        caught.run("evaluate", b, *ort, "--images", labelled)
-        caught.run(
-            "bench", b, *ort, "--iterations", "2", "--batch", "1", "--markdown", root / "b.md"
-        )
-        caught.file(root / "b.md")
+    caught.run("inspect", bundle)
+    caught.run("validate", bundle, *ort, "--samples", "2")
+    caught.run("predict", bundle, *ort, images / f"{name}0.png", images / f"{name}1.png")
+    caught.run("evaluate", bundle, *ort, "--images", labelled)
+    bench_md = ["--iterations", "2", "--batch", "1", "--markdown", root / "b.md"]
+    caught.run("bench", bundle, *ort, *bench_md)
+    caught.file(root / "b.md")
     caught.run("calibrate", bundle, "--images", images, "--samples", "2")
     caught.run("convert", bundle, "--precision", "fp16", "--images", images, "--samples", "2")
     archive = root / f"{name}.tar.gz"
@@ -173,3 +165,16 @@ def test_hostile_names_never_reach_the_terminal_or_a_report_raw(tmp_path, name) 
     caught.check()
     # every command ran to its end (so each printed what it prints on success)
     assert [what for what, code in caught.codes if code != 0] == [], caught.texts
+
+    # the same bundle with the hostile text as its model name: refused, in one escaped line
+    named = root / "named"
+    shutil.copytree(bundle, named)
+    manifest = json.loads((named / "manifest.json").read_text())
+    manifest["model"]["name"] = name
+    (named / "manifest.json").write_text(json.dumps(manifest))
+    refused = _Caught()
+    for args in (["inspect"], ["validate", *ort], ["bench", *ort, "--iterations", "2"]):
+        assert refused.run(args[0], named, *args[1:]) == 1
+        err = refused.texts[-1][1]
+        assert err.startswith("error: ") and "model.name" in err and err.count("\n") == 1, err
+    refused.check()
