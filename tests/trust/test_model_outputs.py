@@ -122,3 +122,37 @@ def test_bench_reports_a_failed_case_as_failed_beside_the_cases_that_ran(
     failed = [line for line in out.splitlines() if line.startswith("failed ")]
     assert len(failed) == 1 and "b2" in failed[0] and "model.onnx" in failed[0], out
     assert "skipped" not in out
+
+
+def test_the_pipeline_bench_stage_fails_on_a_failed_case(tmp_path, monkeypatch, capsys) -> None:
+    original = OrtRuntime._infer
+    calls = {"bench": False}
+
+    def fails_in_bench(self, feed):
+        if calls["bench"]:
+            _allocation_failure(self, feed)
+        return original(self, feed)
+
+    import vggdeploy.bench.run as bench_run
+
+    real_run = bench_run.run_benchmark
+
+    def run_benchmark(*args, **kwargs):  # only the bench stage's inference fails
+        calls["bench"] = True
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(OrtRuntime, "_infer", fails_in_bench)
+    monkeypatch.setattr("vggdeploy.bench.run_benchmark", run_benchmark)
+    tiny = ["--width-divisor", "16", "--hidden", "64", "--num-classes", "10", "--image-size", "32"]
+    code, out, err = _run(
+        ["pipeline", "vgg11_bn", *tiny, "--out", tmp_path / "run", "--precision", "fp32",
+         "--validate-samples", "2", "--batch", "1", "--bench-iterations", "2",
+         "--bench-runtime", "onnxruntime"],
+        capsys,
+    )  # fmt: skip
+    assert code != 0 and "Traceback" not in err, err
+    failed = [line for line in (out + err).splitlines() if "bench: FAILED" in line]
+    assert len(failed) == 1, out + err
+    assert "onnxruntime fp32 b1" in failed[0] and "Failed to allocate memory" in failed[0]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Failed to allocate memory" in report
