@@ -20,7 +20,7 @@ import click
 
 from vggdeploy import precision as P
 from vggdeploy.errors import InputError
-from vggdeploy.report.escape import shown_lines
+from vggdeploy.report.escape import Drawn, shown, shown_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -409,9 +409,11 @@ def guard_outputs(command: click.Command) -> click.Command:
 
 
 def echo_text(text: str, *, nl: bool = True, err: bool = False) -> None:
-    """Report text to the terminal: each line escaped (`report.escape.shown_lines`), since
-    reports quote labels, model names and file names."""
-    click.echo(shown_lines(text), nl=nl, err=err)
+    """Report text to the terminal, escaped, since reports quote labels, model names and file
+    names: a formatter's text (`report.escape.Drawn`) is already escaped line by line and keeps
+    its lines; any other text is one line, escaped whole (`shown`), so a newline in a name it
+    quotes shows as `\\n` instead of starting a line of its own."""
+    click.echo(text if isinstance(text, Drawn) else shown(text), nl=nl, err=err)
 
 
 def emit_json(data: Any, dest: str) -> None:
@@ -435,11 +437,18 @@ def emit(text: str, data: Any, json_path: str | None) -> None:
         echo_text(text)
 
 
-def emit_text(text: str, dest: str) -> None:
-    """Text to standard output (`-`) or atomically to a file."""
+def emit_text(text: str, dest: str, *, data: bool = False) -> None:
+    """Report text (Markdown) to standard output (`-`) or atomically to a file, each line
+    escaped either way (`report.escape`). `data`: a data file (CSV) whose values a reader parses
+    back: written as it is (standard output still escaped, as every line a terminal shows)."""
     if dest == "-":
-        echo_text(text, nl=False)
-    else:
+        # a data file's lines are its rows: each escaped, the rows kept
+        echo_text(Drawn(shown_lines(text)) if data else text, nl=False)
+    elif data:
         from vggdeploy.bundle import atomic_write_text
 
         atomic_write_text(dest, text)
+    else:
+        from vggdeploy.report.escape import write_shown
+
+        write_shown(dest, text)

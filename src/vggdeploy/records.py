@@ -87,6 +87,17 @@ class ModelRecord(Record):
     flops_per_image: int | None = None
     weight_layers: int | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        # The name becomes file and Triton model names and a line of a DeepStream config file:
+        # a newline in it would add a line of its own there.
+        if not 1 <= len(value) <= 128 or not value.isprintable():
+            raise ValueError(
+                "must be 1 to 128 printable characters (no control characters or newlines)"
+            )
+        return value
+
 
 class FileRecord(Record):
     """A file the bundle ships that is not an artifact (labels, weights): path, sha256, size."""

@@ -104,3 +104,15 @@ def test_brackets_inside_strings_do_not_count_as_nesting(good: dict) -> None:
     data = json.loads(json.dumps(good))
     data["note"] = "[" * 1000 + '\\"{' * 100
     _load(json.dumps(data))  # accepted
+
+
+@SETTINGS
+@given(name=st.text(max_size=40) | st.text(min_size=129, max_size=140))
+def test_a_model_name_loads_only_when_it_is_printable(good: dict, name: str) -> None:
+    # the name becomes file names, Triton model names and a DeepStream config line
+    data = json.loads(json.dumps(good))
+    data["model"]["name"] = name
+    if 1 <= len(name) <= 128 and name.isprintable():
+        _load(json.dumps(data))
+    else:
+        assert "model.name" in _refused(json.dumps(data))

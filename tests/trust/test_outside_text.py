@@ -78,3 +78,30 @@ def test_predict_escapes_labels_and_file_names() -> None:
     text = render_predictions([ok, bad])
     assert _raw_controls(text, allow="\n") == []
     assert len(text.splitlines()) == 3
+
+
+@given(st.lists(st.text(), max_size=6))
+def test_report_lines_keep_one_line_per_line_whatever_the_text(lines: list[str]) -> None:
+    from vggdeploy.report.escape import report_lines
+
+    table = text_table(["name"], [[NASTY]])
+    joined = report_lines([*lines, table])
+    assert _raw_controls(joined, allow="\n") == []
+    # each given line stays one line; the table keeps its own lines
+    assert joined.count("\n") == len(lines) + table.count("\n")
+    assert joined.endswith(table)
+
+
+@given(st.text())
+def test_echo_text_prints_plain_text_as_one_escaped_line(text: str) -> None:
+    from click.testing import CliRunner
+
+    from vggdeploy.cli_options import echo_text
+
+    def command() -> None:
+        echo_text(text)
+
+    import click
+
+    out = CliRunner().invoke(click.command()(command)).output
+    assert out.count("\n") == 1 and _raw_controls(out, allow="\n") == []

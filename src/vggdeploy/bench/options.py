@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,8 @@ def parse_amount(text: str, option: str) -> tuple[str, float]:
             f"{option} {text!r} must be a number of iterations (20) or a time (2s, 500ms)"
         )
     value, unit = float(m.group(1)), m.group(2)
+    if not math.isfinite(value):  # more digits than a float holds: "inf", not a number of calls
+        raise InputError(f"{option} {text!r} is too large")
     if unit is None:
         if value != int(value):
             raise InputError(f"{option} {text!r}: iterations must be a whole number (or add 's')")

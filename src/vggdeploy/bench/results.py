@@ -45,15 +45,18 @@ def make_result(
     cases: list[dict[str, Any]],
     skipped: list[dict[str, Any]],
     loads: list[dict[str, Any]],
+    failed: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The result document: the bundle, the method (with `METHOD_NOTES` and the GPU split's
-    definition added), the cases, what was skipped and each runtime's load."""
+    definition added), the cases, what was skipped, what failed while running (each like a
+    skipped entry: runtime, precision, batch, reason) and each runtime's load."""
     return {
         "schema": RESULT_SCHEMA,
         "bundle": bundle,
         "method": {**method, **METHOD_NOTES, "gpu_split": dict(STAGED_SPLIT)},
         "cases": cases,
         "skipped": skipped,
+        "failed": failed or [],
         "loads": loads,
     }
 
@@ -62,6 +65,14 @@ def skipped_lines(result: dict[str, Any]) -> Iterable[str]:
     """One line per skipped case: `runtime precision [bN]: reason`."""
     for s in result["skipped"]:
         yield str(Skipped.from_dict(s))
+
+
+def failed_lines(result: dict[str, Any]) -> Iterable[str]:
+    """One line per case whose backend failed while running: `runtime precision bN: reason`
+    (the reason names the runtime, its precision and the artifact). Older result files have no
+    `failed` list."""
+    for f in result.get("failed") or ():
+        yield str(Skipped.from_dict(f))
 
 
 def noisy_warnings(result: dict[str, Any]) -> list[str]:

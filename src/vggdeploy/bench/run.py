@@ -47,7 +47,8 @@ from vggdeploy.bench.timing import (
     time_calls,
     time_staged,
 )
-from vggdeploy.errors import InputError, VggDeployError
+from vggdeploy.errors import CheckFailedError, InputError, VggDeployError
+from vggdeploy.runtimes.base import RuntimeFailedError
 from vggdeploy.runtimes.registry import open_runtime
 
 if TYPE_CHECKING:
@@ -182,11 +183,15 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run every plan at each of its batch sizes; return the result document (see `--json`).
 
-    A plan whose runtime cannot load, or a batch it cannot run, becomes a skipped entry with
-    the reason; nothing is printed.
+    A plan whose runtime cannot load, or a batch it cannot run (too large for a static-batch
+    artifact, refused by the runtime), becomes a skipped entry with the reason. A batch that
+    started and whose backend then failed (`RuntimeFailedError`: an allocation failure, a kernel
+    error) or gave NaN or infinite outputs (`CheckFailedError`) becomes a failed entry: the
+    reason names the runtime, its precision and the artifact. Nothing is printed.
     """
     reporter = reporter or Reporter()
     skipped = list(skipped)
+    failed: list[Skipped] = []
     cases: list[dict[str, Any]] = []
     loads: list[dict[str, Any]] = []
     rss = PeakRss()
@@ -240,6 +245,10 @@ def run_benchmark(
                             skipped += [
                                 Skipped(plan.runtime, plan.precision, r, batch) for r in refused
                             ]
+                    except (RuntimeFailedError, CheckFailedError) as exc:
+                        failed.append(Skipped(plan.runtime, plan.precision, str(exc), batch))
+                        reporter.advance()
+                        continue
                     except VggDeployError as exc:
                         skipped.append(Skipped(plan.runtime, plan.precision, str(exc), batch))
                         reporter.advance()
@@ -277,6 +286,7 @@ def run_benchmark(
         },
         cases=cases,
         skipped=[s.to_dict() for s in skipped],
+        failed=[f.to_dict() for f in failed],
         loads=loads,
     )
 

@@ -181,6 +181,7 @@ def bench(
         raise InputError("give a BUNDLE to benchmark (or --compare OLD.json NEW.json)")
     from vggdeploy.bench import streams as concurrency
     from vggdeploy.bundle import Bundle
+    from vggdeploy.runtimes.base import RuntimeFailedError
 
     stream_counts = stage.parse_streams(streams_text) if streams_text is not None else ()
     options = stage.BenchOptions.from_cli(
@@ -227,16 +228,19 @@ def bench(
         reporter=CaseProgress(err) if show_progress else None,
         argv=sys.argv[1:],
     )
+    failed = list(stage.failed_lines(result))
     if not result["cases"]:
         for line in stage.skipped_lines(result):
             echo_text(f"skipped {line}", err=True)
+        if failed:
+            raise RuntimeFailedError(_failure_line(failed))
         raise InputError("no case could run on this host (reasons above)")
     if not to_stdout:
         echo_text(view.render_text(result), nl=False)
     if json_path:
         emit_json(result, json_path)
     if csv_path:
-        emit_text(stage.csv_text(result), csv_path)
+        emit_text(stage.csv_text(result), csv_path, data=True)
     if markdown_path:
         emit_text(view.render_markdown(result), markdown_path)
     if plot_path:
@@ -244,6 +248,15 @@ def bench(
     for path in (json_path, csv_path, markdown_path, plot_path):
         if path and path != "-":
             log.info("wrote %s", path)
+    if failed:  # the cases that ran are reported above; the run still failed
+        raise RuntimeFailedError(_failure_line(failed))
+
+
+def _failure_line(failed: list[str]) -> str:
+    """The one error line for cases whose backend failed: the first in full (it names the
+    runtime spec, the batch, the artifact and the error), then how many more."""
+    more = f" (and {len(failed) - 1} more failed case(s), listed above)" if len(failed) > 1 else ""
+    return f"bench case {failed[0]}{more}"
 
 
 def _bench_compare(

@@ -23,6 +23,7 @@ from vggdeploy.cli_options import (
     opset_option,
     parse_export_batch,
 )
+from vggdeploy.report.escape import shown
 
 # -- export -----------------------------------------------------------------------------------
 
@@ -257,7 +258,7 @@ def calibrate(
         return
     echo_text(render_calibration(summary))
     for line in summary["warnings"]:
-        click.secho(f"WARNING: {line}", fg="yellow", bold=True)
+        click.secho(shown(f"WARNING: {line}"), fg="yellow", bold=True)
 
 
 @click.command(context_settings=CONTEXT)

@@ -7,6 +7,7 @@ import click
 from vggdeploy.cli_options import (
     CONTEXT,
     comma_list,
+    echo_text,
     emit,
     json_option,
     parse_int_list,
@@ -46,7 +47,7 @@ def serve(bundle: str, runtimes: tuple[str, ...], port: int, grpc_port: int) -> 
 
     def announce(models: list) -> None:
         for m in models:
-            click.echo(f"serving {m.name}: {m.runtime.label}", err=True)
+            echo_text(f"serving {m.name}: {m.runtime.label}", err=True)
         click.echo(
             f"HTTP on port {port}, gRPC on port {grpc_port} (every interface); Ctrl-C stops",
             err=True,
@@ -155,7 +156,7 @@ def verify_endpoint(
     )
 
     def echo_err(text: str) -> None:
-        click.echo(text, err=True)
+        echo_text(text, err=True)
 
     report = run_verify(
         url, Bundle.load(bundle), images, options, protocol=protocol, progress=echo_err

@@ -518,7 +518,7 @@ def _bench_reporter(ctx: Context) -> Any:
 
 
 def bench_run(ctx: Context) -> StageOutput:
-    from vggdeploy.bench import run_benchmark
+    from vggdeploy.bench import failed_lines, run_benchmark
     from vggdeploy.bench.plan import plan_cases
     from vggdeploy.runtimes import registry
 
@@ -539,6 +539,12 @@ def bench_run(ctx: Context) -> StageOutput:
         bundle, plans, options, skipped=skipped, reporter=_bench_reporter(ctx), argv=ctx.argv
     )
     files = ctx.write_json("bench.json", result)
+    failed = list(failed_lines(result))
+    if failed:  # a backend failure is the stage's failure, not a case that was skipped
+        from vggdeploy.runtimes.base import RuntimeFailedError
+
+        more = f" (and {len(failed) - 1} more, in bench.json)" if len(failed) > 1 else ""
+        raise RuntimeFailedError(f"bench case {failed[0]}{more}")
     smallest = min(ctx.options.batches)
     fastest = min(
         (c for c in result["cases"] if c["batch"] == smallest),

@@ -10,10 +10,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vggdeploy.bench.results import noisy_warnings
+from vggdeploy.bench.results import failed_lines, noisy_warnings
 from vggdeploy.bench.timing import THROUGHPUT_STAT
 from vggdeploy.bundle import atomic_path
 from vggdeploy.errors import InputError
+from vggdeploy.report.escape import report_lines
 from vggdeploy.report.tables import markdown_table, mib, text_table
 
 #: throughput beside the median latency: from the median (`bench.timing.images_per_second`)
@@ -222,8 +223,10 @@ def method_line(result: dict[str, Any]) -> str:
 
 
 def notes(result: dict[str, Any]) -> list[str]:
-    """Skipped cases, the timing caveat and noise warnings (`warning: ...`), one per line."""
-    lines = [
+    """Failed and skipped cases, the timing caveat and noise warnings (`warning: ...`), one per
+    line."""
+    lines = [f"failed {line}" for line in failed_lines(result)]
+    lines += [
         f"skipped {s['runtime']}"
         + (f" {s['precision']}" if s["precision"] else "")
         + (f" b{s['batch']}" if s.get("batch") else "")
@@ -267,7 +270,7 @@ def render_text(result: dict[str, Any]) -> str:
     extra = notes(result)
     if extra:
         lines += ["", *extra]
-    return "\n".join(lines) + "\n"
+    return report_lines([*lines, ""])
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -280,7 +283,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     extra = notes(result)
     if extra:
         lines += ["", *(f"- {n}" for n in extra)]
-    return "\n".join(lines) + "\n"
+    return report_lines([*lines, ""])
 
 
 # -- the plot ---------------------------------------------------------------------------------
@@ -444,10 +447,10 @@ def comparison_rows(cmp: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
 
 def render_comparison_text(cmp: dict[str, Any]) -> str:
     rows, lines = comparison_rows(cmp)
-    return "\n".join([text_table(COMPARE_HEADERS, rows, COMPARE_ALIGN), *lines]) + "\n"
+    return report_lines([text_table(COMPARE_HEADERS, rows, COMPARE_ALIGN), *lines, ""])
 
 
 def render_comparison_markdown(cmp: dict[str, Any]) -> str:
     rows, lines = comparison_rows(cmp)
     md = markdown_table(COMPARE_HEADERS, rows, COMPARE_ALIGN)
-    return "\n".join([md, "", *(f"- {n}" for n in lines)]) + "\n"
+    return report_lines([md, "", *(f"- {n}" for n in lines), ""])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vggdeploy.records import EngineRecord
+from vggdeploy.report.escape import report_lines
 from vggdeploy.report.tables import mib
 
 
@@ -24,9 +25,7 @@ def render_build(record: EngineRecord, root: Path) -> str:
         f"in {precision} - passed"
     )
     dla = getattr(record, "dla", None)
-    if isinstance(dla, dict):
-        text += "\n" + render_dla(dla)
-    return text
+    return report_lines([text, render_dla(dla)] if isinstance(dla, dict) else [text])
 
 
 def render_dla(dla: dict[str, Any]) -> str:
@@ -39,4 +38,4 @@ def render_dla(dla: dict[str, Any]) -> str:
         + (f"; {len(on_gpu)} layers fall back to the GPU:" if on_gpu else "")
     ]
     lines += [f"  GPU  {e['name']} ({e['type']})" for e in on_gpu]
-    return "\n".join(lines)
+    return report_lines(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vggdeploy.report.escape import report_lines
 from vggdeploy.report.tables import text_table
 
 
@@ -31,7 +32,7 @@ def render_calibration(summary: dict[str, Any]) -> str:
         lines += ["", render_sensitivity(summary)]
     if summary.get("accuracy_budget") or summary.get("float_layers"):
         lines += ["", render_budget(summary)]
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def render_sensitivity(summary: dict[str, Any]) -> str:
@@ -78,7 +79,7 @@ def render_budget(summary: dict[str, Any]) -> str:
             f"{after['top1']:.2f}% ({-after['top1_drop']:+.2f}) - "
             + ("within budget" if budget["met"] else "NOT MET")
         )
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def json_summary(summary: dict[str, Any]) -> dict[str, Any]:

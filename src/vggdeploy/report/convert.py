@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vggdeploy.report.escape import report_lines
+
 
 def render_convert(report: dict[str, Any], path: str, *, top: int = 5) -> str:
     """The human-readable summary `vggdeploy convert` prints for `convert_fp16`'s report."""
@@ -43,4 +45,4 @@ def render_convert(report: dict[str, Any], path: str, *, top: int = 5) -> str:
         f"{p['max_rel']:.2e}, cosine {p['cosine']:.6f}, top-1 agreement {100 * p['top1_agreement']:.2f}%"
     )
     lines.append(f"note: {report['note']}")
-    return "\n".join(lines)
+    return report_lines(lines)

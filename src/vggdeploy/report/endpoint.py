@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vggdeploy.report.escape import report_lines
 from vggdeploy.report.tables import text_table
 
 if TYPE_CHECKING:
@@ -107,4 +108,4 @@ def format_endpoint(report: EndpointReport) -> str:
         if report.passed
         else f"FAILED: {', '.join(failed)}"
     )
-    return "\n".join(lines)
+    return report_lines(lines)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vggdeploy.report.escape import report_lines
+
 
 def format_results(report: dict[str, Any]) -> list[list[str]]:
     """Table rows: runtime, precision, top-1, top-5, deltas in points, top-1 agreement."""
@@ -62,4 +64,4 @@ def render_evaluation(report: dict[str, Any], images: str) -> str:
         )
     for s in report["skipped"]:
         lines.append(f"skipped {s['target']}: {s['reason']}")
-    return "\n".join(lines)
+    return report_lines(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vggdeploy.report.escape import report_lines
 from vggdeploy.report.tables import mib, text_table
 
 
@@ -73,15 +74,16 @@ def format_bundle(info: dict[str, Any]) -> str:
                 lines.append(f"  {a['key']} cannot run here:")
                 lines += [f"    - {r}" for r in h["reasons"]]
     if info["untracked_files"]:
-        lines.append(
-            f"\nother files (not artifacts, not checked): {', '.join(info['untracked_files'])}"
-        )
+        lines += [
+            "",
+            f"other files (not artifacts, not checked): {', '.join(info['untracked_files'])}",
+        ]
     if info["problems"]:
-        lines.append(f"\n{len(info['problems'])} problem(s):")
+        lines += ["", f"{len(info['problems'])} problem(s):"]
         lines += [f"  [x] {p}" for p in info["problems"]]
     else:
-        lines.append("\nall artifacts match their sha256 in the manifest")
-    return "\n".join(lines)
+        lines += ["", "all artifacts match their sha256 in the manifest"]
+    return report_lines(lines)
 
 
 def format_onnx(info: dict[str, Any]) -> str:
@@ -103,7 +105,7 @@ def format_onnx(info: dict[str, Any]) -> str:
         for d, v in info["initializer_dtypes"].items()
     )
     lines.append(f"initializers: {dts or 'none'}")
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def format_engine(info: dict[str, Any]) -> str:
@@ -133,7 +135,7 @@ def format_engine(info: dict[str, Any]) -> str:
         for t in trt_info["tensors"]:
             prof = f" profiles {t['profiles']}" if t.get("profiles") else ""
             lines.append(f"  {t['mode'].lower():6} {t['name']} {t['shape']} {t['dtype']}{prof}")
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def _host_cell(entry: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vggdeploy.report.escape import report_lines
 from vggdeploy.report.tables import text_table
 
 
@@ -24,7 +25,8 @@ def render_zoo(data: dict[str, Any]) -> str:
     table = text_table(
         ["name", "config", "BN", "layers", "parameters", "GFLOPs", "imagenet"], rows, "lllrrrl"
     )
-    return (
-        f"{table}\n\nGFLOPs at {size}x{size}, counting a multiply-accumulate as 2 FLOPs. "
+    note = (
+        f"GFLOPs at {size}x{size}, counting a multiply-accumulate as 2 FLOPs. "
         "Paper names (A, A-LRN, B, C, D, E, and -bn) work too."
     )
+    return report_lines([table, "", note])

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from vggdeploy import precision as P
 from vggdeploy.host import install_hint
+from vggdeploy.report.escape import report_lines
 from vggdeploy.report.tables import mib, text_table
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def format_pack(result: PackResult) -> str:
             "absolute paths replaced by file names in the packed manifest: "
             f"{', '.join(result.paths_made_relative)}"
         )
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def format_unpack(bundle: Bundle) -> str:
@@ -40,7 +41,7 @@ def format_unpack(bundle: Bundle) -> str:
     build = P.build_command(bundle.artifacts, str(bundle.root))
     if not bundle.manifest.engines() and build:
         lines.append(f"next, on this device: {build}")
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def format_triton(result: TritonResult) -> str:
@@ -69,7 +70,7 @@ def format_triton(result: TritonResult) -> str:
         f"-v {Path(result.repository).resolve()}:/models {TRITON_IMAGE} "
         "tritonserver --model-repository=/models"
     )
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def format_deepstream(result: DeepStreamResult) -> str:
@@ -93,7 +94,7 @@ def format_deepstream(result: DeepStreamResult) -> str:
         f"use: nvinfer config-file-path={Path(result.out).resolve() / result.config} "
         "(e.g. [primary-gie] config-file= in a deepstream-app config)"
     )
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def format_kserve(result: KServeResult) -> str:
@@ -109,4 +110,4 @@ def format_kserve(result: KServeResult) -> str:
         f"kubectl apply -f {result.out / 'servingruntime.yaml'} -f "
         f"{result.out / 'inferenceservice.yaml'}",
     ]
-    return "\n".join(lines)
+    return report_lines(lines)

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from vggdeploy import precision as P
-from vggdeploy.bundle import atomic_write_text
 from vggdeploy.pipeline import BUNDLE_DIR, REPORT_JSON, STAGES
-from vggdeploy.report.escape import shown, shown_lines
+from vggdeploy.report.escape import report_lines, shown, write_shown
 from vggdeploy.report.tables import markdown_table, mib, text_table
 
 IMAGE_KINDS = {
@@ -39,12 +38,12 @@ def write_report(out: str | Path) -> Path | None:
     if bench is not None:
         from vggdeploy.report.bench import render_markdown, write_plot
 
-        atomic_write_text(out / "bench.md", render_markdown(bench))
+        write_shown(out / "bench.md", render_markdown(bench))
         if bench.get("cases"):
             write_plot(bench, out / "bench.png")
         else:
             (out / "bench.png").unlink(missing_ok=True)
-    atomic_write_text(out / "report.md", render_report_md(data, out))
+    write_shown(out / "report.md", render_report_md(data, out))
     return out / "report.md"
 
 
@@ -77,7 +76,7 @@ def render_summary(data: dict[str, Any], out: str | Path) -> str:
     failures = data.get("failures") or []
     lines.append(f"FAILED: {len(failures)} stage(s)" if failures else "pipeline: done")
     lines.append(f"report: {Path(out) / 'report.md'} (and {REPORT_JSON})")
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 class RichPipelineReporter:
@@ -116,15 +115,13 @@ class RichPipelineReporter:
 
     def stage_finished(self, name: str, status: str, seconds: float, summary: str) -> None:
         self._stop()
-        self.echo(shown_lines(stage_line(name, status, seconds, summary)))
+        self.echo(shown(stage_line(name, status, seconds, summary)))
 
     def note(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.console.print(
-                shown_lines(text), markup=False, highlight=False, soft_wrap=True
-            )
+            self._bar.console.print(shown(text), markup=False, highlight=False, soft_wrap=True)
         else:
-            self.echo(shown_lines(text))
+            self.echo(shown(text))
 
     def close(self) -> None:
         self._stop()
@@ -242,7 +239,7 @@ def render_report_md(data: dict[str, Any], out: str | Path) -> str:
         "--dynamic-batching`: a Triton Inference Server model repository.",
         "",
     ]
-    return "\n".join(lines)
+    return report_lines(lines)
 
 
 def _model_section(data: dict[str, Any]) -> list[str]:

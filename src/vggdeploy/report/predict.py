@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vggdeploy.predict import Prediction
-from vggdeploy.report.escape import shown
+from vggdeploy.report.escape import report_lines, shown
 
 
 def produced_by(runtime: Mapping[str, Any]) -> str:
@@ -29,4 +29,4 @@ def render_predictions(results: Sequence[Prediction], by: str | None = None) -> 
         width = max(len(label) for label in labels)
         for rank, (label, (_index, _label, prob)) in enumerate(zip(labels, pred.top), 1):
             lines.append(f"  {rank}. {label.ljust(width)}  {prob * 100:6.2f}%")
-    return "\n".join(lines)
+    return report_lines(lines)

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from vggdeploy.report.escape import shown
+from vggdeploy.report.escape import Drawn, shown
 
 
 def mib(n: int | float | None) -> str:
@@ -28,7 +28,7 @@ def text_table(
     rows: Sequence[Sequence[Any]],
     align: str | None = None,
     title: str | None = None,
-) -> str:
+) -> Drawn:
     """An aligned plain-text table (rich's renderer, captured as text); every cell `shown`."""
     from rich.box import SIMPLE_HEAD
     from rich.console import Console
@@ -52,17 +52,17 @@ def text_table(
     Console(file=buf, width=250, color_system=None, force_terminal=False, highlight=False).print(
         table
     )
-    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()).strip("\n")
+    return Drawn("\n".join(line.rstrip() for line in buf.getvalue().splitlines()).strip("\n"))
 
 
 def markdown_table(
     headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
-) -> str:
+) -> Drawn:
     align = align or "l" * len(headers)
     lines = ["| " + " | ".join(shown(h) for h in headers) + " |"]
     lines.append("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
     lines += ["| " + " | ".join(shown(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return Drawn("\n".join(lines))
 
 
 def json_text(data: Any) -> str:

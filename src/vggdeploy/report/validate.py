@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from vggdeploy.metrics import METRICS
+from vggdeploy.report.escape import report_lines
 from vggdeploy.report.tables import text_table
 from vggdeploy.validate import Check, ValidationReport
 
@@ -60,4 +61,4 @@ def render_validation(report: ValidationReport) -> str:
     lines += ["", report.summary()]
     lines += [f"  -[x] {check_line(c)}" for c in report.failures]
     lines += [f"  -[x] missing: {text}" for text in report.missing]
-    return "\n".join(lines)
+    return report_lines(lines)
