@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import docs_section
 import numpy as np
 
 
@@ -42,7 +43,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--command", default="--help", help="vggdeploy arguments to time")
+    docs_section.add_option(parser)
     args = parser.parse_args()
+    record = docs_section.Recorder(__file__, args.write_docs)
     script = Path(sys.executable).with_name("vggdeploy")
     tool = [str(script)] if script.is_file() else [sys.executable, "-m", "vggdeploy"]
     tool += shlex.split(args.command)
@@ -59,6 +62,11 @@ def main() -> None:
             times[name].append(seconds)
         ratios.append(got["tool"] / got["bare"])
     ratio, low, high = median_ci(ratios)
+    with record:
+        _print(args, times, ratio, low, high)
+
+
+def _print(args, times, ratio, low, high) -> None:
     print(f"vggdeploy {args.command}: median {statistics.median(times['tool']) * 1e3:.0f} ms")
     print(f"python -c 'import click': median {statistics.median(times['bare']) * 1e3:.0f} ms")
     print(
