@@ -12,7 +12,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -290,3 +290,31 @@ def emit_text(text: str, dest: str) -> None:
         from vggdeploy.bundle import atomic_write_text
 
         atomic_write_text(dest, text)
+
+
+# -- unreadable images (calibrate, validate, evaluate) ----------------------------------------
+
+
+def strict_option() -> Callable[[F], F]:
+    return click.option(
+        "--strict",
+        is_flag=True,
+        help="Stop at the first unreadable image (exit 1). Default: report each on its own "
+        "line, leave it out, finish, and exit 3.",
+    )
+
+
+def print_skip(skip: Any) -> None:
+    """The `on_skip` callback of the stages: one escaped line on stderr per skipped image."""
+    from vggdeploy.report.skips import skip_line
+
+    click.echo(skip_line(skip), err=True)
+
+
+def raise_if_skipped(skipped: Sequence[Any], what: str) -> None:
+    """End a run that left images out with exit 3 (`errors.InputsSkipped`) and its sentence."""
+    if skipped:
+        from vggdeploy.errors import InputsSkipped
+        from vggdeploy.report.skips import skipped_sentence
+
+        raise InputsSkipped(skipped_sentence(skipped, what))

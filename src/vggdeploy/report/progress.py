@@ -1,14 +1,97 @@
-"""Progress bars on the terminal (rich), reaching stages only through their callbacks."""
+"""Progress on stderr, reaching stages only through their callbacks.
+
+On a terminal: a transient rich bar. Elsewhere (a log file, CI, a pipe): plain lines, one as
+each step starts and then one at least every `PLAIN_INTERVAL` seconds while a step runs, from a
+small background thread, so a long step with no callback of its own (torch's ONNX export, a
+reference model's run) still shows it is alive.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from vggdeploy.report.escape import shown
+
+#: the most seconds between two plain progress lines while something runs
+PLAIN_INTERVAL = 10.0
+
+
+class PlainProgress:
+    """Progress as plain lines through `emit`: one when a step starts (`step`), and while it
+    runs one whenever `tick` finds `interval` seconds of `clock` have passed since the last
+    line. `update(done, total)` records the count (printed with the next line). Thread-safe:
+    the heartbeat thread calls `tick` while the stage calls `update`."""
+
+    def __init__(
+        self,
+        description: str,
+        total: int | None = None,
+        *,
+        emit: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = PLAIN_INTERVAL,
+    ) -> None:
+        self.description, self.total, self.done = description, total, 0
+        self._emit, self._clock, self.interval = emit, clock, interval
+        self._started = clock()
+        self._last = self._started
+        self._lock = threading.Lock()
+
+    def update(self, done: int, total: int | None = None) -> None:
+        with self._lock:
+            self.done = done
+            if total is not None:
+                self.total = total
+        self.tick()
+
+    def step(self, description: str, total: int | None = None) -> None:
+        """A new step: its line now."""
+        with self._lock:
+            self.description, self.total, self.done = description, total, 0
+            self._line()
+
+    def tick(self) -> None:
+        with self._lock:
+            if self._clock() - self._last >= self.interval:
+                self._line()
+
+    def _line(self) -> None:
+        now = self._clock()
+        count = ""
+        if self.total:
+            count = f" {self.done}/{self.total}"
+        elif self.done:
+            count = f" {self.done}"
+        self._emit(f"{shown(self.description)}:{count} ({now - self._started:.0f} s)")
+        self._last = now
+
+
+@contextlib.contextmanager
+def heartbeat(progress: PlainProgress, poll: float = 1.0) -> Iterator[None]:
+    """Call `progress.tick()` every `poll` seconds from a daemon thread while the block runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(poll):
+            progress.tick()
+
+    thread = threading.Thread(target=beat, name="vggdeploy-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class _Bar:
-    """What `progress_bar` yields: `update(done, total)` is the stages' progress callback."""
+    """What `progress_bar` yields: `update(done, total)` is the stages' count callback and
+    `step(line)` their step callback."""
 
     def __init__(self, progress: Any = None, task: Any = None) -> None:
         self._progress = progress
@@ -18,12 +101,50 @@ class _Bar:
         if self._progress is not None:
             self._progress.update(self._task, completed=done, total=total)
 
+    def step(self, description: str, total: int | None = None) -> None:
+        if self._progress is None:
+            return
+        if isinstance(self._progress, PlainProgress):
+            self._progress.step(description, total)
+        else:
+            self._progress.update(
+                self._task, description=shown(description), completed=0, total=total
+            )
+
+
+class _PlainBar(_Bar):
+    def update(self, done: int, total: int | None = None) -> None:
+        self._progress.update(done, total)
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None, *, enabled: bool = True) -> Iterator[_Bar]:
-    """A transient bar on stderr while the block runs; a no-op bar when not `enabled`."""
+def progress_bar(
+    description: str,
+    total: int | None,
+    *,
+    enabled: bool = True,
+    tty: bool | None = None,
+    emit: Callable[[str], None] = _stderr_line,
+    clock: Callable[[], float] = time.monotonic,
+    poll: float = 1.0,
+) -> Iterator[_Bar]:
+    """Progress on stderr while the block runs; a no-op bar when not `enabled`.
+
+    A transient rich bar when stderr is a terminal (`tty`, default: asked of stderr), else
+    plain lines through `emit` (`PlainProgress`, with a heartbeat every `poll` seconds).
+    """
     if not enabled:
         yield _Bar()
+        return
+    if not (sys.stderr.isatty() if tty is None else tty):
+        plain = PlainProgress(description, total, emit=emit, clock=clock)
+        plain.step(description, total)
+        with heartbeat(plain, poll):
+            yield _PlainBar(plain)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -36,7 +157,7 @@ def progress_bar(description: str, total: int | None, *, enabled: bool = True) -
         console=Console(stderr=True),
         transient=True,
     ) as progress:
-        yield _Bar(progress, progress.add_task(description, total=total))
+        yield _Bar(progress, progress.add_task(shown(description), total=total))
 
 
 class CaseProgress:
