@@ -447,6 +447,27 @@ def test_below_tolerance_warns_loudly(
     assert any("INT8 ACCURACY WARNING" in r.getMessage() for r in caplog.records)
 
 
+def test_too_few_held_out_images_give_no_verdict_and_no_warning(
+    tiny_bundle: Path,
+    image_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """5 held-out images cannot judge top-1 agreement 0.9 (one disagreeing image is 0.8): no
+    verdict, no warning, and the record says how many a verdict needs."""
+    import vggdeploy.calibration.stage as calibration
+    from vggdeploy.report.calibrate import render_calibration
+
+    monkeypatch.setattr(calibration, "int8_tolerance", lambda target: {"cosine": 1.1, "top1": 0.9})
+    with caplog.at_level(logging.WARNING, logger="vggdeploy"):
+        summary = calibrate_bundle(Bundle.load(tiny_bundle), image_dir, _options(holdout=5))
+    held = summary["holdout"]
+    assert held["images"] == 5 and held["passed"] is None and held["images_needed"] == 10
+    assert "5 images cannot judge this: a verdict needs at least 10" in held["unjudged"]
+    assert summary["warnings"] == [] and not caplog.records
+    assert "- not judged: 5 images cannot judge this" in render_calibration(summary)
+
+
 def test_progress_callback_counts_every_calibration_image(
     tiny_bundle: Path, image_dir: Path
 ) -> None:
