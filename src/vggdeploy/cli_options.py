@@ -255,6 +255,12 @@ def guard_outputs(command: click.Command) -> click.Command:
     return command
 
 
+def progress_wanted(json_path: str | None) -> bool:
+    """Whether a command shows progress on stderr: not with -q, nor with --json - (a script
+    reading the JSON may read stderr too)."""
+    return log.isEnabledFor(logging.INFO) and json_path != "-"
+
+
 def echo_text(text: str, *, nl: bool = True, err: bool = False) -> None:
     """Report text to the terminal: each line escaped (`report.escape.shown_lines`), since
     reports quote labels, model names and file names."""

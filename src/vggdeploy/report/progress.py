@@ -35,8 +35,10 @@ class PlainProgress:
         emit: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
         interval: float = PLAIN_INTERVAL,
+        amount: Callable[[int], str] = str,
     ) -> None:
         self.description, self.total, self.done = description, total, 0
+        self._amount = amount
         self._emit, self._clock, self.interval = emit, clock, interval
         self._started = clock()
         self._last = self._started
@@ -64,10 +66,10 @@ class PlainProgress:
         now = self._clock()
         count = ""
         if self.total:
-            count = f" {self.done}/{self.total}"
+            count = f": {self._amount(self.done)}/{self._amount(self.total)}"
         elif self.done:
-            count = f" {self.done}"
-        self._emit(f"{shown(self.description)}:{count} ({now - self._started:.0f} s)")
+            count = f": {self._amount(self.done)}"
+        self._emit(f"{shown(self.description)}{count} ({now - self._started:.0f} s)")
         self._last = now
 
 
@@ -212,12 +214,24 @@ def byte_progress(*, enabled: bool = True) -> Iterator[Any]:
     """A transient bar of bytes (size, speed, time left) on stderr for the block.
 
     Yields the `progress(what, done_bytes, total_bytes)` callback that `pack_bundle` and
-    `unpack_bundle` take, or None when not `enabled` or stderr is not a terminal.
+    `unpack_bundle` take (None when not `enabled`); off a terminal, plain lines
+    (`PlainProgress`) as each file starts and at least every `PLAIN_INTERVAL` seconds.
     """
-    import sys
-
-    if not enabled or not sys.stderr.isatty():
+    if not enabled:
         yield None
+        return
+    if not sys.stderr.isatty():
+        plain = PlainProgress("", None, emit=_stderr_line, amount=_mib)
+        described: list[str] = []
+
+        def plain_update(what: str, done: int, total: int) -> None:
+            if not described or described[-1] != what:
+                described.append(what)
+                plain.step(what, total)
+            plain.update(done, total)
+
+        with heartbeat(plain):
+            yield plain_update
         return
     from rich.console import Console
     from rich.progress import (
@@ -244,3 +258,7 @@ def byte_progress(*, enabled: bool = True) -> Iterator[Any]:
             bar.update(task, description=what, completed=done, total=total)
 
         yield update
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"

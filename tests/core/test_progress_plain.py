@@ -1,0 +1,111 @@
+"""Progress off a terminal: plain lines, one as each step starts and at least one every
+`PLAIN_INTERVAL` seconds while it runs (a fake clock stands in for time: nothing sleeps)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from vggdeploy.report.progress import PLAIN_INTERVAL, PlainProgress, progress_bar
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_lines_come_at_least_every_interval_and_not_more_often() -> None:
+    clock, lines, at = FakeClock(), [], []
+
+    def emit(line: str) -> None:
+        lines.append(line)
+        at.append(clock.now)
+
+    plain = PlainProgress("calibrating", 100, emit=emit, clock=clock)
+    plain.step("calibrating on 100 images", 100)
+    # a count every 0.5 s for 35 s: lines at 0 (the step), 10, 20 and 30 s only
+    for i in range(1, 71):
+        clock.now = i * 0.5
+        plain.update(i, None)
+    assert at == [0.0, 10.0, 20.0, 30.0]
+    assert lines[1] == "calibrating on 100 images: 20/100 (10 s)"
+    # a long step with no callback of its own: the heartbeat's ticks keep the lines coming
+    plain.step("writing the Q/DQ model", None)
+    start = clock.now
+    for i in range(1, 400):
+        clock.now = start + i * 0.1
+        plain.tick()
+    gaps = [b - a for a, b in zip(at, at[1:])]
+    assert max(gaps) <= PLAIN_INTERVAL + 1e-9
+    assert all(g >= PLAIN_INTERVAL - 1e-9 for g in gaps[:3])
+    assert lines[-1].startswith("writing the Q/DQ model (")
+    assert sum(line.startswith("writing the Q/DQ model") for line in lines) == 1 + 3  # 39.9 s
+
+
+def test_names_from_outside_are_escaped() -> None:
+    lines: list[str] = []
+    PlainProgress("x", emit=lines.append).step("reading a\x1b[2Jb.png", None)
+    assert lines == ["reading a\\x1b[2Jb.png (0 s)"]
+
+
+def test_progress_bar_off_a_terminal_beats_on_its_own() -> None:
+    """The heartbeat thread prints while the stage is silent: advancing the fake clock past the
+    interval brings a line with no callback from the stage."""
+    clock, lines, arrived = FakeClock(), [], threading.Event()
+
+    def emit(line: str) -> None:
+        lines.append(line)
+        if len(lines) > 1:
+            arrived.set()
+
+    with progress_bar("exporting", None, tty=False, emit=emit, clock=clock, poll=0.001):
+        assert lines == ["exporting (0 s)"]
+        clock.now = PLAIN_INTERVAL
+        assert arrived.wait(timeout=30), "no heartbeat line"
+    assert lines[1] == "exporting (10 s)"
+
+
+def test_progress_bar_disabled_prints_nothing() -> None:
+    lines: list[str] = []
+    with progress_bar("x", 3, enabled=False, tty=False, emit=lines.append) as bar:
+        bar.update(1, 3)
+        bar.step("y")
+    assert lines == []
+
+
+def test_export_reports_its_steps_through_the_callback(tmp_path: Path) -> None:
+    from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
+    from vggdeploy.models import resolve_spec
+    from vggdeploy.weights import WeightsSource
+
+    seen: list[str] = []
+    spec = resolve_spec("vgg11", width_divisor=16, hidden=64, num_classes=10)
+    export_bundle(
+        spec,
+        WeightsSource("random", seed=0),
+        tmp_path / "b",
+        ExportOptions(image_size=32),
+        progress=seen.append,
+    )
+    assert [line.split(" ")[0] for line in seen] == ["loading", "tracing", "checking", "writing"]
+
+
+def test_cli_export_prints_plain_progress_off_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from vggdeploy.cli import main
+
+    caplog.set_level(logging.INFO, logger="vggdeploy")  # as without -q
+    args = ["export", "vgg11", "--width-divisor", "16", "--hidden", "64", "--num-classes", "10"]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--image-size", "32", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 0
+    assert "tracing the model and exporting it to ONNX (torch.onnx, dynamo) (" in err
