@@ -76,3 +76,13 @@ def test_too_few_images_give_no_verdict_and_say_how_many_are_needed() -> None:
     assert small.passed is None and not small.judged
     assert "9 images cannot judge this: a verdict needs at least 10" in small.too_few()
     assert verdict(metrics, TOLERANCES["int8"], 10).passed is False
+
+
+def test_validate_help_states_the_computed_number() -> None:
+    from vggdeploy.commands.check import validate
+
+    needed = images_needed(TOLERANCES["int8"])
+    limit = TOLERANCES["int8"]["top1"]
+    help_text = " ".join((validate.help or "").split())
+    assert f"on at least {needed} of them" in help_text
+    assert f"top-1 agreement {limit:g} on its own" in help_text

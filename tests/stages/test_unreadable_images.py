@@ -60,21 +60,23 @@ def _skip_lines(err: str) -> list[str]:
 def test_calibrate_on_fewer_images_than_samples_says_how_many_it_used(
     tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = _pictures(tmp_path / "calib", 40)
+    """The README's `vggdeploy calibrate bundles/vgg16 --images calib/` on 80 images."""
+    folder = _pictures(tmp_path / "calib", 80)
     code, out, err = run_cli(["calibrate", tiny_bundle, "--images", folder], capsys)  # 512
     assert code == 0, err
     assert (
-        "calibrated on 30 images, not the 512 --samples asked for: the folder has 40 and 10 are "
+        "calibrated on 60 images, not the 512 --samples asked for: the folder has 80 and 20 are "
         "held out for the int8 check (pass --holdout 0 to calibrate on all of them)"
     ) in out
+    assert "held-out int8 vs fp32 on 20 images" in out
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     record = manifest["artifacts"]["onnx.int8"]["calibration"]
-    assert (record["samples"], record["samples_asked"], record["images_found"]) == (30, 512, 40)
+    assert (record["samples"], record["samples_asked"], record["images_found"]) == (60, 512, 80)
     code, out, err = run_cli(
         ["calibrate", tiny_bundle, "--images", folder, "--holdout", "0", "--json", "-"], capsys
     )
     summary = json.loads(out)
-    assert code == 0 and (summary["samples"], summary["holdout"]["images"]) == (40, 0)
+    assert code == 0 and (summary["samples"], summary["holdout"]["images"]) == (80, 0)
 
 
 def test_calibrate_skips_unreadable_images_and_exits_3(

@@ -84,8 +84,9 @@ class CalibrationOptions:
     progress: BatchProgress | None | bool = None
     #: called with a line as each later step starts (held-out comparison, writing the file)
     step: StepProgress | None = None
-    #: stop at the first unreadable image instead of skipping it (`ImageSkips`)
-    strict: bool = False
+    #: stop at the first unreadable image (the default for callers that print nothing), or
+    #: leave each out, calling `on_skip` (`ImageSkips`; `vggdeploy calibrate` without --strict)
+    strict: bool = True
     #: called once for each unreadable image that is skipped (the command prints the line)
     on_skip: OnSkip | None = None
 

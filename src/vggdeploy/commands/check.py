@@ -113,7 +113,8 @@ def validate(
     cosine similarity, top-1 agreement and top-5 overlap; each precision is judged by its own
     tolerances. INT8 is always judged on real images (yours, or the shipped photographs), never
     on random tensors, and on at least 10 of them (fewer: one image that disagrees would fail
-    top-1 agreement 0.9 on its own, so the target is reported but not judged). An unreadable
+    top-1 agreement 0.9 on its own, so the target is reported but not judged; the number
+    follows --tol int8.top1). An unreadable
     image is listed and left out of every comparison (--strict: stop at the first). Exit 0 when
     every check passes, 2 when any fails, 3 when all passed but images were left out.
     """

@@ -1,9 +1,10 @@
 """Progress on stderr, reaching stages only through their callbacks.
 
-On a terminal: a transient rich bar. Elsewhere (a log file, CI, a pipe): plain lines, one as
-each step starts and then one at least every `PLAIN_INTERVAL` seconds while a step runs, from a
-small background thread, so a long step with no callback of its own (torch's ONNX export, a
-reference model's run) still shows it is alive.
+On a terminal: a transient rich bar. Elsewhere (a log file, CI, a pipe): plain lines, at least
+one every `PLAIN_INTERVAL` seconds while the command runs (from a small background thread, so
+a long step with no callback of its own, torch's ONNX export or a reference model's run, still
+shows it is alive), and once the run has proved that long, one as each later step starts. A
+run shorter than the interval prints none, so a quick failure stays its one `error:` line.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ PLAIN_INTERVAL = 10.0
 
 
 class PlainProgress:
-    """Progress as plain lines through `emit`: one when a step starts (`step`), and while it
-    runs one whenever `tick` finds `interval` seconds of `clock` have passed since the last
-    line. `update(done, total)` records the count (printed with the next line). Thread-safe:
-    the heartbeat thread calls `tick` while the stage calls `update`."""
+    """Progress as plain lines through `emit`: one whenever `tick` finds `interval` seconds of
+    `clock` have passed since the last line (or the start), and, once a line has been printed,
+    one as each step starts (`step`). `update(done, total)` records the count (printed with the
+    next line). Thread-safe: the heartbeat thread calls `tick` while the stage calls `update`."""
 
     def __init__(
         self,
@@ -42,6 +43,7 @@ class PlainProgress:
         self._emit, self._clock, self.interval = emit, clock, interval
         self._started = clock()
         self._last = self._started
+        self._spoke = False  # no line yet: the run may end before the interval
         self._lock = threading.Lock()
 
     def update(self, done: int, total: int | None = None) -> None:
@@ -52,10 +54,11 @@ class PlainProgress:
         self.tick()
 
     def step(self, description: str, total: int | None = None) -> None:
-        """A new step: its line now."""
+        """A new step: its line now if the run has printed before, else with the next tick."""
         with self._lock:
             self.description, self.total, self.done = description, total, 0
-            self._line()
+            if self._spoke:
+                self._line()
 
     def tick(self) -> None:
         with self._lock:
@@ -70,7 +73,7 @@ class PlainProgress:
         elif self.done:
             count = f": {self._amount(self.done)}"
         self._emit(f"{shown(self.description)}{count} ({now - self._started:.0f} s)")
-        self._last = now
+        self._last, self._spoke = now, True
 
 
 @contextlib.contextmanager
@@ -143,8 +146,7 @@ def progress_bar(
         yield _Bar()
         return
     if not (sys.stderr.isatty() if tty is None else tty):
-        plain = PlainProgress(description, total, emit=emit, clock=clock)
-        plain.step(description, total)
+        plain = PlainProgress(description, total, emit=emit, clock=clock, interval=PLAIN_INTERVAL)
         with heartbeat(plain, poll):
             yield _PlainBar(plain)
         return
