@@ -310,11 +310,19 @@ def strict_option() -> Callable[[F], F]:
     )
 
 
-def print_skip(skip: Any) -> None:
-    """The `on_skip` callback of the stages: one escaped line on stderr per skipped image."""
+def skip_printer() -> Callable[[Any], None]:
+    """An `on_skip` callback for the stages: one escaped line on stderr per skipped image,
+    once per file however many passes read it (`calibrate --max-drop` calibrates twice)."""
     from vggdeploy.report.skips import skip_line
 
-    click.echo(skip_line(skip), err=True)
+    seen: set[Any] = set()
+
+    def print_skip(skip: Any) -> None:
+        if skip.path not in seen:
+            seen.add(skip.path)
+            click.echo(skip_line(skip), err=True)
+
+    return print_skip
 
 
 def raise_if_skipped(skipped: Sequence[Any], what: str) -> None:

@@ -176,15 +176,19 @@ class ValidationReport:
         return bool(self.checks) and not self.failures and not self.missing
 
     def summary(self) -> str:
-        checks, failures, n = self.checks, self.failures, len(self.compared)
-        targets = f"{n} target" + ("" if n == 1 else "s")
+        checks, failures = self.checks, self.failures
+        targets = _count(len([r for r in self.compared if r.checks]), "target")
         if self.missing:
             lost = len(self.missing)
             return f"FAILED: {lost} listed artifact{'' if lost == 1 else 's'} missing" + (
                 f"; {len(failures)} of {len(checks)} checks failed on {targets}" if checks else ""
             )
+        unjudged = [r for r in self.compared if r.unjudged]
+        if not checks and unjudged:
+            few = _count(len(unjudged), "target")
+            return f"FAILED: nothing was judged ({few} compared on too few images)"
         if not checks and self.compared:
-            return f"FAILED: nothing was judged ({targets} compared on too few images)"
+            return "FAILED: nothing was judged (no tolerances for the targets compared)"
         if not checks:
             return "FAILED: nothing was compared (every target was skipped)"
         if failures:
@@ -444,6 +448,10 @@ def judge_on(
     if not outcome.judged:
         return [], outcome.too_few()
     return [Check(target, *check) for check in outcome.checks], None
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def json_float(value: float) -> float | str:

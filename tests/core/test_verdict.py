@@ -86,3 +86,10 @@ def test_validate_help_states_the_computed_number() -> None:
     help_text = " ".join((validate.help or "").split())
     assert f"on at least {needed} of them" in help_text
     assert f"top-1 agreement {limit:g} on its own" in help_text
+
+
+def test_calibrate_holdout_help_states_the_computed_number() -> None:
+    from vggdeploy.commands.make import calibrate
+
+    [holdout] = [p for p in calibrate.params if p.name == "holdout"]
+    assert f"a verdict needs {images_needed(TOLERANCES['int8'])})" in (holdout.help or "")

@@ -17,9 +17,9 @@ from vggdeploy.cli_options import (
     parse_precisions,
     parse_runtimes,
     precision_option,
-    print_skip,
     raise_if_skipped,
     runtime_option,
+    skip_printer,
     strict_option,
     threads_option,
 )
@@ -150,7 +150,7 @@ def validate(
             options={"threads": threads, "allow_fallback": allow_fallback},
             progress=bar.step,
             strict=strict,
-            on_skip=print_skip,
+            on_skip=skip_printer(),
         )
     if json_path != "-":
         echo_text(render_validation(report))
@@ -285,7 +285,7 @@ def evaluate(
             threads=threads,
             progress=bar.update,
             strict=strict,
-            on_skip=print_skip,
+            on_skip=skip_printer(),
         )
     if json_path != "-":
         echo_text(render_evaluation(report, images))

@@ -18,8 +18,8 @@ from vggdeploy.cli_options import (
     model_size_options,
     parse_export_batch,
     parse_floats,
-    print_skip,
     raise_if_skipped,
+    skip_printer,
     strict_option,
 )
 from vggdeploy.errors import InputError
@@ -179,7 +179,8 @@ def export(
     default=512,
     show_default=True,
     type=int,
-    help="Calibration images drawn from --images.",
+    help="Most calibration images to draw from --images (fewer when the folder is short: "
+    "a quarter of it, up to 64, is held out first; the run says how many it used).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the image draw.")
 @batch_option(16, "Images per batch.")
@@ -191,7 +192,8 @@ def export(
 @click.option(
     "--holdout",
     type=int,
-    help="Held-out images for the int8 vs fp32 check (default: up to 64 not used to calibrate).",
+    help="Held-out images for the int8 vs fp32 check (default: a quarter of the folder, up to "
+    "64, or up to 64 of the images --samples leaves; a verdict needs 10).",
 )
 @click.option(
     "--sensitivity",
@@ -293,7 +295,7 @@ def calibrate(
             progress=advance,
             step=bar.step,
             strict=strict,
-            on_skip=print_skip,
+            on_skip=skip_printer(),
         )
         summary = calibrate_with_accuracy(
             Bundle.load(bundle), images, options, accuracy, progress=bar.update
