@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vggdeploy.report.progress import PLAIN_INTERVAL, PlainProgress, progress_bar
+from vggdeploy.report.progress import PLAIN_INTERVAL, POLL, PlainProgress, progress_bar
 
 
 class FakeClock:
@@ -29,23 +29,30 @@ def test_plain_lines_come_at_least_every_interval_and_not_more_often() -> None:
     plain = PlainProgress("calibrating", 100, emit=emit, clock=clock)
     plain.step("calibrating on 100 images", 100)
     assert lines == []  # nothing yet: a run shorter than the interval prints no progress
-    # a count every 0.5 s for 35 s: lines at 10, 20 and 30 s only
-    for i in range(1, 71):
-        clock.now = i * 0.5
+    # a count every 0.25 s for 35 s: a line each time the interval less one poll has passed
+    for i in range(1, 141):
+        clock.now = i * 0.25
         plain.update(i, None)
-    assert at == [10.0, 20.0, 30.0]
-    assert lines[0] == "calibrating on 100 images: 20/100 (10 s)"
-    # the run has proved long: a new step is named at once, then a long step with no callback
-    # of its own gets the heartbeat's lines
+    assert at == [9.5, 19.0, 28.5]
+    assert lines[0] == "calibrating on 100 images: 38/100 (10 s)"
+    # the run has proved long: a new step is named at once
     plain.step("writing the Q/DQ model", None)
-    start = clock.now
-    for i in range(1, 400):
-        clock.now = start + i * 0.1
-        plain.tick()
-    assert at[3:] == [35.0, 45.0, 55.0, 65.0]
-    gaps = [b - a for a, b in zip([0.0, *at], at)]
-    assert max(gaps) <= PLAIN_INTERVAL + 1e-9
     assert lines[3] == "writing the Q/DQ model (35 s)"
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.13, 0.37, 0.49])
+def test_the_heartbeat_keeps_every_gap_within_the_interval(phase: float) -> None:
+    """A long step with no callback of its own: the heartbeat's ticks, every POLL seconds at
+    any phase, keep every gap between lines (and from the start) within PLAIN_INTERVAL."""
+    clock, at = FakeClock(), []
+    plain = PlainProgress("x", emit=lambda _line: at.append(clock.now), clock=clock)
+    plain.step("a step started between ticks", None)
+    for i in range(400):
+        clock.now = phase + i * POLL
+        plain.tick()
+    gaps = [b - a for a, b in zip([0.0, *at], at)]
+    assert len(at) >= 19 and max(gaps) <= PLAIN_INTERVAL
+    assert min(gaps) >= PLAIN_INTERVAL - POLL  # and not more often
 
 
 def test_names_from_outside_are_escaped() -> None:

@@ -20,6 +20,9 @@ from vggdeploy.report.escape import shown
 
 #: the most seconds between two plain progress lines while something runs
 PLAIN_INTERVAL = 10.0
+#: how often the heartbeat thread looks at the clock: a line is due `PLAIN_INTERVAL - POLL`
+#: seconds after the last, so the tick that finds it late still keeps the promise above
+POLL = 0.5
 
 
 class PlainProgress:
@@ -35,7 +38,7 @@ class PlainProgress:
         *,
         emit: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
-        interval: float = PLAIN_INTERVAL,
+        interval: float = PLAIN_INTERVAL - POLL,
         amount: Callable[[int], str] = str,
     ) -> None:
         self.description, self.total, self.done = description, total, 0
@@ -77,7 +80,7 @@ class PlainProgress:
 
 
 @contextlib.contextmanager
-def heartbeat(progress: PlainProgress, poll: float = 1.0) -> Iterator[None]:
+def heartbeat(progress: PlainProgress, poll: float = POLL) -> Iterator[None]:
     """Call `progress.tick()` every `poll` seconds from a daemon thread while the block runs."""
     stop = threading.Event()
 
@@ -135,7 +138,7 @@ def progress_bar(
     tty: bool | None = None,
     emit: Callable[[str], None] = _stderr_line,
     clock: Callable[[], float] = time.monotonic,
-    poll: float = 1.0,
+    poll: float = POLL,
 ) -> Iterator[_Bar]:
     """Progress on stderr while the block runs; a no-op bar when not `enabled`.
 
@@ -146,7 +149,8 @@ def progress_bar(
         yield _Bar()
         return
     if not (sys.stderr.isatty() if tty is None else tty):
-        plain = PlainProgress(description, total, emit=emit, clock=clock, interval=PLAIN_INTERVAL)
+        due = max(0.0, PLAIN_INTERVAL - poll)
+        plain = PlainProgress(description, total, emit=emit, clock=clock, interval=due)
         with heartbeat(plain, poll):
             yield _PlainBar(plain)
         return
