@@ -93,3 +93,17 @@ def test_calibrate_holdout_help_states_the_computed_number() -> None:
 
     [holdout] = [p for p in calibrate.params if p.name == "holdout"]
     assert f"a verdict needs {images_needed(TOLERANCES['int8'])})" in (holdout.help or "")
+
+
+def test_the_pipeline_report_says_not_judged_not_below_tolerance() -> None:
+    from vggdeploy.report.pipeline import _holdout_text
+
+    figures = {"images": 3, "cosine": 0.9, "cosine_min": 0.8, "top1_agreement": 0.67}
+    held = {
+        **figures,
+        "top5_overlap": 0.9,
+        **judge_holdout({**figures, "top5_overlap": 0.9}, int8_tolerance()),
+    }
+    text = _holdout_text(held)
+    assert "BELOW TOLERANCE" not in text
+    assert "not judged: 3 images cannot judge this: a verdict needs at least 10" in text
