@@ -108,7 +108,7 @@ def test_export_reports_its_steps_through_the_callback(tmp_path: Path) -> None:
 
 def test_cli_export_prints_plain_progress_off_a_terminal(
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -118,12 +118,47 @@ def test_cli_export_prints_plain_progress_off_a_terminal(
     from vggdeploy.cli import main
 
     caplog.set_level(logging.INFO, logger="vggdeploy")  # as without -q
-    # every step named once the first heartbeat (1 s) has spoken: a fast machine exports the
+    # every step named once the first heartbeat (0.5 s) has spoken: a fast machine exports the
     # tiny model well within the real 10 s
     monkeypatch.setattr(progress, "PLAIN_INTERVAL", 0.0)
     args = ["export", "vgg11", "--width-divisor", "16", "--hidden", "64", "--num-classes", "10"]
     with pytest.raises(SystemExit) as exc:
         main([*args, "--image-size", "32", "--out", str(tmp_path / "b")])
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert exc.value.code == 0
     assert "tracing the model and exporting it to ONNX (torch.onnx, dynamo) (" in err
+
+
+def test_lines_keep_coming_while_a_c_extension_holds_the_gil(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The command's own process may hold the GIL for long (the ONNX checker on VGG-16: 21 s
+    with no line from a heartbeat thread): the lines come from a child process. Here one
+    regular-expression match holds the GIL for about a second while the interval is 0.3 s."""
+    import re
+    import time
+
+    import vggdeploy.report.progress as progress
+
+    def hold_gil(n: int) -> float:
+        start = time.perf_counter()
+        re.match(r"(a+)+$", "a" * n + "b")  # backtracks in C, never releasing the GIL
+        return time.perf_counter() - start
+
+    n = 18
+    while hold_gil(n) < 0.2:  # each extra character doubles the time: aim at ~1.6 s
+        n += 1
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL", 0.35)
+    with progress_bar("export", None, tty=False, poll=0.05) as bar:
+        bar.step("holding the GIL")
+        hold = hold_gil(n + 3)  # one call: no thread of this process runs meanwhile
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("holding the GIL")]
+    # a heartbeat thread would print at most one line, after the match returned
+    assert hold >= 0.9 and len(lines) >= 2, (hold, err)
+
+
+def test_the_child_prints_nothing_for_a_short_run(capfd: pytest.CaptureFixture[str]) -> None:
+    with progress_bar("quick", 3, tty=False) as bar:
+        bar.update(1, 3)
+    assert capfd.readouterr().err == ""

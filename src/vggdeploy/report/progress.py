@@ -1,10 +1,15 @@
 """Progress on stderr, reaching stages only through their callbacks.
 
 On a terminal: a transient rich bar. Elsewhere (a log file, CI, a pipe): plain lines, at least
-one every `PLAIN_INTERVAL` seconds while the command runs (from a small background thread, so
-a long step with no callback of its own, torch's ONNX export or a reference model's run, still
-shows it is alive), and once the run has proved that long, one as each later step starts. A
-run shorter than the interval prints none, so a quick failure stays its one `error:` line.
+one every `PLAIN_INTERVAL` seconds while the command runs, and once the run has proved that
+long, one as each later step starts. A run shorter than the interval prints none, so a quick
+failure stays its one `error:` line.
+
+The plain lines come from a small child process (`_ChildProgress`) that the command feeds
+with each step and count through a pipe: a thread of our own would stall whenever a C
+extension holds the GIL for long (measured: the ONNX checker and protobuf serialisation during
+VGG-16's export held it for 21 s, and a heartbeat thread printed nothing meanwhile). The child
+ends when the pipe closes, so it never outlives the command.
 """
 
 from __future__ import annotations
@@ -40,11 +45,12 @@ class PlainProgress:
         clock: Callable[[], float] = time.monotonic,
         interval: float = PLAIN_INTERVAL - POLL,
         amount: Callable[[int], str] = str,
+        started: float | None = None,
     ) -> None:
         self.description, self.total, self.done = description, total, 0
         self._amount = amount
         self._emit, self._clock, self.interval = emit, clock, interval
-        self._started = clock()
+        self._started = clock() if started is None else started
         self._last = self._started
         self._spoke = False  # no line yet: the run may end before the interval
         self._lock = threading.Lock()
@@ -110,11 +116,7 @@ class _Bar:
             self._progress.update(self._task, completed=done, total=total)
 
     def step(self, description: str, total: int | None = None) -> None:
-        if self._progress is None:
-            return
-        if isinstance(self._progress, PlainProgress):
-            self._progress.step(description, total)
-        else:
+        if self._progress is not None:
             self._progress.update(
                 self._task, description=shown(description), completed=0, total=total
             )
@@ -123,6 +125,95 @@ class _Bar:
 class _PlainBar(_Bar):
     def update(self, done: int, total: int | None = None) -> None:
         self._progress.update(done, total)
+
+    def step(self, description: str, total: int | None = None) -> None:
+        self._progress.step(description, total)
+
+
+class _ChildProgress:
+    """`PlainProgress` run by a child Python process that owns the clock and prints to the
+    inherited stderr; `update` and `step` send it one JSON line each through its stdin."""
+
+    def __init__(
+        self,
+        description: str,
+        total: int | None,
+        interval: float,
+        poll: float,
+        unit: str = "count",
+    ) -> None:
+        import subprocess
+
+        code = "import sys; from vggdeploy.report.progress import _child_main; _child_main()"
+        args = [str(time.monotonic()), str(interval), str(poll), unit]
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+        )
+        self._send("step", description, total)
+
+    def _send(self, kind: str, value: Any, total: int | None) -> None:
+        import json
+
+        try:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write((json.dumps([kind, value, total]) + "\n").encode())
+            self._proc.stdin.flush()
+        except (OSError, ValueError):  # the child is gone: progress is not worth failing for
+            pass
+
+    def update(self, done: int, total: int | None = None) -> None:
+        self._send("update", done, total)
+
+    def step(self, description: str, total: int | None = None) -> None:
+        self._send("step", description, total)
+
+    def close(self) -> None:
+        import subprocess
+
+        with contextlib.suppress(OSError):
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _child_main() -> None:
+    """The child of `_ChildProgress`: apply each message from stdin to a `PlainProgress` that
+    prints to stderr, tick every poll, and end at end of input (the command finished or died).
+    Ctrl-C reaches the whole process group: the command handles it, the child ignores it."""
+    import json
+    import os
+    import select
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    started, interval, poll = (float(a) for a in sys.argv[1:4])
+    amount = _mib if sys.argv[4:5] == ["bytes"] else str
+
+    def emit(line: str) -> None:
+        os.write(2, (line + "\n").encode("utf-8", "replace"))
+
+    plain = PlainProgress("", None, emit=emit, interval=interval, started=started, amount=amount)
+    fd, pending = sys.stdin.fileno(), b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], poll)
+        if ready:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                kind, value, total = json.loads(line)
+                if kind == "step":
+                    plain.step(str(value), total)
+                else:
+                    plain.update(int(value), total)
+        plain.tick()
 
 
 def _stderr_line(line: str) -> None:
@@ -136,21 +227,36 @@ def progress_bar(
     *,
     enabled: bool = True,
     tty: bool | None = None,
-    emit: Callable[[str], None] = _stderr_line,
-    clock: Callable[[], float] = time.monotonic,
+    emit: Callable[[str], None] | None = None,
+    clock: Callable[[], float] | None = None,
     poll: float = POLL,
 ) -> Iterator[_Bar]:
     """Progress on stderr while the block runs; a no-op bar when not `enabled`.
 
     A transient rich bar when stderr is a terminal (`tty`, default: asked of stderr), else
-    plain lines through `emit` (`PlainProgress`, with a heartbeat every `poll` seconds).
+    plain lines (`PlainProgress`, looked at every `poll` seconds) printed by a child process
+    (`_ChildProgress`), or, when `emit` or `clock` is given (tests), through `emit` from a
+    heartbeat thread.
     """
     if not enabled:
         yield _Bar()
         return
     if not (sys.stderr.isatty() if tty is None else tty):
         due = max(0.0, PLAIN_INTERVAL - poll)
-        plain = PlainProgress(description, total, emit=emit, clock=clock, interval=due)
+        if emit is None and clock is None:
+            child = _ChildProgress(description, total, due, poll)
+            try:
+                yield _PlainBar(child)
+            finally:
+                child.close()
+            return
+        plain = PlainProgress(
+            description,
+            total,
+            emit=emit or _stderr_line,
+            clock=clock or time.monotonic,
+            interval=due,
+        )
         with heartbeat(plain, poll):
             yield _PlainBar(plain)
         return
@@ -227,17 +333,19 @@ def byte_progress(*, enabled: bool = True) -> Iterator[Any]:
         yield None
         return
     if not sys.stderr.isatty():
-        plain = PlainProgress("", None, emit=_stderr_line, amount=_mib)
+        child = _ChildProgress("", None, max(0.0, PLAIN_INTERVAL - POLL), POLL, unit="bytes")
         described: list[str] = []
 
         def plain_update(what: str, done: int, total: int) -> None:
             if not described or described[-1] != what:
                 described.append(what)
-                plain.step(what, total)
-            plain.update(done, total)
+                child.step(what, total)
+            child.update(done, total)
 
-        with heartbeat(plain):
+        try:
             yield plain_update
+        finally:
+            child.close()
         return
     from rich.console import Console
     from rich.progress import (
