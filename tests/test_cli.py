@@ -277,7 +277,7 @@ def test_export_passes_every_option_through(tmp_path: Path, monkeypatch) -> None
 
     seen = {}
 
-    def fake_export(spec, weights, out, options):
+    def fake_export(spec, weights, out, options, progress=None):
         seen.update(spec=spec, weights=weights, out=out, options=options)
         raise SystemExit(0)
 

@@ -50,8 +50,8 @@ class _EscapedLog(logging.Filter):
         return True
 
 
-def _error(message: str) -> None:
-    click.echo(f"error: {shown(message)}", err=True)
+def _error(message: str, label: str = "error") -> None:
+    click.echo(f"{label}: {shown(message)}", err=True)
 
 
 def _interrupted() -> None:
@@ -96,6 +96,16 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
       vggdeploy calibrate bundles/vgg16 --images calib/
       vggdeploy build bundles/vgg16 --precision int8      (on the target GPU)
       vggdeploy bench bundles/vgg16
+
+    \b
+    Exit status:
+      0    done
+      1    a problem to fix (one line names it and the fix)
+      2    a check ran and failed (parity, validation, precision), or the
+           command line is malformed (unknown option, bad choice)
+      3    done, but unreadable images were skipped (each on its own line;
+           calibrate, validate and evaluate; --strict stops at the first)
+      130  interrupted (Ctrl-C, SIGTERM, SIGHUP); no partial files are left
     """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = 0 if quiet else verbose
@@ -132,7 +142,7 @@ def _run(argv: list[str] | None) -> None:
         click.echo("aborted", err=True)
         sys.exit(1)
     except VggDeployError as exc:
-        _error(str(exc))
+        _error(str(exc), exc.label)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _interrupted()

@@ -12,7 +12,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -408,6 +408,12 @@ def guard_outputs(command: click.Command) -> click.Command:
     return command
 
 
+def progress_wanted(json_path: str | None) -> bool:
+    """Whether a command shows progress on stderr: not with -q, nor with --json - (a script
+    reading the JSON may read stderr too)."""
+    return log.isEnabledFor(logging.INFO) and json_path != "-"
+
+
 def echo_text(text: str, *, nl: bool = True, err: bool = False) -> None:
     """Report text to the terminal, escaped, since reports quote labels, model names and file
     names: a formatter's text (`report.escape.Drawn`) is already escaped line by line and keeps
@@ -452,3 +458,39 @@ def emit_text(text: str, dest: str, *, data: bool = False) -> None:
         from vggdeploy.report.escape import write_shown
 
         write_shown(dest, text)
+
+
+# -- unreadable images (calibrate, validate, evaluate) ----------------------------------------
+
+
+def strict_option() -> Callable[[F], F]:
+    return click.option(
+        "--strict",
+        is_flag=True,
+        help="Stop at the first unreadable image (exit 1). Default: report each on its own "
+        "line, leave it out, finish, and exit 3.",
+    )
+
+
+def skip_printer() -> Callable[[Any], None]:
+    """An `on_skip` callback for the stages: one escaped line on stderr per skipped image,
+    once per file however many passes read it (`calibrate --max-drop` calibrates twice)."""
+    from vggdeploy.report.skips import skip_line
+
+    seen: set[Any] = set()
+
+    def print_skip(skip: Any) -> None:
+        if skip.path not in seen:
+            seen.add(skip.path)
+            click.echo(skip_line(skip), err=True)
+
+    return print_skip
+
+
+def raise_if_skipped(skipped: Sequence[Any], what: str) -> None:
+    """End a run that left images out with exit 3 (`errors.InputsSkipped`) and its sentence."""
+    if skipped:
+        from vggdeploy.errors import InputsSkipped
+        from vggdeploy.report.skips import skipped_sentence
+
+        raise InputsSkipped(skipped_sentence(skipped, what))

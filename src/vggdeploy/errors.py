@@ -12,6 +12,8 @@ class VggDeployError(Exception):
     """An error the user can fix; its message names the problem and the fix."""
 
     exit_code = 1
+    #: how the CLI's one line starts ("error: ...")
+    label = "error"
 
 
 class UnknownModelError(VggDeployError):
@@ -38,6 +40,19 @@ class CheckFailedError(VggDeployError):
     """A numerical or structural check ran and failed (parity, validation, precision)."""
 
     exit_code = 2
+
+
+#: the exit status of a run that finished but left out unreadable images
+SKIPPED_EXIT_CODE = 3
+
+
+class InputsSkipped(VggDeployError):
+    """The command finished, but left out inputs it could not read (each already reported on
+    its own line); `--strict` stops at the first instead. The CLI prints the message as a
+    warning, not an error, and exits with `SKIPPED_EXIT_CODE`."""
+
+    exit_code = SKIPPED_EXIT_CODE
+    label = "warning"
 
 
 #: OS errors the user fixes (space, permissions, names); any other OSError is a bug

@@ -23,7 +23,7 @@ import numpy as np
 from vggdeploy.bundle import Bundle
 from vggdeploy.errors import BundleError, InputError, RuntimeUnavailableError
 from vggdeploy.inputs import map_class_folders
-from vggdeploy.preprocess import iter_batches
+from vggdeploy.preprocess import ImageSkips, OnSkip
 from vggdeploy.runtimes.base import Runtime, infer_array
 from vggdeploy.runtimes.registry import (
     RuntimeSpec,
@@ -84,6 +84,8 @@ def evaluate_bundle(
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     runtime_factory: Callable[..., Runtime] = open_available,
+    strict: bool = True,
+    on_skip: OnSkip | None = None,
 ) -> dict[str, Any]:
     """Accuracy of every runtime x precision on the labelled folder `images`.
 
@@ -93,7 +95,9 @@ def evaluate_bundle(
     `limit` evaluates a seeded random subset of that many images (from every class, not just
     the first folders). Deltas are percentage points against fp32 on the same runtime (else the
     first fp32 target); agreement is the share of images whose top-1 class equals the first
-    fp32 target's.
+    fp32 target's. An unreadable image raises (`strict`), or is left out of every runtime's
+    figures, `on_skip` called for it (`preprocess.ImageSkips`); `count` is the images
+    evaluated and `skipped_images` the ones left out.
     """
     if batch < 1:
         raise InputError(f"--batch {batch} must be at least 1")
@@ -112,7 +116,8 @@ def evaluate_bundle(
     pre = bundle.preprocessing
     k = min(TOP_K, num_classes)
     paths = [p for p, _ in samples]
-    truth_all = np.asarray([c for _, c in samples], dtype=np.int64)
+    truth_of = dict(samples)
+    skips = ImageSkips(strict=strict, on_skip=on_skip)
 
     skipped: list[dict[str, str]] = []
     with contextlib.ExitStack() as stack:
@@ -133,10 +138,17 @@ def evaluate_bundle(
                 + "; ".join(f"{s['target']}: {s['reason']}" for s in skipped)
             )
         reference = _reference_index([s.spec for s in scores])
-        done = 0
-        for chunk, array in iter_batches(paths, pre, batch):
-            n = len(chunk)
-            truth = truth_all[done : done + n]
+        done = evaluated = 0
+        for start in range(0, len(paths), batch):
+            chunk = paths[start : start + batch]
+            done += len(chunk)
+            kept, array = skips.batch(chunk, pre)
+            if array is None:  # every image of this batch was unreadable
+                if progress:
+                    progress(done, len(paths))
+                continue
+            n = len(kept)
+            truth = np.asarray([truth_of[p] for p in kept], dtype=np.int64)
             preds: list[np.ndarray] = []
             for score in scores:
                 logits = infer_array(score.runtime, array)
@@ -156,13 +168,17 @@ def evaluate_bundle(
             if reference is not None:
                 for score, pred in zip(scores, preds):
                     score.agree += int(np.sum(pred == preds[reference]))
-            done += n
+            evaluated += n
             if progress:
                 progress(done, len(paths))
         described = [s.runtime.describe().to_dict() for s in scores]
         labels_of = [s.runtime.label for s in scores]
 
-    total = len(paths)
+    total = evaluated
+    if total == 0:
+        raise InputError(
+            f"none of the {len(paths)} images under {images} could be read (each is listed above)"
+        )
     names = labels or sorted(mapping.folders, key=mapping.folders.get)
     results = []
     for i, score in enumerate(scores):
@@ -203,6 +219,7 @@ def evaluate_bundle(
         "model": bundle.model.name,
         "images": str(Path(images)),
         "count": total,
+        "skipped_images": [s.to_dict() for s in skips.skipped],
         "limit": {"limit": limit, "seed": seed} if limit is not None else None,
         "classes": len(mapping.folders),
         "top_k": k,

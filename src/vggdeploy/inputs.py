@@ -23,6 +23,7 @@ from vggdeploy.preprocess import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     from vggdeploy.bundle import Bundle
+    from vggdeploy.preprocess import ImageSkips
 
 DEFAULT_SAMPLES = 16
 DEFAULT_BATCH = 8
@@ -45,6 +46,7 @@ class InputSet:
         seed: int = 0,
         paths: Sequence[Path] = (),
         preprocessing: Any = None,
+        skips: ImageSkips | None = None,
     ) -> None:
         if batch < 1:
             raise InputError(f"--batch {batch} must be a positive integer")
@@ -59,6 +61,8 @@ class InputSet:
         )
         self.paths = list(paths)
         self.preprocessing = preprocessing
+        #: the skip rule for unreadable images (None: the first one raises)
+        self.skips = skips
 
     @classmethod
     def random(
@@ -74,11 +78,16 @@ class InputSet:
 
     @classmethod
     def photographs(
-        cls, bundle: Bundle, *, samples: int | None = None, batch: int = DEFAULT_BATCH
+        cls,
+        bundle: Bundle,
+        *,
+        samples: int | None = None,
+        batch: int = DEFAULT_BATCH,
+        skips: ImageSkips | None = None,
     ) -> InputSet:
         """The photographs shipped with vggdeploy (real images: what INT8 is judged on when the
         user gives none). `kind` is "photographs" so reports can say so."""
-        inputs = cls.images(bundle, default_images_dir(), samples=samples, batch=batch)
+        inputs = cls.images(bundle, default_images_dir(), samples=samples, batch=batch, skips=skips)
         inputs.kind = "photographs"
         return inputs
 
@@ -90,9 +99,10 @@ class InputSet:
         *,
         samples: int | None = None,
         batch: int = DEFAULT_BATCH,
+        skips: ImageSkips | None = None,
     ) -> InputSet:
         """Images under `folder` (sorted; the first `samples` if given) via the bundle's
-        preprocessing."""
+        preprocessing; unreadable ones follow `skips` (None: the first one raises)."""
         from vggdeploy.preprocess import find_images
 
         paths = find_images(folder)
@@ -100,7 +110,15 @@ class InputSet:
             paths = paths[:samples]
         pre = bundle.preprocessing
         shape = (3, pre.crop, pre.crop)
-        return cls("images", shape, samples=len(paths), batch=batch, paths=paths, preprocessing=pre)
+        return cls(
+            "images",
+            shape,
+            samples=len(paths),
+            batch=batch,
+            paths=paths,
+            preprocessing=pre,
+            skips=skips,
+        )
 
     def batches(self) -> Iterator[np.ndarray]:
         if self.kind == "random":
@@ -111,10 +129,26 @@ class InputSet:
         else:
             from vggdeploy.preprocess import iter_batches
 
-            for _, array in iter_batches(self.paths, self.preprocessing, self.batch):
+            for _, array in iter_batches(self.paths, self.preprocessing, self.batch, self.skips):
                 yield array
 
+    @property
+    def skipped(self) -> list[Any]:
+        """The images of this set left out as unreadable so far (`preprocess.SkippedImage`)."""
+        if self.skips is None:
+            return []
+        mine = set(self.paths)
+        return [s for s in self.skips.skipped if s.path in mine]
+
     def describe(self) -> str:
+        """What the set is, true once its batches were read: the images left out are counted."""
+        text = self.key()
+        if lost := len(self.skipped):
+            text += f"; {lost} unreadable, skipped, so {self.samples - lost} used"
+        return text
+
+    def key(self) -> str:
+        """What the set was asked to be (the same before and after reading it)."""
         size = "x".join(str(d) for d in self.shape)
         if self.kind == "random":
             return f"{self.samples} random inputs {size} (seed {self.seed}, batch {self.batch})"
@@ -134,6 +168,7 @@ class InputSet:
             data["seed"] = self.seed
         else:
             data["files"] = [str(p) for p in self.paths]
+            data["skipped"] = [s.to_dict() for s in self.skipped]
         return data
 
 

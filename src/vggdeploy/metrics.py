@@ -5,7 +5,9 @@ held-out check, `convert` and `pipeline` all judge with them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -88,6 +90,72 @@ def parse_tolerances(texts: Sequence[str]) -> dict[str, dict[str, float]]:
         precision, metric, value = parse_tolerance(text)
         overrides.setdefault(precision, {})[metric] = value
     return overrides
+
+
+# -- verdicts -----------------------------------------------------------------------------------
+
+#: metrics counted per image: one image that disagrees moves them by 1/N
+PER_IMAGE = ("top1", "top5")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How outputs on `images` inputs fare against `limits`: one (metric, value, limit, passed)
+    per limit, and `passed` (None when too few images were compared to judge: `needed`)."""
+
+    checks: tuple[tuple[str, float, float, bool], ...]
+    images: int
+    needed: int
+
+    @property
+    def judged(self) -> bool:
+        return self.images >= self.needed
+
+    @property
+    def passed(self) -> bool | None:
+        return all(ok for *_, ok in self.checks) if self.judged else None
+
+    def too_few(self) -> str:
+        """Why there is no verdict (one sentence, true only when `not judged`)."""
+        return (
+            f"{self.images} image{'' if self.images == 1 else 's'} cannot judge this: a verdict "
+            f"needs at least {self.needed}, the fewest on which one disagreeing image still "
+            "passes the per-image limits"
+        )
+
+
+def passes(metric: str, value: float, limit: float) -> bool:
+    """Whether `value` of `metric` meets `limit` (<= for "max" metrics, >= for "min")."""
+    return bool(value <= limit if METRICS[metric][0] == "max" else value >= limit)
+
+
+def images_needed(limits: Mapping[str, float]) -> int:
+    """The fewest images on which a verdict by `limits` means something: those where one image
+    that disagrees (top-1/top-5 drop by 1/N) still passes every per-image limit. Fewer, and a
+    single coin-flip image decides the verdict. Computed with `passes`, the comparison the
+    verdict itself makes (so 0.9 needs 10 images, whatever 1 - 0.9 rounds to); a limit of 1
+    tolerates no disagreeing image at any size, so it needs 1."""
+    needed = 1
+    for metric in PER_IMAGE:
+        if metric not in limits or limits[metric] >= 1:
+            continue
+        # start just below the closed form 1 / (1 - limit), then step with the verdict's own
+        # comparison (float rounding may move the answer by one)
+        n = max(1, math.ceil(1 / (1 - limits[metric])) - 2)
+        while not passes(metric, (n - 1) / n, limits[metric]):
+            n += 1
+        needed = max(needed, n)
+    return needed
+
+
+def verdict(metrics: Mapping[str, float], limits: Mapping[str, float], images: int) -> Verdict:
+    """The one rule every comparison is judged by (`validate`, `calibrate`'s held-out check):
+    each limit met, on at least `images_needed(limits)` images."""
+    checks = tuple(
+        (metric, float(metrics[metric]), float(limit), passes(metric, metrics[metric], limit))
+        for metric, limit in limits.items()
+    )
+    return Verdict(checks, int(images), images_needed(limits))
 
 
 # -- metrics ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,8 +303,80 @@ def preprocess_image(img: Any, pre: Preprocessing) -> np.ndarray:
 
 
 def load_batch(paths: Sequence[str | os.PathLike[str]], pre: Preprocessing) -> np.ndarray:
-    """Preprocess several files into one (N, 3, crop, crop) float32 batch."""
+    """Preprocess several files into one (N, 3, crop, crop) float32 batch (strict: the first
+    unreadable file raises its `InputError`)."""
     return np.stack([preprocess_image(load_image(p, pre.resize), pre) for p in paths])
+
+
+# -- unreadable images: the one skip rule -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image left out because it could not be read: the file and the one-line reason."""
+
+    path: Path
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"file": str(self.path), "reason": self.reason}
+
+
+#: called once per unreadable image when images are skipped rather than fatal
+OnSkip = Callable[[SkippedImage], None]
+
+
+class ImageSkips:
+    """The skip rule for folders of images (calibrate, validate, evaluate), in one place.
+
+    `strict`: the first unreadable image raises its `InputError` (one line naming the file), as
+    `--strict` asks. Otherwise each unreadable image is recorded once, however often it is read
+    again (validate reads its inputs once per runtime), `on_skip` is called for it the first
+    time (the command prints the line), and the caller goes on without it. Only problems of
+    the file itself (`load_image`'s `InputError`s) are skipped; anything else still raises.
+    """
+
+    def __init__(self, *, strict: bool = False, on_skip: OnSkip | None = None) -> None:
+        self.strict = strict
+        self.on_skip = on_skip
+        self._found: dict[Path, SkippedImage] = {}
+
+    @property
+    def skipped(self) -> list[SkippedImage]:
+        return list(self._found.values())
+
+    def read(self, path: Path, pre: Preprocessing) -> np.ndarray | None:
+        """`path` preprocessed, or None when it is skipped."""
+        try:
+            return preprocess_image(load_image(path, pre.resize), pre)
+        except InputError as exc:
+            if self.strict:
+                raise
+            self.record(path, str(exc))
+            return None
+
+    def record(self, path: Path, message: str) -> None:
+        path = Path(path)
+        if path in self._found:
+            return
+        prefix = f"{path}: "
+        reason = message[len(prefix) :] if message.startswith(prefix) else message
+        self._found[path] = skip = SkippedImage(path, reason)
+        if self.on_skip is not None:
+            self.on_skip(skip)
+
+    def batch(
+        self, paths: Sequence[Path], pre: Preprocessing
+    ) -> tuple[list[Path], np.ndarray | None]:
+        """The readable files of `paths` and their (N, 3, crop, crop) batch (None if none)."""
+        kept: list[Path] = []
+        arrays: list[np.ndarray] = []
+        for path in paths:
+            array = self.read(Path(path), pre)
+            if array is not None:
+                kept.append(Path(path))
+                arrays.append(array)
+        return kept, (np.stack(arrays) if arrays else None)
 
 
 def find_images(root: str | os.PathLike[str]) -> list[Path]:
@@ -323,9 +395,21 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
 
 
 def iter_batches(
-    paths: Sequence[Path], pre: Preprocessing, batch_size: int
+    paths: Sequence[Path],
+    pre: Preprocessing,
+    batch_size: int,
+    skips: ImageSkips | None = None,
 ) -> Iterator[tuple[list[Path], np.ndarray]]:
-    """Stream preprocessed batches; memory stays at one batch whatever the folder size."""
+    """Stream preprocessed batches; memory stays at one batch whatever the folder size.
+
+    Without `skips` an unreadable file raises; with it, unreadable files follow its rule and
+    each batch holds (and names) only the files that were read (a batch of none is left out).
+    """
     for start in range(0, len(paths), batch_size):
         chunk = list(paths[start : start + batch_size])
-        yield chunk, load_batch(chunk, pre)
+        if skips is None:
+            yield chunk, load_batch(chunk, pre)
+            continue
+        kept, array = skips.batch(chunk, pre)
+        if array is not None:
+            yield kept, array

@@ -28,7 +28,8 @@ from vggdeploy import precision as P
 from vggdeploy.bundle import Bundle
 from vggdeploy.errors import InputError, RuntimeUnavailableError, VggDeployError
 from vggdeploy.inputs import DEFAULT_BATCH, DEFAULT_SAMPLES, InputSet
-from vggdeploy.metrics import METRICS, compare_outputs, merge_tolerances
+from vggdeploy.metrics import METRICS, compare_outputs, merge_tolerances, verdict
+from vggdeploy.preprocess import ImageSkips, OnSkip, SkippedImage
 from vggdeploy.runtimes.base import Runtime, infer_array
 from vggdeploy.runtimes.registry import (
     REFERENCE,
@@ -59,12 +60,14 @@ def inputs_for(
     samples: int | None = None,
     batch: int = DEFAULT_BATCH,
     seed: int = 0,
+    skips: ImageSkips | None = None,
 ) -> InputSet:
-    """The inputs a target of `precision` is judged on (the rule in the module docstring)."""
+    """The inputs a target of `precision` is judged on (the rule in the module docstring);
+    unreadable images follow `skips` (None: the first one raises)."""
     if images is not None:
-        return InputSet.images(bundle, images, samples=samples, batch=batch)
+        return InputSet.images(bundle, images, samples=samples, batch=batch, skips=skips)
     if judged_on_images(precision):
-        return InputSet.photographs(bundle, samples=samples, batch=batch)
+        return InputSet.photographs(bundle, samples=samples, batch=batch, skips=skips)
     return InputSet.random(bundle, samples=samples or DEFAULT_SAMPLES, batch=batch, seed=seed)
 
 
@@ -108,6 +111,8 @@ class TargetResult:
     runtime: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    #: why a compared target has no verdict (too few images for its limits), else None
+    unjudged: str | None = None
 
     @property
     def precision(self) -> str:
@@ -127,7 +132,8 @@ class TargetResult:
             "runtime": self.runtime,
             "metrics": {k: json_float(v) for k, v in self.metrics.items()},
             "checks": [c.to_dict() for c in self.checks],
-            "passed": self.passed if self.status == "compared" else None,
+            "passed": self.passed if self.status == "compared" and not self.unjudged else None,
+            "unjudged": self.unjudged,
         }
 
 
@@ -144,6 +150,8 @@ class ValidationReport:
     notes: list[str] = field(default_factory=list)
     #: artifacts the manifest lists whose files are missing: each one fails the validation
     missing: list[str] = field(default_factory=list)
+    #: unreadable images left out of every comparison (`preprocess.SkippedImage`)
+    skipped_images: list[SkippedImage] = field(default_factory=list)
 
     @property
     def checks(self) -> list[Check]:
@@ -168,13 +176,19 @@ class ValidationReport:
         return bool(self.checks) and not self.failures and not self.missing
 
     def summary(self) -> str:
-        checks, failures, n = self.checks, self.failures, len(self.compared)
-        targets = f"{n} target" + ("" if n == 1 else "s")
+        checks, failures = self.checks, self.failures
+        targets = _count(len([r for r in self.compared if r.checks]), "target")
         if self.missing:
             lost = len(self.missing)
             return f"FAILED: {lost} listed artifact{'' if lost == 1 else 's'} missing" + (
                 f"; {len(failures)} of {len(checks)} checks failed on {targets}" if checks else ""
             )
+        unjudged = [r for r in self.compared if r.unjudged]
+        if not checks and unjudged:
+            few = _count(len(unjudged), "target")
+            return f"FAILED: nothing was judged ({few} compared on too few images)"
+        if not checks and self.compared:
+            return "FAILED: nothing was judged (no tolerances for the targets compared)"
         if not checks:
             return "FAILED: nothing was compared (every target was skipped)"
         if failures:
@@ -192,6 +206,7 @@ class ValidationReport:
             "targets": [r.to_dict() for r in self.results],
             "failures": [c.to_dict() for c in self.failures],
             "missing": self.missing,
+            "skipped_images": [s.to_dict() for s in self.skipped_images],
             "notes": self.notes,
         }
 
@@ -201,7 +216,10 @@ class ValidationReport:
 
 def run_inputs(runtime: Runtime, inputs: InputSet) -> np.ndarray:
     """Every batch of `inputs` through a loaded runtime; the first output, as float32."""
-    return np.concatenate([infer_array(runtime, batch) for batch in inputs.batches()])
+    outputs = [infer_array(runtime, batch) for batch in inputs.batches()]
+    if not outputs:
+        raise InputError(f"none of {inputs.key()} could be read (each is listed above)")
+    return np.concatenate(outputs)
 
 
 def validate_bundle(
@@ -219,6 +237,8 @@ def validate_bundle(
     progress: Progress | None = None,
     reference_cache: dict[tuple[str, str, str], tuple[np.ndarray, str, dict[str, Any]]]
     | None = None,
+    strict: bool = True,
+    on_skip: OnSkip | None = None,
 ) -> ValidationReport:
     """Compare each target with `reference` and judge it by its precision's tolerances.
 
@@ -236,6 +256,8 @@ def validate_bundle(
         reference_cache: a dict the caller keeps between calls on the same bundle (the
             pipeline's two validations): the reference's outputs per (model.onnx sha256,
             reference spec, input set), so identical reference runs happen once.
+        strict, on_skip: an unreadable image raises (`strict`), or is left out of every
+            comparison, `on_skip` called for it once (`preprocess.ImageSkips`).
     """
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     say = progress or (lambda _text: None)
@@ -258,18 +280,25 @@ def validate_bundle(
     prepared = [_prepare(bundle, spec, skip_unavailable, options) for spec in specs]
 
     # One input set per rule; the reference runs once on each set that some target needs.
+    # Sets are keyed by what they were asked to be (`key`): `describe` counts skipped images.
+    skips = ImageSkips(strict=strict, on_skip=on_skip)
     sets: dict[str, InputSet] = {}
+
+    def inputs_of(spec: RuntimeSpec) -> InputSet:
+        s = inputs_for(
+            bundle,
+            spec.precision or "fp32",
+            images=images,
+            samples=samples,
+            batch=batch,
+            seed=seed,
+            skips=skips,
+        )
+        return sets.setdefault(s.key(), s)
+
     for spec, runtime, _reason in prepared:
         if runtime is not None:
-            s = inputs_for(
-                bundle,
-                spec.precision or "fp32",
-                images=images,
-                samples=samples,
-                batch=batch,
-                seed=seed,
-            )
-            sets.setdefault(s.describe(), s)
+            inputs_of(spec)
     ref_outputs: dict[str, np.ndarray] = {}
     ref_label, ref_info = reference.text, {}
     cache = reference_cache if reference_cache is not None else {}
@@ -295,7 +324,8 @@ def validate_bundle(
         bundle=str(bundle.root),
         reference=ref_label,
         reference_runtime=ref_info,
-        inputs={text: s.to_dict() for text, s in sets.items()},
+        inputs={s.describe(): s.to_dict() for s in sets.values()},
+        skipped_images=skips.skipped,
         tolerances={s.precision: limits.get(s.precision, {}) for s in specs if s.precision},
         missing=missing,
     )
@@ -303,12 +333,10 @@ def validate_bundle(
         if runtime is None:
             report.results.append(TargetResult(spec, spec.text, "skipped", reason=reason))
             continue
-        s = inputs_for(
-            bundle, spec.precision or "fp32", images=images, samples=samples, batch=batch, seed=seed
-        )
+        s = inputs_of(spec)
         say(f"{runtime.label} on {s.describe()}")
         report.results.append(
-            _run_one(spec, runtime, s, ref_outputs[s.describe()], limits, skip_unavailable)
+            _run_one(spec, runtime, s, ref_outputs[s.key()], limits, skip_unavailable)
         )
     for result in report.compared:
         if limits_key(result.spec, result.runtime) == "tf32":
@@ -393,20 +421,37 @@ def _run_one(
             f"{label} returned shape {got.shape}, the reference {ref_out.shape}: not the same model"
         )
     metrics = compare_outputs(ref_out, got)
-    checks = judge(label, metrics, limits.get(limits_key(spec, info), {}))
+    checks, unjudged = judge_on(label, metrics, limits.get(limits_key(spec, info), {}), len(got))
     return TargetResult(
-        spec, label, "compared", inputs.describe(), runtime=info, metrics=metrics, checks=checks
+        spec,
+        label,
+        "compared",
+        inputs.describe(),
+        runtime=info,
+        metrics=metrics,
+        checks=checks,
+        unjudged=unjudged,
     )
 
 
 def judge(target: str, metrics: Mapping[str, float], limits: Mapping[str, float]) -> list[Check]:
     """One `Check` per limit of a precision (`metrics.TOLERANCES[precision]`, merged)."""
-    checks = []
-    for metric, limit in limits.items():
-        value = metrics[metric]
-        ok = value <= limit if METRICS[metric][0] == "max" else value >= limit
-        checks.append(Check(target, metric, value, limit, bool(ok)))
-    return checks
+    return [Check(target, *check) for check in verdict(metrics, limits, 0).checks]
+
+
+def judge_on(
+    target: str, metrics: Mapping[str, float], limits: Mapping[str, float], images: int
+) -> tuple[list[Check], str | None]:
+    """`judge` by the one rule `metrics.verdict` (which `calibrate`'s held-out check uses
+    too): with too few `images` to judge by `limits`, no checks and the sentence saying why."""
+    outcome = verdict(metrics, limits, images)
+    if not outcome.judged:
+        return [], outcome.too_few()
+    return [Check(target, *check) for check in outcome.checks], None
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def json_float(value: float) -> float | str:
@@ -419,6 +464,7 @@ __all__ = [
     "ValidationReport",
     "inputs_for",
     "judge",
+    "judge_on",
     "judged_on_images",
     "run_inputs",
     "validate_bundle",

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vggdeploy.bundle import Bundle
 from vggdeploy.calibration import CalibrationOptions, calibrate_bundle, verify_qdq
@@ -20,7 +22,7 @@ from vggdeploy.calibration.calibrators import (
     percentile_threshold_bins,
     select_calibration_tensors,
 )
-from vggdeploy.calibration.data import ImageBatchReader, split_images
+from vggdeploy.calibration.data import ImageBatchReader, split_counts, split_images
 from vggdeploy.calibration.qdq import quantize_weight
 from vggdeploy.errors import InputError
 from vggdeploy.preprocess import Preprocessing
@@ -199,10 +201,54 @@ def test_holdout_is_disjoint_and_the_draw_reproducible(image_dir: Path) -> None:
     assert split_images(image_dir, SAMPLES, seed=0).calibration == split.calibration
     assert split_images(image_dir, SAMPLES, seed=1).calibration != split.calibration
     assert len(split_images(image_dir, SAMPLES, seed=0, holdout=5).holdout) == 5
-    with pytest.raises(InputError, match="--samples 41 or fewer|--samples 40 or fewer"):
-        split_images(image_dir, 41)
-    with pytest.raises(InputError, match="--holdout"):
+    # more than the folder has: a quarter (10) is held out, the rest (30) calibrate
+    short = split_images(image_dir, 41)
+    assert (len(short.calibration), len(short.holdout), short.asked) == (30, 10, 41)
+    assert short.short and not split.short
+    with pytest.raises(InputError, match="--holdout 40 leaves none of the 40 images"):
         split_images(image_dir, SAMPLES, holdout=N_IMAGES)
+
+
+@pytest.mark.parametrize(
+    ("available", "samples", "holdout", "expected"),
+    [
+        (80, 512, None, (60, 20)),  # the README's example folder: a quarter held out
+        (11, 64, None, (8, 3)),  # the shipped photographs in the pipeline
+        (1000, 512, None, (512, 64)),
+        (1000, 64, None, (64, 64)),
+        (3, 512, None, (3, 0)),  # too few to hold any out
+        (80, 512, 0, (80, 0)),
+        (80, 10, 5, (10, 5)),
+        (80, 512, 5, (75, 5)),
+    ],
+)
+def test_split_counts_rule(
+    available: int, samples: int, holdout: int | None, expected: tuple[int, int]
+) -> None:
+    assert split_counts(available, samples, holdout) == expected
+
+
+@given(
+    available=st.integers(1, 3000),
+    samples=st.integers(1, 5000),
+    holdout=st.none() | st.integers(0, 3000),
+)
+def test_split_counts_never_overdraws(available: int, samples: int, holdout: int | None) -> None:
+    """Calibration never exceeds --samples, the two sets fit the folder, at least one image
+    calibrates, and the pipeline's count is calibrate's."""
+    from vggdeploy.pipeline.options import calibration_split
+
+    if holdout is not None and holdout >= available:
+        with pytest.raises(InputError, match="leaves none"):
+            split_counts(available, samples, holdout)
+        return
+    used, held = split_counts(available, samples, holdout)
+    assert 1 <= used <= samples and used + held <= available
+    assert held == holdout if holdout is not None else held <= 64
+    if holdout is None:
+        assert calibration_split(available, samples) == used
+        if samples >= available:  # short folders always keep something back from 4 images
+            assert (held > 0) == (available >= 4)
 
 
 def test_reader_contract(image_dir: Path) -> None:
@@ -401,6 +447,27 @@ def test_below_tolerance_warns_loudly(
     assert any("INT8 ACCURACY WARNING" in r.getMessage() for r in caplog.records)
 
 
+def test_too_few_held_out_images_give_no_verdict_and_no_warning(
+    tiny_bundle: Path,
+    image_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """5 held-out images cannot judge top-1 agreement 0.9 (one disagreeing image is 0.8): no
+    verdict, no warning, and the record says how many a verdict needs."""
+    import vggdeploy.calibration.stage as calibration
+    from vggdeploy.report.calibrate import render_calibration
+
+    monkeypatch.setattr(calibration, "int8_tolerance", lambda target: {"cosine": 1.1, "top1": 0.9})
+    with caplog.at_level(logging.WARNING, logger="vggdeploy"):
+        summary = calibrate_bundle(Bundle.load(tiny_bundle), image_dir, _options(holdout=5))
+    held = summary["holdout"]
+    assert held["images"] == 5 and held["passed"] is None and held["images_needed"] == 10
+    assert "5 images cannot judge this: a verdict needs at least 10" in held["unjudged"]
+    assert summary["warnings"] == [] and not caplog.records
+    assert "- not judged: 5 images cannot judge this" in render_calibration(summary)
+
+
 def test_progress_callback_counts_every_calibration_image(
     tiny_bundle: Path, image_dir: Path
 ) -> None:
@@ -412,7 +479,9 @@ def test_progress_callback_counts_every_calibration_image(
 def test_no_holdout_images_skips_the_comparison_with_a_warning(
     tiny_bundle: Path, image_dir: Path
 ) -> None:
-    summary = calibrate_bundle(Bundle.load(tiny_bundle), image_dir, _options(samples=N_IMAGES))
+    summary = calibrate_bundle(
+        Bundle.load(tiny_bundle), image_dir, _options(samples=N_IMAGES, holdout=0)
+    )
     assert summary["holdout"]["images"] == 0
     assert any("skipped" in w for w in summary["warnings"])
 

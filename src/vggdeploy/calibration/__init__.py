@@ -10,10 +10,9 @@ from vggdeploy.calibration.calibrators import (
     TensorRange,
     collect_statistics,
 )
-from vggdeploy.calibration.data import ImageBatchReader, split_images
+from vggdeploy.calibration.data import ImageBatchReader, split_counts, split_images
 from vggdeploy.calibration.qdq import TARGETS, verify_qdq
 from vggdeploy.calibration.stage import (
-    INT8_METRICS,
     CalibrationOptions,
     calibrate_bundle,
     compare_on_images,
@@ -21,7 +20,6 @@ from vggdeploy.calibration.stage import (
 )
 
 __all__ = [
-    "INT8_METRICS",
     "METHODS",
     "TARGETS",
     "CalibrationOptions",
@@ -32,6 +30,7 @@ __all__ = [
     "collect_statistics",
     "compare_on_images",
     "int8_tolerance",
+    "split_counts",
     "split_images",
     "verify_qdq",
 ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -137,7 +137,8 @@ def calibrate_with_accuracy(
     fp32 = onnx.load(str(fp32_path))
 
     # 3. measure
-    scorer = _scorer(bundle, images, options, labelled, fp32_path)
+    unreadable = {Path(skip["file"]) for skip in summary.get("skipped", [])}
+    scorer = _scorer(bundle, images, options, labelled, fp32_path, unreadable)
     plain = scorer.score(bundle.root / target.filename)
     outcome["sensitivity"] = layer_sensitivity(
         fp32, ranges, target.name, scorer, progress, weight_bits=bits
@@ -204,7 +205,10 @@ def _scorer(
     options: CalibrationOptions,
     labelled: Any,
     fp32_path: Path,
+    unreadable: Collection[Path] = (),
 ) -> OutputScorer:
+    """Scores on the labelled folder (every image must read: the labels are aligned with
+    them), else on the held-out (or calibration) images the stage could read."""
     pre = bundle.preprocessing
     if labelled is not None:
         return OutputScorer(
@@ -221,6 +225,7 @@ def _scorer(
     paths, which = (
         (split.holdout, "held-out") if split.holdout else (split.calibration, "calibration")
     )
+    paths = [p for p in paths if p not in unreadable]
     return OutputScorer(
         fp32_path, paths, pre, bundle.input_name, None, options.batch_size, images=which
     )

@@ -44,19 +44,18 @@ from vggdeploy.calibration.data import (
 from vggdeploy.calibration.qdq import get_target, quantize_model, verify_qdq
 from vggdeploy.errors import CheckFailedError, InputError
 from vggdeploy.host import cpu
-from vggdeploy.metrics import TOLERANCES, compare_outputs
+from vggdeploy.metrics import TOLERANCES, compare_outputs, verdict
 from vggdeploy.ortsession import cpu_session
 from vggdeploy.precision import onnx_key
+from vggdeploy.preprocess import ImageSkips, OnSkip
 
 log = logging.getLogger(__name__)
 
-# Held-out int8 vs fp32 agreement below which calibrate warns: cosine of the flattened logits
-# and top-1 agreement, read from vggdeploy.metrics.TOLERANCES["int8"] (their one home), so
-# `validate` and `calibrate` judge alike.
-INT8_METRICS = ("cosine", "top1")
-
 #: called after each calibration batch with its number of images
 BatchProgress = Callable[[int], None]
+#: called with a line naming each step as it starts, and its count of images when it has one
+#: (the data pass then reports each batch by `BatchProgress`)
+StepProgress = Callable[[str, "int | None"], None]
 
 
 @dataclass
@@ -83,6 +82,13 @@ class CalibrationOptions:
     weight_bits: int | str = "auto"
     #: called with each batch's image count during the data pass (None or False: no progress)
     progress: BatchProgress | None | bool = None
+    #: called with a line as each later step starts (held-out comparison, writing the file)
+    step: StepProgress | None = None
+    #: stop at the first unreadable image (the default for callers that print nothing), or
+    #: leave each out, calling `on_skip` (`ImageSkips`; `vggdeploy calibrate` without --strict)
+    strict: bool = True
+    #: called once for each unreadable image that is skipped (the command prints the line)
+    on_skip: OnSkip | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -102,9 +108,9 @@ class CalibrationOptions:
 
 
 def int8_tolerance() -> dict[str, float]:
-    """The int8 tolerance from `vggdeploy.metrics.TOLERANCES` (cosine, top-1), read when asked."""
-    entry = TOLERANCES["int8"]
-    return {k: float(entry[k]) for k in INT8_METRICS if k in entry}
+    """The limits the held-out check judges by: `vggdeploy.metrics.TOLERANCES["int8"]`, the
+    ones `validate` judges every INT8 target by (one table for every target)."""
+    return {metric: float(limit) for metric, limit in TOLERANCES["int8"].items()}
 
 
 def calibrate_bundle(
@@ -125,6 +131,9 @@ def calibrate_bundle(
     model_sha256 = bundle.artifact(onnx_key("fp32")).sha256
     pre = bundle.preprocessing
     split = split_images(images, options.samples, options.seed, options.holdout)
+    samples = len(split.calibration)
+    skips = ImageSkips(strict=options.strict, on_skip=options.on_skip)
+    step = options.step or (lambda _text, _total: None)
     data_sha256 = fingerprint_images(split.calibration, split.root)
 
     model = onnx.load(str(fp32_path))
@@ -136,7 +145,7 @@ def calibrate_bundle(
     key = cache_key(
         model_sha256=model_sha256,
         data_sha256=data_sha256,
-        samples=options.samples,
+        samples=samples,
         seed=options.seed,
         batch_size=options.batch_size,
         preprocessing=pre.to_dict(),
@@ -145,11 +154,19 @@ def calibrate_bundle(
     cache_path = Path(options.cache) if options.cache else bundle.root / DEFAULT_CACHE_NAME
     cached = load_cache(cache_path, key, explicit=options.cache is not None)
     collect_seconds = 0.0
+    reader = ImageBatchReader(
+        split.calibration, pre, bundle.input_name, options.batch_size, skips=skips
+    )
     if cached is not None:
         collector, stored_ranges = cached
         log.info("reusing calibration cache %s (no data pass)", cache_path)
+        # The histograms were made without the unreadable images; read the images once more
+        # (decoding only, no model) so this run reports the same skips as the one that made it.
+        step(f"reading the {samples} calibration images (cache reused)", None)
+        for _feed in reader:
+            pass
     else:
-        reader = ImageBatchReader(split.calibration, pre, bundle.input_name, options.batch_size)
+        step(f"calibrating on {samples} images", samples)
         t0 = time.perf_counter()
         collector = collect_statistics(
             onnx.load(str(fp32_path)),
@@ -159,6 +176,11 @@ def calibrate_bundle(
         )
         collect_seconds = time.perf_counter() - t0
         stored_ranges = {}
+    if len(skips.skipped) >= samples:
+        raise InputError(
+            f"none of the {samples} calibration images drawn from {split.root} could be read "
+            "(each is listed above): check the folder"
+        )
 
     ranges = compute_ranges(collector, options.method, options.target, options.percentile)
     range_key = _range_key(options)
@@ -170,11 +192,14 @@ def calibrate_bundle(
         stored_ranges,
         images=[p.relative_to(split.root).as_posix() for p in split.calibration],
     )
+    calibration_skips = [s.to_dict() for s in skips.skipped]
 
     calibration_record = {
         "method": options.method,
         **({"percentile": options.percentile} if options.method == "percentile" else {}),
-        "samples": options.samples,
+        "samples": samples,
+        "samples_asked": split.asked,
+        "images_read": samples - len(calibration_skips),
         "seed": options.seed,
         "batch_size": options.batch_size,
         "images": str(images),
@@ -191,7 +216,7 @@ def calibrate_bundle(
     }
     host_cpu = cpu()
     holdout_reader = (
-        ImageBatchReader(split.holdout, pre, bundle.input_name, options.batch_size)
+        ImageBatchReader(split.holdout, pre, bundle.input_name, options.batch_size, skips=skips)
         if split.holdout
         else None
     )
@@ -206,12 +231,17 @@ def calibrate_bundle(
             try:
                 reference = None
                 for bits in widths:
+                    step(f"writing the Q/DQ model ({bits}-bit weights)", None)
                     qsummary = _write_qdq(
                         fp32_path, ranges, options, metadata, bits, paths[bits], target.name
                     )
                     if holdout_reader is not None:
                         if reference is None:
+                            step(f"fp32 on {len(split.holdout)} held-out images", None)
                             reference = _logits(fp32_path, holdout_reader)
+                        if len(reference) == 0:
+                            continue  # every held-out image was unreadable
+                        step(f"int8 ({bits}-bit weights) on {len(reference)} held-out images", None)
                         figures[bits] = compare_on_images(reference, paths[bits], holdout_reader)
                 chosen = cpu_kernels.choose(figures) if figures else widths[0]
                 if chosen != widths[0]:
@@ -224,6 +254,8 @@ def calibrate_bundle(
             host_cpu, options.weight_bits, chosen, figures, holdout_reader is not None
         )
         comparison = _judge_holdout(figures.get(chosen), split, options)
+        if comparison.get("unjudged"):
+            log.info("held-out check not judged: %s", comparison["unjudged"])
         if comparison.get("passed") is False:
             warnings.append(
                 f"INT8 ACCURACY WARNING: on {comparison['images']} held-out images int8 vs fp32 "
@@ -261,7 +293,12 @@ def calibrate_bundle(
         "path": str(dest),
         "target": target.name,
         "method": options.method,
-        "samples": options.samples,
+        "samples": samples,
+        "samples_asked": split.asked,
+        "images_found": split.available,
+        "holdout_drawn": len(split.holdout),
+        "images_read": calibration_record["images_read"],
+        "skipped": [s.to_dict() for s in skips.skipped],
         "tensors": len(ranges),
         "quantized_ops": qsummary["quantized_ops"],
         "kept_float": qsummary["kept_float"],
@@ -360,6 +397,8 @@ def _logits(
     name = output_name or session.get_outputs()[0].name
     logits = [session.run([name], feed)[0] for feed in reader]
     del session
+    if not logits:
+        return np.zeros((0, 0), np.float32)
     return np.concatenate(logits).reshape(sum(len(x) for x in logits), -1)
 
 
@@ -381,6 +420,11 @@ def compare_on_images(
     else:
         a = _logits(reference, reader, output_name).astype(np.float64)
     b = _logits(candidate, reader, output_name).astype(np.float64)
+    return compare_logits(a, b)
+
+
+def compare_logits(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """`compare_on_images`'s figures for reference logits `a` and candidate logits `b`."""
     figures = compare_outputs(a, b)  # the same metrics `validate` judges
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     per_image = np.divide((a * b).sum(axis=1), norms, out=np.ones(len(a)), where=norms > 0)
@@ -399,15 +443,13 @@ def _judge_holdout(
 ) -> dict[str, Any]:
     tolerance = int8_tolerance()
     if figures is None:
-        return {
-            "images": 0,
-            "skipped": f"no images left for a held-out check ({split.available} found, "
-            f"{len(split.calibration)} used for calibration); add images or lower --samples",
-            "tolerance": tolerance,
-        }
-    passed = figures["cosine"] >= tolerance.get("cosine", 0.0) and figures[
-        "top1_agreement"
-    ] >= tolerance.get("top1", 0.0)
+        why = (
+            f"every one of the {len(split.holdout)} held-out images was unreadable"
+            if split.holdout
+            else f"no images left for a held-out check ({split.available} found, "
+            f"{len(split.calibration)} used for calibration); add images or lower --samples"
+        )
+        return {"images": 0, "skipped": why, "tolerance": tolerance}
     log.info(
         "held-out int8 vs fp32 on %d images: cosine %.4f (worst image %.4f), top-1 agreement "
         "%.3f, top-5 overlap %.3f",
@@ -420,6 +462,25 @@ def _judge_holdout(
     return {
         **figures,
         "reference": "fp32 model.onnx, onnxruntime CPU",
+        **judge_holdout(figures, tolerance),
+    }
+
+
+def judge_holdout(figures: dict[str, Any], tolerance: dict[str, float]) -> dict[str, Any]:
+    """The held-out verdict by `metrics.verdict`, the rule `validate` judges INT8 by: `passed`
+    True/False, or None with `unjudged` (why) when too few images were compared to judge."""
+    outcome = verdict(
+        {
+            "cosine": figures["cosine"],
+            "top1": figures["top1_agreement"],
+            "top5": figures["top5_overlap"],
+        },
+        tolerance,
+        figures["images"],
+    )
+    return {
         "tolerance": tolerance,
-        "passed": bool(passed),
+        "images_needed": outcome.needed,
+        "passed": outcome.passed,
+        **({} if outcome.judged else {"unjudged": outcome.too_few()}),
     }

@@ -22,6 +22,10 @@ from vggdeploy.cli_options import (
     model_size_options,
     opset_option,
     parse_export_batch,
+    progress_wanted,
+    raise_if_skipped,
+    skip_printer,
+    strict_option,
 )
 from vggdeploy.report.escape import shown
 
@@ -93,6 +97,7 @@ def export(
     )
 
     from vggdeploy.exporter.onnx_export import ExportOptions, export_bundle
+    from vggdeploy.report.progress import progress_bar
 
     options = ExportOptions(
         image_size=pre.crop,
@@ -103,7 +108,8 @@ def export(
         preprocessing=pre,
         force=force,
     )
-    bundle = export_bundle(spec, source, Path(out), options)
+    with progress_bar(f"exporting {spec.name}", None, enabled=progress_wanted(json_path)) as bar:
+        bundle = export_bundle(spec, source, Path(out), options, progress=bar.step)
     parity = bundle.manifest.parity
     text = (
         f"exported {spec.name} to {bundle.artifact_path('onnx.fp32')} in "
@@ -143,7 +149,8 @@ def export(
     default=512,
     show_default=True,
     type=int,
-    help="Calibration images drawn from --images.",
+    help="Most calibration images to draw from --images (fewer when the folder is short: "
+    "a quarter of it, up to 64, is held out first; the run says how many it used).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the image draw.")
 @batch_option(16, "Images per batch.")
@@ -155,7 +162,8 @@ def export(
 @click.option(
     "--holdout",
     type=int,
-    help="Held-out images for the int8 vs fp32 check (default: up to 64 not used to calibrate).",
+    help="Held-out images for the int8 vs fp32 check (default: a quarter of the folder, up to "
+    "64, or up to 64 of the images --samples leaves; a verdict needs 10).",
 )
 @click.option(
     "--sensitivity",
@@ -189,6 +197,7 @@ def export(
     help="auto: 8, or 7 (ONNX Runtime's reduce-range remedy) when measured better on a CPU "
     "without VNNI/AMX; 8 for TensorRT-only deployments.",
 )
+@strict_option()
 @json_option("the summary")
 def calibrate(
     bundle: str,
@@ -205,6 +214,7 @@ def calibrate(
     max_drop: float | None,
     keep_float: tuple[str, ...],
     weight_bits: str,
+    strict: bool,
     json_path: str | None,
 ) -> None:
     """Calibrate BUNDLE on --images and write an INT8 Q/DQ ONNX (per-channel int8 weights).
@@ -214,6 +224,11 @@ def calibrate(
     pass. The file (Q/DQ in NVIDIA's placement, for TensorRT and ONNX Runtime) is checked
     against TensorRT's Q/DQ rules and compared with fp32 on held-out images; agreement below
     the int8 tolerance prints a warning.
+
+    --samples is an upper bound: a quarter of the folder (at most 64) is held out first and
+    up to --samples of the rest calibrate, so a folder of 80 images calibrates on 60 (the
+    run says how many it used). An unreadable image is listed, left out, and the run exits 3
+    (--strict: stop at the first).
 
     --sensitivity ranks the layers by the accuracy lost quantizing each alone; --max-drop keeps
     the most sensitive ones float until top-1 is within budget; --keep-float does it by hand.
@@ -230,12 +245,12 @@ def calibrate(
         max_drop=max_drop,
     )
     show = log.isEnabledFor(logging.INFO) and json_path != "-"
-    with progress_bar("calibrating", samples, enabled=show) as bar:
+    with progress_bar("drawing calibration images", None, enabled=show) as bar:
         done = [0]
 
         def advance(n: int) -> None:
             done[0] += n
-            bar.update(done[0], samples)
+            bar.update(done[0])
 
         options = CalibrationOptions(
             method=method,
@@ -248,17 +263,20 @@ def calibrate(
             keep_float=split_names(keep_float),
             weight_bits=weight_bits if weight_bits == "auto" else int(weight_bits),
             progress=advance,
+            step=bar.step,
+            strict=strict,
+            on_skip=skip_printer(),
         )
         summary = calibrate_with_accuracy(
             Bundle.load(bundle), images, options, accuracy, progress=bar.update
         )
     if json_path:
         emit_json(json_summary(summary), json_path)
-    if json_path == "-":
-        return
-    echo_text(render_calibration(summary))
-    for line in summary["warnings"]:
-        click.secho(shown(f"WARNING: {line}"), fg="yellow", bold=True)
+    if json_path != "-":
+        echo_text(render_calibration(summary))
+        for line in summary["warnings"]:
+            click.secho(shown(f"WARNING: {line}"), fg="yellow", bold=True)
+    raise_if_skipped(summary.get("skipped", []), "calibrated")
 
 
 @click.command(context_settings=CONTEXT)

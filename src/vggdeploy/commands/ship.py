@@ -14,6 +14,7 @@ from vggdeploy.cli_options import (
     parse_int_list,
     parse_precisions,
     precision_option,
+    progress_wanted,
 )
 from vggdeploy.errors import InputError
 
@@ -46,7 +47,7 @@ def pack(bundle: str, output: str, no_engines: bool, json_path: str | None) -> N
     from vggdeploy.report.packaging import format_pack
     from vggdeploy.report.progress import byte_progress
 
-    with byte_progress() as progress:
+    with byte_progress(enabled=progress_wanted(json_path)) as progress:
         result = pack_bundle(bundle, output, include_engines=not no_engines, progress=progress)
     emit(format_pack(result), _jsonable(result), json_path)
 
@@ -79,7 +80,7 @@ def unpack(archive: str, output: str, force: bool, json_path: str | None) -> Non
     from vggdeploy.report.packaging import format_unpack
     from vggdeploy.report.progress import byte_progress
 
-    with byte_progress() as progress:
+    with byte_progress(enabled=progress_wanted(json_path)) as progress:
         result = unpack_bundle(archive, output, force=force, progress=progress)
     data = {"bundle": str(result.root), "manifest": result.manifest.to_json_dict()}
     emit(format_unpack(result), data, json_path)

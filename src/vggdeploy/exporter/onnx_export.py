@@ -20,6 +20,7 @@ import os
 import platform
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,11 @@ def export_bundle(
     weights: WeightsSource,
     out: str | os.PathLike[str],
     options: ExportOptions | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Bundle:
     """Export `spec` with `weights` to `out/model.onnx`, check parity, write the manifest.
+
+    `progress(line)` is called as each step starts (weights, trace and export, parity, manifest).
 
     The bundle is built in a hidden `.NAME.export-*.partial` folder and moved into place only
     once the export, the parity check and the manifest are all written, so an error, Ctrl-C or
@@ -136,13 +140,15 @@ def export_bundle(
     labels = _read_labels(options.labels, spec) if options.labels else None
     replace = check_output_dir(out, options.force)
 
+    step = progress or (lambda _line: None)
     started = time.perf_counter()
     # Before any folder is made: a run that cannot start changes nothing.
+    step(f"loading {spec.name} weights ({weights.kind})")
     model, weights_record = load_model(spec, weights, dense=options.dense)
     if weights_record["source"] == "imagenet" and labels is None:
         labels = imagenet_labels()
     with staging(out, replace) as stage:
-        staged = _write_bundle(stage, model, spec, weights_record, labels, options, started)
+        staged = _write_bundle(stage, model, spec, weights_record, labels, options, started, step)
         parity = staged.manifest.parity
         if not parity["passed"] and replace:
             raise CheckFailedError(f"{_disagree(parity)}; the bundle in {out} was not replaced")
@@ -170,6 +176,7 @@ def _write_bundle(
     labels: list[str] | None,
     options: ExportOptions,
     started: float,
+    step: Callable[[str], None] = lambda _line: None,
 ) -> Bundle:
     """Write the ONNX file, labels and manifest of a bundle into the (staging) folder `root`.
 
@@ -227,7 +234,9 @@ def _write_bundle(
             for name, work in jobs.items():
                 helpers[name] = alongside.enter_context(Background(work))
 
+        step("tracing the model and exporting it to ONNX (torch.onnx, dynamo)")
         exported = export_onnx(model, tmp, options, onnx_metadata(manifest), serialized)
+        step(f"checking ONNX Runtime against PyTorch ({onnx_file('fp32')})")
         if helpers:
             parity = helpers["parity"].result()
         else:  # shape inference rewrites the file: check, then parse the file
@@ -235,6 +244,7 @@ def _write_bundle(
             session = functools.partial(cpu_session, tmp, prepack=False)
             parity = check_parity(model, tmp, options, session, reference.result())
         digest = helpers["sha256"].result() if "sha256" in helpers else None
+    step("writing the manifest")
     seconds = round(time.perf_counter() - started, 2)
     export = {"opset": options.opset, "exporter": "torch.onnx dynamo", "seconds": seconds}
     manifest.update(io=exported["io"], export=export, parity=parity, artifacts={})

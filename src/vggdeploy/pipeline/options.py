@@ -168,12 +168,13 @@ def resolve_images(images: str | None, out: Path) -> Images:
 
 
 def calibration_split(n_images: int, asked: int | None) -> int:
-    """Calibration samples: as asked, else 3/4 of the images (at most 64), the rest held out."""
-    if asked is not None:
-        if asked > n_images:
-            raise InputError(
-                f"--calib-samples {asked} is more than the {n_images} images available: "
-                f"use {n_images} or fewer, or add images"
-            )
-        return asked
-    return max(1, min(64, n_images * 3 // 4)) if n_images >= 4 else n_images
+    """Calibration samples: `calibrate`'s rule (`calibration.data.split_counts`) with up to
+    `asked` images, else up to `PIPELINE_CALIB_SAMPLES` (64): a quarter of the images (at most
+    64) is held out first, so 11 images calibrate on 8 and hold out 3."""
+    from vggdeploy.calibration.data import split_counts
+
+    return split_counts(n_images, PIPELINE_CALIB_SAMPLES if asked is None else asked)[0]
+
+
+#: calibration images the pipeline asks for when --calib-samples is not given
+PIPELINE_CALIB_SAMPLES = 64

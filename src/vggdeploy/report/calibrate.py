@@ -16,23 +16,47 @@ def render_calibration(summary: dict[str, Any]) -> str:
         source = "reused the cache, no data pass"
     else:
         source = f"{summary['data_pass_seconds']:.1f} s data pass"
+    read = summary.get("images_read", summary["samples"])
+    images = f"{read} images" + (
+        f" ({summary['samples'] - read} unreadable left out)" if read < summary["samples"] else ""
+    )
     lines = [
         f"wrote {summary['path']} ({summary['target']}, {summary['method']}, "
-        f"{summary['samples']} images, {summary['quantized_ops']} quantized ops; {source}; "
+        f"{images}, {summary['quantized_ops']} quantized ops; {source}; "
         f"cache {summary['cache']})"
     ]
+    asked = summary.get("samples_asked", summary["samples"])
+    if summary["samples"] < asked:
+        lines.append(used_sentence(summary))
     if held.get("images"):
+        verdict = {True: "within tolerance", False: "BELOW TOLERANCE"}.get(
+            held.get("passed"), f"not judged: {held.get('unjudged')}"
+        )
         lines.append(
             f"held-out int8 vs fp32 on {held['images']} images: cosine {held['cosine']:.4f} "
             f"(worst image {held['cosine_min']:.4f}), top-1 agreement "
-            f"{held['top1_agreement']:.3f}, top-5 overlap {held['top5_overlap']:.3f} - "
-            + ("within tolerance" if held["passed"] else "BELOW TOLERANCE")
+            f"{held['top1_agreement']:.3f}, top-5 overlap {held['top5_overlap']:.3f} - " + verdict
         )
     if summary.get("sensitivity"):
         lines += ["", render_sensitivity(summary)]
     if summary.get("accuracy_budget") or summary.get("float_layers"):
         lines += ["", render_budget(summary)]
     return report_lines(lines)
+
+
+def used_sentence(summary: dict[str, Any]) -> str:
+    """Why calibration used fewer images than --samples asked for (`split_counts`)."""
+    held = summary["holdout_drawn"]
+    hint = (
+        " (pass --holdout 0 to calibrate on all of them)"
+        if held and summary["samples"] + held == summary["images_found"]
+        else ""
+    )
+    return (
+        f"calibrated on {summary['samples']} images, not the {summary['samples_asked']} "
+        f"--samples asked for: the folder has {summary['images_found']} and {held} "
+        f"{'is' if held == 1 else 'are'} held out for the int8 check{hint}"
+    )
 
 
 def render_sensitivity(summary: dict[str, Any]) -> str:

@@ -39,8 +39,10 @@ def render_evaluation(report: dict[str, Any], images: str) -> str:
     sample = (
         f" (random {report['count']}, seed {report['limit']['seed']})" if report["limit"] else ""
     )
+    lost = len(report.get("skipped_images") or [])
+    left_out = f" ({lost} unreadable left out)" if lost else ""
     lines.append(
-        f"{report['count']} images{sample}, {report['classes']} classes from {images}: "
+        f"{report['count']} images{sample}{left_out}, {report['classes']} classes from {images}: "
         f"{report['class_mapping']['note']}"
     )
     lines.append(text_table(TABLE_HEADERS, format_results(report), align="llrrrrr"))

@@ -318,9 +318,16 @@ def _holdout_text(hold: dict[str, Any]) -> str:
     return (
         f"cosine {hold['cosine']:.4f} (worst image {_fmt(hold.get('cosine_min'), '.4f')}), "
         f"top-1 agreement {_fmt(hold.get('top1_agreement'), '.2f')} on "
-        f"{hold.get('images', '?')} held-out images"
-        + ("" if hold.get("passed", True) else " - BELOW TOLERANCE")
+        f"{hold.get('images', '?')} held-out images" + _holdout_verdict(hold)
     )
+
+
+def _holdout_verdict(hold: dict[str, Any]) -> str:
+    """`passed` is None when too few images were held out to judge (`metrics.verdict`)."""
+    passed = hold.get("passed", True)
+    if passed is None:
+        return f" - not judged: {hold.get('unjudged') or 'too few images'}"
+    return "" if passed else " - BELOW TOLERANCE"
 
 
 def _calibration_section(data: dict[str, Any]) -> list[str]:

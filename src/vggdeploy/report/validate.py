@@ -52,6 +52,9 @@ def render_validation(report: ValidationReport) -> str:
             first = False
     if rows:
         lines.append(text_table(["target", "metric", "value", "limit", "result"], rows, "llrll"))
+    for result in report.compared:
+        if result.unjudged:
+            lines.append(f"NOT JUDGED {result.label}: {result.unjudged}")
     for result in report.skipped:
         lines.append(f"SKIPPED {result.label}: {result.reason}")
     for text in report.missing:
