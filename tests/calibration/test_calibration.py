@@ -458,7 +458,7 @@ def test_too_few_held_out_images_give_no_verdict_and_no_warning(
     import vggdeploy.calibration.stage as calibration
     from vggdeploy.report.calibrate import render_calibration
 
-    monkeypatch.setattr(calibration, "int8_tolerance", lambda target: {"cosine": 1.1, "top1": 0.9})
+    monkeypatch.setattr(calibration, "int8_tolerance", lambda: {"cosine": 1.1, "top1": 0.9})
     with caplog.at_level(logging.WARNING, logger="vggdeploy"):
         summary = calibrate_bundle(Bundle.load(tiny_bundle), image_dir, _options(holdout=5))
     held = summary["holdout"]
