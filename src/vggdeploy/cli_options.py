@@ -120,6 +120,16 @@ def model_size_options() -> Callable[[F], F]:
     return decorate
 
 
+def weights_option() -> Callable[[F], F]:
+    """`--weights`, as `export` and `pipeline` take it (`weights.WeightsSource.parse` reads it)."""
+    return click.option(
+        "--weights",
+        default="random",
+        show_default=True,
+        help="'random' (seeded), 'imagenet', or a .pth/.pt/.safetensors file.",
+    )
+
+
 def opset_option() -> Callable[[F], F]:
     return click.option("--opset", default=18, show_default=True, help="ONNX opset.")
 

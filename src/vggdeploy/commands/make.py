@@ -26,6 +26,7 @@ from vggdeploy.cli_options import (
     raise_if_skipped,
     skip_printer,
     strict_option,
+    weights_option,
 )
 from vggdeploy.report.escape import shown
 
@@ -34,12 +35,7 @@ from vggdeploy.report.escape import shown
 
 @click.command(context_settings=CONTEXT)
 @click.argument("model")
-@click.option(
-    "--weights",
-    default="random",
-    show_default=True,
-    help="'random' (seeded), 'imagenet', or a .pth/.pt/.safetensors file.",
-)
+@weights_option()
 @click.option("--seed", default=0, show_default=True, help="Seed for random weights.")
 @click.option(
     "--out", "out", required=True, type=click.Path(file_okay=False), help="Bundle folder to create."

@@ -20,6 +20,7 @@ from vggdeploy.cli_options import (
     opset_option,
     parse_int_list,
     parse_precisions,
+    weights_option,
 )
 from vggdeploy.errors import InputError
 
@@ -29,12 +30,7 @@ from vggdeploy.errors import InputError
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Run folder (bundle + report)."
 )
-@click.option(
-    "--weights",
-    default="random",
-    show_default=True,
-    help="'random' (seeded), 'imagenet', or a .pth/.pt/.safetensors file.",
-)
+@weights_option()
 @click.option("--seed", default=0, show_default=True, help="Seed for random weights and sampling.")
 @click.option(
     "--images",
