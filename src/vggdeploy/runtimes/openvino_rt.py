@@ -24,6 +24,11 @@ assumed (`describe()`):
   which happened. A damaged or unwritable cache only costs a compile (OpenVINO recompiles;
   measured with OpenVINO 2026.4), so a read-only bundle still runs.
 
+- INT8 graph. `model.int8.onnx` is read into an `ov.Model` and rewritten for OpenVINO before it
+  is compiled (`vggdeploy.runtimes.openvino_qdq`: exact rewrites only, so the CPU plugin runs
+  every pool and layer in u8 with no stand-alone requantization, as it does NNCF's own
+  quantization). `describe()` counts the rewrites.
+
 Concurrent calls (`bench --streams`) each get their own infer request: one `InferRequest`
 serves one inference at a time (OpenVINO's "Inference Request" / `CompiledModel` docs), while
 the compiled model is shared.
@@ -87,6 +92,8 @@ class OpenVinoRuntime(Runtime):
         streams: None or 1: one caller at a time, `PERFORMANCE_HINT=LATENCY`; N > 1:
             `THROUGHPUT` with `NUM_STREAMS=N` (for N concurrent callers).
         cache: use the bundle's cache folder for compiled models.
+        rewrite: for int8, apply `openvino_qdq.rewrite_int8` to the model before compiling
+            (False compiles the file as it is: for comparisons).
     """
 
     name = "openvino"
@@ -117,6 +124,7 @@ class OpenVinoRuntime(Runtime):
         threads: int | None = None,
         streams: int | None = None,
         cache: bool = True,
+        rewrite: bool = True,
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
@@ -151,6 +159,8 @@ class OpenVinoRuntime(Runtime):
         self.threads = threads
         self.streams = streams
         self.cache = cache
+        self.rewrite = rewrite
+        self._rewrites: dict[str, int] | None = None
         self._compiled: Any = None
         self._ports: list[Any] = []
         self._local = threading.local()
@@ -161,6 +171,7 @@ class OpenVinoRuntime(Runtime):
         self._cache_note: str | None = None
         self._precision_note: str | None = None
         self._layers: dict[str, int] = {}
+        self._source: Any = None  # the file's path, or the rewritten int8 ov.Model
 
     @property
     def label(self) -> str:
@@ -195,6 +206,8 @@ class OpenVinoRuntime(Runtime):
                     "artifact": str(self._path),
                     "sha256": self._sha256,
                     "layers": self._layers,
+                    # int8: the exact rewrites made for OpenVINO (None: the file as it is)
+                    "int8_rewrites": self._rewrites,
                 }
             )
         return RuntimeDescription(self.name, self.label, self.precision, self.device, details=info)
@@ -224,6 +237,14 @@ class OpenVinoRuntime(Runtime):
         if self._cache_dir is not None:
             config["CACHE_DIR"] = str(self._cache_dir)
 
+        self._source = str(self._path)
+        self._rewrites = None
+        if self.precision == "int8" and self.rewrite:
+            from vggdeploy.runtimes.openvino_qdq import rewrite_int8
+
+            model = self._guarded(lambda: core.read_model(str(self._path)), device)
+            self._rewrites = rewrite_int8(model)
+            self._source = model
         wanted = INFERENCE_PRECISION[self.precision]
         compiled = self._compile(core, device, {**config, "INFERENCE_PRECISION_HINT": wanted})
         got = _type_name(_property(compiled, "INFERENCE_PRECISION_HINT"))
@@ -250,8 +271,11 @@ class OpenVinoRuntime(Runtime):
         return inputs, outputs
 
     def _compile(self, core: Any, device: str, config: dict[str, Any]) -> Any:
+        return self._guarded(lambda: core.compile_model(self._source, device, config), device)
+
+    def _guarded(self, step: Any, device: str) -> Any:
         try:
-            return core.compile_model(str(self._path), device, config)
+            return step()
         except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line log
             first = _first_line(exc)
             if self.device != "cpu":
@@ -288,6 +312,7 @@ class OpenVinoRuntime(Runtime):
     def _close(self) -> None:
         self._local = threading.local()
         self._compiled = None
+        self._source = None
         self._ports = []
 
 
