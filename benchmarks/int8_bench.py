@@ -16,7 +16,9 @@ Variants (all written from the bundle's fp32 `model.onnx` with the activation sc
                   calibrated (MinMax) on the shipped photographs
   ov fp32         OpenVINO (vggdeploy's runtime, `openvino@fp32`): model.onnx in f32
   ov int8         OpenVINO (vggdeploy's runtime, `openvino@int8`): the bundle's model.int8.onnx
-                  with the runtime's exact rewrites (`runtimes.openvino_qdq`)
+                  with the runtime's rewrites (`runtimes.openvino_qdq`), ReLU outputs on the
+                  fine u8 grid (256 levels over the file's thresholds)
+  ov int8 file    the same with the file's own grid (128 levels there): exactly the file's model
   ov int8 as-is   the same file compiled as it is (no rewrites): what the rewrites change
   nncf ov         NNCF's own quantization (`nncf.quantize`, default preset) of model.onnx read by
                   OpenVINO, calibrated on the same shipped photographs as "ort s8", compiled
@@ -146,13 +148,19 @@ def openvino_rows(bundle: Any, photos: np.ndarray, threads: int) -> dict[str, tu
         return {"int": int8, "float": n["convolutions"] + n["fully_connected"] - int8, "passes": 0}
 
     rows: dict[str, tuple[Any, dict]] = {}
-    for label, precision, rewrite in (
-        ("ov fp32", "fp32", True),
-        ("ov int8", "int8", True),
-        ("ov int8 as-is", "int8", False),
+    for label, precision, rewrite, grid in (
+        ("ov fp32", "fp32", True, "fine"),
+        ("ov int8", "int8", True, "fine"),
+        ("ov int8 file", "int8", True, "file"),
+        ("ov int8 as-is", "int8", False, "file"),
     ):
         rt = OpenVinoRuntime(
-            bundle, precision=precision, threads=threads or None, cache=False, rewrite=rewrite
+            bundle,
+            precision=precision,
+            threads=threads or None,
+            cache=False,
+            rewrite=rewrite,
+            grid=grid,
         )
         rt.load()
         rows[label] = (

@@ -317,7 +317,7 @@ def test_int8_rewrites_are_exact(tmp_path_factory, scale, other, seed, spread):
     x.ravel()[:3] = np.float32([0.0, 127 * scale, 128 * scale])  # zero, the clip, past it
     core = ov.Core()
     model = core.read_model(str(path))
-    counts = rewrite_int8(model)
+    counts = rewrite_int8(model, "file")
     assert counts["requantize"] == (1 if other is None else 0)
     assert counts["unsigned"] == 1
     np.testing.assert_array_equal(_run_ov(model, x), _run_ov(core.read_model(str(path)), x))
@@ -358,3 +358,35 @@ def test_int8_file_runs_in_u8_with_no_stand_alone_requantization(precision_bundl
     assert [p for t, p in raw_ops if t == "FullyConnected"][1:] == ["i8", "i8"], raw_ops
     for out in (got, raw):
         assert compare_outputs(ref, out)["cosine"] >= 0.999
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    scale=st.floats(1 / 1024, 8.0, width=32),
+    seed=st.integers(0, 2**32 - 1),
+    spread=st.floats(0.1, 400.0),
+)
+def test_the_fine_grid_halves_the_step_on_the_files_thresholds(
+    tmp_path_factory, scale, seed, spread
+):
+    """grid="fine": a ReLU output lands within T / 510 of min(relu(x), T) (256 levels on
+    [0, T]), where the file's own grid allows s / 2 = T / 254; the clip T is the file's."""
+    from vggdeploy.runtimes.openvino_qdq import rewrite_int8
+
+    path = _qdq_pool_model(tmp_path_factory.mktemp("qdq") / "m.onnx", scale, scale, kernel=1)
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((1, 2, 4, 4)) * scale * spread).astype(np.float32)
+    x.ravel()[:3] = np.float32([0.0, 127 * scale, 128 * scale])
+    core = ov.Core()
+    fine, file = core.read_model(str(path)), core.read_model(str(path))
+    assert rewrite_int8(fine, "fine")["unsigned"] == 1
+    rewrite_int8(file, "file")
+    t = np.float32(127 * scale)
+    want = np.minimum(np.maximum(x, 0), t).astype(np.float64)
+    err_fine = np.abs(_run_ov(fine, x) - want).max()
+    err_file = np.abs(_run_ov(file, x) - want).max()
+    assert err_fine <= t / 510 * (1 + 1e-4) + 1e-7, (err_fine, t / 510)
+    assert err_file <= t / 254 * (1 + 1e-4) + 1e-7
+    assert _run_ov(fine, x).max() <= t * (1 + 1e-6)  # the file's clip

@@ -25,9 +25,11 @@ assumed (`describe()`):
   measured with OpenVINO 2026.4), so a read-only bundle still runs.
 
 - INT8 graph. `model.int8.onnx` is read into an `ov.Model` and rewritten for OpenVINO before it
-  is compiled (`vggdeploy.runtimes.openvino_qdq`: exact rewrites only, so the CPU plugin runs
-  every pool and layer in u8 with no stand-alone requantization, as it does NNCF's own
-  quantization). `describe()` counts the rewrites.
+  is compiled (`vggdeploy.runtimes.openvino_qdq`), so the CPU plugin runs every pool and layer
+  in u8 with no stand-alone requantization, as it does NNCF's own quantization. ReLU outputs
+  go on a u8 grid over the file's own thresholds: `grid="fine"` (the default) with 256 levels,
+  twice the file's resolution there, closer to fp32; `grid="file"` with the file's 128 levels,
+  exactly the file's model. `describe()` says which and counts the rewrites.
 
 Concurrent calls (`bench --streams`) each get their own infer request: one `InferRequest`
 serves one inference at a time (OpenVINO's "Inference Request" / `CompiledModel` docs), while
@@ -94,6 +96,8 @@ class OpenVinoRuntime(Runtime):
         cache: use the bundle's cache folder for compiled models.
         rewrite: for int8, apply `openvino_qdq.rewrite_int8` to the model before compiling
             (False compiles the file as it is: for comparisons).
+        grid: for int8, the ReLU outputs' grid: "fine" (u8, 256 levels on the file's [0, T])
+            or "file" (the file's own 128 levels, exact).
     """
 
     name = "openvino"
@@ -125,6 +129,7 @@ class OpenVinoRuntime(Runtime):
         streams: int | None = None,
         cache: bool = True,
         rewrite: bool = True,
+        grid: str = "fine",
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
@@ -160,6 +165,9 @@ class OpenVinoRuntime(Runtime):
         self.streams = streams
         self.cache = cache
         self.rewrite = rewrite
+        if grid not in ("fine", "file"):
+            raise InputError(f"openvino int8 grid {grid!r} is not supported: use fine or file")
+        self.grid = grid
         self._rewrites: dict[str, int] | None = None
         self._compiled: Any = None
         self._ports: list[Any] = []
@@ -206,8 +214,9 @@ class OpenVinoRuntime(Runtime):
                     "artifact": str(self._path),
                     "sha256": self._sha256,
                     "layers": self._layers,
-                    # int8: the exact rewrites made for OpenVINO (None: the file as it is)
+                    # int8: the rewrites made for OpenVINO (None: the file as it is)
                     "int8_rewrites": self._rewrites,
+                    "int8_grid": self._grid_note(),
                 }
             )
         return RuntimeDescription(self.name, self.label, self.precision, self.device, details=info)
@@ -243,7 +252,7 @@ class OpenVinoRuntime(Runtime):
             from vggdeploy.runtimes.openvino_qdq import rewrite_int8
 
             model = self._guarded(lambda: core.read_model(str(self._path)), device)
-            self._rewrites = rewrite_int8(model)
+            self._rewrites = rewrite_int8(model, self.grid)
             self._source = model
         wanted = INFERENCE_PRECISION[self.precision]
         compiled = self._compile(core, device, {**config, "INFERENCE_PRECISION_HINT": wanted})
@@ -269,6 +278,19 @@ class OpenVinoRuntime(Runtime):
         inputs = [_spec(port) for port in compiled.inputs]
         outputs = [_spec(port) for port in compiled.outputs]
         return inputs, outputs
+
+    def _grid_note(self) -> str | None:
+        if self._rewrites is None:
+            return None
+        if not self._rewrites["unsigned"]:
+            return "file: no ReLU output to put on a u8 grid"
+        if self.grid == "fine":
+            return (
+                f"fine: {self._rewrites['unsigned']} ReLU outputs on u8, 256 levels over the "
+                "file's [0, T] (the file's int8 has 128 there): closer to fp32, not the file's "
+                "model"
+            )
+        return f"file: {self._rewrites['unsigned']} ReLU outputs on u8 with the file's step (exact)"
 
     def _compile(self, core: Any, device: str, config: dict[str, Any]) -> Any:
         return self._guarded(lambda: core.compile_model(self._source, device, config), device)
