@@ -390,3 +390,20 @@ def test_the_fine_grid_halves_the_step_on_the_files_thresholds(
     assert err_fine <= t / 510 * (1 + 1e-4) + 1e-7, (err_fine, t / 510)
     assert err_file <= t / 254 * (1 + 1e-4) + 1e-7
     assert _run_ov(fine, x).max() <= t * (1 + 1e-6)  # the file's clip
+
+
+def test_a_graph_the_rewrites_do_not_expect_is_compiled_as_written(
+    precision_bundle_ro, monkeypatch
+):
+    from vggdeploy.runtimes import openvino_qdq
+
+    def refuse(model, grid):
+        raise ValueError("an unexpected graph\nwith a second line")
+
+    monkeypatch.setattr(openvino_qdq, "rewrite_int8", refuse)
+    with OpenVinoRuntime(precision_bundle_ro, precision="int8", cache=False) as rt:
+        d = rt.describe().details
+        got = infer_array(rt, _x())
+    assert d["int8_rewrites"] is None
+    assert d["int8_grid"] == "not rewritten (an unexpected graph): compiled as written"
+    assert compare_outputs(_ort(precision_bundle_ro, _x(), "int8"), got)["cosine"] >= 0.999

@@ -169,6 +169,7 @@ class OpenVinoRuntime(Runtime):
             raise InputError(f"openvino int8 grid {grid!r} is not supported: use fine or file")
         self.grid = grid
         self._rewrites: dict[str, int] | None = None
+        self._rewrite_note: str | None = None
         self._compiled: Any = None
         self._ports: list[Any] = []
         self._local = threading.local()
@@ -248,12 +249,18 @@ class OpenVinoRuntime(Runtime):
 
         self._source = str(self._path)
         self._rewrites = None
+        self._rewrite_note = None
         if self.precision == "int8" and self.rewrite:
             from vggdeploy.runtimes.openvino_qdq import rewrite_int8
 
             model = self._guarded(lambda: core.read_model(str(self._path)), device)
-            self._rewrites = rewrite_int8(model, self.grid)
-            self._source = model
+            try:
+                self._rewrites = rewrite_int8(model, self.grid)
+                self._source = model
+            except Exception as exc:  # a graph the rewrites do not expect: compile it as written
+                self._rewrite_note = f"not rewritten ({_first_line(exc)}): compiled as written"
+                log.warning("%s: %s", self._path, self._rewrite_note)
+                self._source = str(self._path)
         wanted = INFERENCE_PRECISION[self.precision]
         compiled = self._compile(core, device, {**config, "INFERENCE_PRECISION_HINT": wanted})
         got = _type_name(_property(compiled, "INFERENCE_PRECISION_HINT"))
@@ -281,7 +288,7 @@ class OpenVinoRuntime(Runtime):
 
     def _grid_note(self) -> str | None:
         if self._rewrites is None:
-            return None
+            return self._rewrite_note
         if not self._rewrites["unsigned"]:
             return "file: no ReLU output to put on a u8 grid"
         if self.grid == "fine":
