@@ -16,6 +16,10 @@ Variants (all written from the bundle's fp32 `model.onnx` with the activation sc
                   calibrated (MinMax) on the shipped photographs
   ov fp32         OpenVINO (vggdeploy's runtime, `openvino@fp32`): model.onnx in f32
   ov int8         OpenVINO (vggdeploy's runtime, `openvino@int8`): the bundle's model.int8.onnx
+                  with the runtime's rewrites (`runtimes.openvino_qdq`), ReLU outputs on the
+                  fine u8 grid (256 levels over the file's thresholds)
+  ov int8 file    the same with the file's own grid (128 levels there): exactly the file's model
+  ov int8 as-is   the same file compiled as it is (no rewrites): what the rewrites change
   nncf ov         NNCF's own quantization (`nncf.quantize`, default preset) of model.onnx read by
                   OpenVINO, calibrated on the same shipped photographs as "ort s8", compiled
                   with the settings of `openvino@int8` (f32 for float layers, LATENCY hint)
@@ -26,10 +30,16 @@ they are left out with one line saying so (`--skip-openvino` leaves them out on 
 own quantizer) and "nncf ov" (OpenVINO's own): below 1.00 beats both.
 
 Each round runs every variant once at each batch size, in turn, so drift on a shared machine
-hits all alike; the table gives the median latency, speed-up vs fp32, the fused integer
-kernels in ORT's optimized graph, and agreement with fp32 on the shipped photographs (ORT
-CPU, fused kernels: mean/min per-image cosine, top-1 agreement). "f32 passes": the float
-ReLU/Q/DQ nodes left between the integer kernels in ORT's optimized graph.
+hits all alike; the table gives the median latency, speed-up vs fp32, the integer/float
+convolutions and fully connected layers (ORT: fused kernels in its optimized graph; OpenVINO:
+runtime precision in the compiled model), and agreement with fp32 on the shipped photographs.
+"f32 passes": the float ReLU/Q/DQ nodes left between the integer kernels in ORT's optimized
+graph.
+
+Agreement: each row's logits on every shipped photograph (batches of 4, each row on its own
+runtime) against the "fp32" row's (ONNX Runtime, model.onnx): "cos mean"/"cos min" are the
+mean and lowest per-image cosine similarity of the two logit vectors, "top1" how many images
+get the same top-1 class as fp32.
 
     .venv/bin/python benchmarks/int8_bench.py                        # runs/vgg16/bundle
     .venv/bin/python benchmarks/int8_bench.py BUNDLE --rounds 15 --batch 1,8 --json out.json
@@ -39,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -139,8 +150,20 @@ def openvino_rows(bundle: Any, photos: np.ndarray, threads: int) -> dict[str, tu
         return {"int": int8, "float": n["convolutions"] + n["fully_connected"] - int8, "passes": 0}
 
     rows: dict[str, tuple[Any, dict]] = {}
-    for label, precision in (("ov fp32", "fp32"), ("ov int8", "int8")):
-        rt = OpenVinoRuntime(bundle, precision=precision, threads=threads or None, cache=False)
+    for label, precision, rewrite, grid in (
+        ("ov fp32", "fp32", True, "fine"),
+        ("ov int8", "int8", True, "fine"),
+        ("ov int8 file", "int8", True, "file"),
+        ("ov int8 as-is", "int8", False, "file"),
+    ):
+        rt = OpenVinoRuntime(
+            bundle,
+            precision=precision,
+            threads=threads or None,
+            cache=False,
+            rewrite=rewrite,
+            grid=grid,
+        )
         rt.load()
         rows[label] = (
             lambda x, r=rt: r.infer_unchecked({bundle.input_name: x})[bundle.output_name],
@@ -163,6 +186,14 @@ def openvino_rows(bundle: Any, photos: np.ndarray, threads: int) -> dict[str, tu
 
 
 def main(argv: list[str] | None = None) -> int:
+    work = Path(tempfile.mkdtemp(prefix="int8_bench."))
+    try:
+        return run(work, argv)
+    finally:  # the variants' ONNX files (about 1 GB for VGG-16)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", nargs="?", default="runs/vgg16/bundle")
     parser.add_argument("--rounds", type=int, default=9)
@@ -188,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     fp32_path = bundle.root / "model.onnx"
     photos = np.concatenate(list(InputSet.photographs(bundle, batch=4).batches()))
     batches = [int(b) for b in args.batch.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="int8_bench."))
-    print(f"cpu: {cpu().name} {cpu().features}; work dir {work}", file=sys.stderr)
+    print(
+        f"cpu: {cpu().name} {cpu().features}; work dir {work} (removed at the end)", file=sys.stderr
+    )
 
     fp32 = onnx.load(str(fp32_path))
     ranges = ranges_from_qdq(fp32, onnx.load(str(bundle.root / "model.int8.onnx")))
@@ -259,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             for b in batches
             if peers
         }
-    head = f"{'variant':<14}" + "".join(
+    head = f"{'variant':<15}" + "".join(
         f"{'b' + str(b) + ' ms':>10}{'x fp32':>8}{'x peer':>8}" for b in batches
     )
     with record:
@@ -272,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             + f"{'int/float ops':>15}{'f32 passes':>11}{'cos mean':>10}{'cos min':>9}{'top1':>7}"
         )
         for label, r in results.items():
-            row = f"{label:<14}"
+            row = f"{label:<15}"
             for b in batches:
                 ms = r["latency_ms"][b]
                 peer = r["x_best_peer"].get(b)
@@ -282,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
             row += f"{str(k['int']) + '/' + str(k['float']):>15}{k['passes']:>11}"
             row += f"{r['cosine_mean']:>10.4f}{r['cosine_min']:>9.4f}{r['top1']:>4}/{len(photos)}"
             print(row)
+        print(
+            "agreement: against fp32 (ONNX Runtime) on the shipped photographs: mean/lowest "
+            "per-image cosine of the logits, images with the same top-1 class"
+        )
     if args.json:
         Path(args.json).write_text(
             json.dumps({"cpu": cpu().to_dict(), "results": results}, indent=1)

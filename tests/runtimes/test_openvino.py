@@ -247,3 +247,163 @@ def test_a_damaged_onnx_file_is_one_line(tmp_path_factory, data):
 def test_a_missing_precision_names_the_command(tiny_bundle_ro):
     with pytest.raises(BundleError, match="no int8 ONNX.*vggdeploy calibrate"):
         OpenVinoRuntime(tiny_bundle_ro, precision="int8")
+
+
+# -- int8: OpenVINO's view of the Q/DQ file ------------------------------------------------------
+
+
+def _qdq_pool_model(path: Path, s1: float, s2: float, kernel: int = 2) -> Path:
+    """x -> Relu -> Q/DQ(s1) -> MaxPool(kernel) -> Q/DQ(s2) -> y: int8, zero point 0, the
+    ModelOpt placement around a pool."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def qdq(name: str, tensor: str, scale: float) -> list:
+        return [
+            helper.make_node("QuantizeLinear", [tensor, f"{name}_s", f"{name}_z"], [f"{name}_q"]),
+            helper.make_node(
+                "DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"]
+            ),
+        ]
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"])]
+    nodes += qdq("a", "r", s1)
+    nodes.append(
+        helper.make_node(
+            "MaxPool", ["a_dq"], ["p"], kernel_shape=[kernel] * 2, strides=[kernel] * 2
+        )
+    )
+    nodes += qdq("b", "p", s2)
+    nodes.append(helper.make_node("Identity", ["b_dq"], ["y"]))
+    inits = []
+    for name, scale in (("a", s1), ("b", s2)):
+        inits.append(numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s"))
+        inits.append(numpy_helper.from_array(np.array(0, np.int8), f"{name}_z"))
+    graph = helper.make_graph(
+        nodes,
+        "qdq_pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def _run_ov(model, x: np.ndarray) -> np.ndarray:
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.asarray(compiled.create_infer_request().infer({0: x})[compiled.outputs[0]])
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    scale=st.floats(1 / 1024, 8.0, width=32),
+    other=st.sampled_from([None, 0.5, 2.0]),
+    seed=st.integers(0, 2**32 - 1),
+    spread=st.floats(0.1, 400.0),
+)
+def test_int8_rewrites_are_exact(tmp_path_factory, scale, other, seed, spread):
+    """Relu -> Q/DQ -> MaxPool -> Q/DQ: with one scale the second pair goes and the first becomes
+    u8, and OpenVINO's outputs stay bit for bit those of the file as it is, values past the clip
+    and negative ones included; with another scale after the pool nothing is dropped."""
+    from vggdeploy.runtimes.openvino_qdq import rewrite_int8
+
+    s2 = scale if other is None else scale * other
+    path = _qdq_pool_model(tmp_path_factory.mktemp("qdq") / "m.onnx", scale, s2)
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((1, 2, 4, 4)) * scale * spread).astype(np.float32)
+    x.ravel()[:3] = np.float32([0.0, 127 * scale, 128 * scale])  # zero, the clip, past it
+    core = ov.Core()
+    model = core.read_model(str(path))
+    counts = rewrite_int8(model, "file")
+    assert counts["requantize"] == (1 if other is None else 0)
+    assert counts["unsigned"] == 1
+    np.testing.assert_array_equal(_run_ov(model, x), _run_ov(core.read_model(str(path)), x))
+
+
+def test_int8_file_runs_in_u8_with_no_stand_alone_requantization(precision_bundle_ro):
+    """The tiny VGG's int8 file as OpenVINO runs it. Rewritten: every convolution and every pool
+    that feeds one reads u8, so do the fully connected layers after a ReLU, and no FakeQuantize
+    is left after a pool; as it is, a FakeQuantize follows each such pool and those layers read
+    i8. (At 32 px the adaptive pool averages, so the first classifier layer keeps its own
+    Q/DQ.) Both agree with ONNX Runtime on the file."""
+
+    def runtime_ops(rt):
+        ops = rt._compiled.get_runtime_model().get_ordered_ops()
+        out = []
+        for op in ops:
+            info = op.get_rt_info()
+            out.append((info["layerType"].astype(str), info["runtimePrecision"].astype(str)))
+        return out
+
+    x = _x(4)
+    ref = _ort(precision_bundle_ro, x, "int8")
+    with OpenVinoRuntime(precision_bundle_ro, precision="int8", cache=False) as rt:
+        rewrites = rt.describe().details["int8_rewrites"]
+        ops = runtime_ops(rt)
+        got = infer_array(rt, x)
+    with OpenVinoRuntime(precision_bundle_ro, precision="int8", cache=False, rewrite=False) as rt:
+        assert rt.describe().details["int8_rewrites"] is None
+        raw_ops = runtime_ops(rt)
+        raw = infer_array(rt, x)
+    assert rewrites == {"requantize": 4, "identity_pools": 0, "unsigned": 9}  # vgg11: 4 pools
+    conv = [p for t, p in ops if t == "Convolution"]
+    pools = [p for t, p in ops if t == "Pooling"]
+    fc = [p for t, p in ops if t == "FullyConnected"]
+    assert conv == ["u8"] * 8 and pools[:4] == ["u8"] * 4 and fc[1:] == ["u8", "u8"], ops
+    fq = [t for t, _ in ops].count("FakeQuantize")
+    assert fq == [t for t, _ in raw_ops].count("FakeQuantize") - 4
+    assert [p for t, p in raw_ops if t == "FullyConnected"][1:] == ["i8", "i8"], raw_ops
+    for out in (got, raw):
+        assert compare_outputs(ref, out)["cosine"] >= 0.999
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    scale=st.floats(1 / 1024, 8.0, width=32),
+    seed=st.integers(0, 2**32 - 1),
+    spread=st.floats(0.1, 400.0),
+)
+def test_the_fine_grid_halves_the_step_on_the_files_thresholds(
+    tmp_path_factory, scale, seed, spread
+):
+    """grid="fine": a ReLU output lands within T / 510 of min(relu(x), T) (256 levels on
+    [0, T]), where the file's own grid allows s / 2 = T / 254; the clip T is the file's."""
+    from vggdeploy.runtimes.openvino_qdq import rewrite_int8
+
+    path = _qdq_pool_model(tmp_path_factory.mktemp("qdq") / "m.onnx", scale, scale, kernel=1)
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((1, 2, 4, 4)) * scale * spread).astype(np.float32)
+    x.ravel()[:3] = np.float32([0.0, 127 * scale, 128 * scale])
+    core = ov.Core()
+    fine, file = core.read_model(str(path)), core.read_model(str(path))
+    assert rewrite_int8(fine, "fine")["unsigned"] == 1
+    rewrite_int8(file, "file")
+    t = np.float32(127 * scale)
+    want = np.minimum(np.maximum(x, 0), t).astype(np.float64)
+    err_fine = np.abs(_run_ov(fine, x) - want).max()
+    err_file = np.abs(_run_ov(file, x) - want).max()
+    assert err_fine <= t / 510 * (1 + 1e-4) + 1e-7, (err_fine, t / 510)
+    assert err_file <= t / 254 * (1 + 1e-4) + 1e-7
+    assert _run_ov(fine, x).max() <= t * (1 + 1e-6)  # the file's clip
+
+
+def test_a_graph_the_rewrites_do_not_expect_is_compiled_as_written(
+    precision_bundle_ro, monkeypatch
+):
+    from vggdeploy.runtimes import openvino_qdq
+
+    def refuse(model, grid):
+        raise ValueError("an unexpected graph\nwith a second line")
+
+    monkeypatch.setattr(openvino_qdq, "rewrite_int8", refuse)
+    with OpenVinoRuntime(precision_bundle_ro, precision="int8", cache=False) as rt:
+        d = rt.describe().details
+        got = infer_array(rt, _x())
+    assert d["int8_rewrites"] is None
+    assert d["int8_grid"] == "not rewritten (an unexpected graph): compiled as written"
+    assert compare_outputs(_ort(precision_bundle_ro, _x(), "int8"), got)["cosine"] >= 0.999

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +48,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(bundle: Path, log: Path, fault: str | None = None) -> Iterator[Server]:
-    """`vggdeploy serve bundle` until the block ends (terminated, then killed)."""
+def running_server(
+    bundle: Path, log: Path, fault: str | None = None, args: Sequence[str] = ()
+) -> Iterator[Server]:
+    """`vggdeploy serve bundle [args]` until the block ends (terminated, then killed)."""
     env = {k: v for k, v in os.environ.items() if k != "VGGDEPLOY_SERVE_TEST_FAULT"}
     if fault:
         env["VGGDEPLOY_SERVE_TEST_FAULT"] = fault
@@ -57,7 +59,7 @@ def running_server(bundle: Path, log: Path, fault: str | None = None) -> Iterato
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "vggdeploy", "serve", str(bundle)]
-            + ["--port", str(http), "--grpc-port", str(grpc)],
+            + ["--port", str(http), "--grpc-port", str(grpc), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -24,6 +24,13 @@ assumed (`describe()`):
   which happened. A damaged or unwritable cache only costs a compile (OpenVINO recompiles;
   measured with OpenVINO 2026.4), so a read-only bundle still runs.
 
+- INT8 graph. `model.int8.onnx` is read into an `ov.Model` and rewritten for OpenVINO before it
+  is compiled (`vggdeploy.runtimes.openvino_qdq`), so the CPU plugin runs every pool and layer
+  in u8 with no stand-alone requantization, as it does NNCF's own quantization. ReLU outputs
+  go on a u8 grid over the file's own thresholds: `grid="fine"` (the default) with 256 levels,
+  twice the file's resolution there, closer to fp32; `grid="file"` with the file's 128 levels,
+  exactly the file's model. `describe()` says which and counts the rewrites.
+
 Concurrent calls (`bench --streams`) each get their own infer request: one `InferRequest`
 serves one inference at a time (OpenVINO's "Inference Request" / `CompiledModel` docs), while
 the compiled model is shared.
@@ -88,6 +95,10 @@ class OpenVinoRuntime(Runtime):
         streams: None or 1: one caller at a time, `PERFORMANCE_HINT=LATENCY`; N > 1:
             `THROUGHPUT` with `NUM_STREAMS=N` (for N concurrent callers).
         cache: use the bundle's cache folder for compiled models.
+        rewrite: for int8, apply `openvino_qdq.rewrite_int8` to the model before compiling
+            (False compiles the file as it is: for comparisons).
+        grid: for int8, the ReLU outputs' grid: "fine" (u8, 256 levels on the file's [0, T])
+            or "file" (the file's own 128 levels, exact).
     """
 
     name = "openvino"
@@ -118,6 +129,8 @@ class OpenVinoRuntime(Runtime):
         threads: int | None = None,
         streams: int | None = None,
         cache: bool = True,
+        rewrite: bool = True,
+        grid: str = "fine",
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
@@ -152,6 +165,12 @@ class OpenVinoRuntime(Runtime):
         self.threads = threads
         self.streams = streams
         self.cache = cache
+        self.rewrite = rewrite
+        if grid not in ("fine", "file"):
+            raise InputError(f"openvino int8 grid {grid!r} is not supported: use fine or file")
+        self.grid = grid
+        self._rewrites: dict[str, int] | None = None
+        self._rewrite_note: str | None = None
         self._compiled: Any = None
         self._ports: list[Any] = []
         self._local = threading.local()
@@ -162,6 +181,7 @@ class OpenVinoRuntime(Runtime):
         self._cache_note: str | None = None
         self._precision_note: str | None = None
         self._layers: dict[str, int] = {}
+        self._source: Any = None  # the file's path, or the rewritten int8 ov.Model
 
     @property
     def label(self) -> str:
@@ -196,6 +216,9 @@ class OpenVinoRuntime(Runtime):
                     "artifact": str(self._path),
                     "sha256": self._sha256,
                     "layers": self._layers,
+                    # int8: the rewrites made for OpenVINO (None: the file as it is)
+                    "int8_rewrites": self._rewrites,
+                    "int8_grid": self._grid_note(),
                 }
             )
         return RuntimeDescription(self.name, self.label, self.precision, self.device, details=info)
@@ -225,6 +248,20 @@ class OpenVinoRuntime(Runtime):
         if self._cache_dir is not None:
             config["CACHE_DIR"] = str(self._cache_dir)
 
+        self._source = str(self._path)
+        self._rewrites = None
+        self._rewrite_note = None
+        if self.precision == "int8" and self.rewrite:
+            from vggdeploy.runtimes.openvino_qdq import rewrite_int8
+
+            model = self._guarded(lambda: core.read_model(str(self._path)), device)
+            try:
+                self._rewrites = rewrite_int8(model, self.grid)
+                self._source = model
+            except Exception as exc:  # a graph the rewrites do not expect: compile it as written
+                self._rewrite_note = f"not rewritten ({_first_line(exc)}): compiled as written"
+                log.warning("%s: %s", self._path, self._rewrite_note)
+                self._source = str(self._path)
         wanted = INFERENCE_PRECISION[self.precision]
         compiled = self._compile(core, device, {**config, "INFERENCE_PRECISION_HINT": wanted})
         got = _type_name(_property(compiled, "INFERENCE_PRECISION_HINT"))
@@ -250,9 +287,25 @@ class OpenVinoRuntime(Runtime):
         outputs = [_spec(port) for port in compiled.outputs]
         return inputs, outputs
 
+    def _grid_note(self) -> str | None:
+        if self._rewrites is None:
+            return self._rewrite_note
+        if not self._rewrites["unsigned"]:
+            return "file: no ReLU output to put on a u8 grid"
+        if self.grid == "fine":
+            return (
+                f"fine: {self._rewrites['unsigned']} ReLU outputs on u8, 256 levels over the "
+                "file's [0, T] (the file's int8 has 128 there): closer to fp32, not the file's "
+                "model"
+            )
+        return f"file: {self._rewrites['unsigned']} ReLU outputs on u8 with the file's step (exact)"
+
     def _compile(self, core: Any, device: str, config: dict[str, Any]) -> Any:
+        return self._guarded(lambda: core.compile_model(self._source, device, config), device)
+
+    def _guarded(self, step: Any, device: str) -> Any:
         try:
-            return core.compile_model(str(self._path), device, config)
+            return step()
         except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line log
             first = _first_line(exc)
             if self.device != "cpu":
@@ -289,6 +342,7 @@ class OpenVinoRuntime(Runtime):
     def _close(self) -> None:
         self._local = threading.local()
         self._compiled = None
+        self._source = None
         self._ports = []
 
 
