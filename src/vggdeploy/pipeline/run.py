@@ -71,8 +71,12 @@ class Pipeline:
         self.ctx: Context | None = None
 
     def run(self) -> dict[str, Any]:
+        from vggdeploy.weights import reusing_random_weights
+
         prepare_out(self.out)
-        with pipeline_lock(self.out):  # a second pipeline on this OUT is refused with one line
+        # Export and the PyTorch reference of both validations load the same weights: seeded
+        # random ones are made once for the run (checkpoints are read each time).
+        with pipeline_lock(self.out), reusing_random_weights():
             return self._run()
 
     def _run(self) -> dict[str, Any]:
