@@ -1,0 +1,62 @@
+"""What the pipeline does once instead of per stage, and that every check still runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vggdeploy import weights as W
+from vggdeploy.models import random_state_dict
+from vggdeploy.pipeline import PipelineOptions, run_pipeline
+
+TINY = {"width_divisor": 16, "hidden": 64, "num_classes": 10, "image_size": 32}
+FAST = {"batches": (1,), "bench_iterations": 2, "validate_samples": 8, **TINY}
+
+
+def test_random_weights_are_made_once_and_every_check_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[int] = []
+    loads: list[str] = []
+
+    def counted(spec, seed=0):
+        made.append(seed)
+        return random_state_dict(spec, seed)
+
+    original = W.load_model
+
+    def counted_load(spec, source, **kwargs):
+        loads.append(source.kind)
+        return original(spec, source, **kwargs)
+
+    monkeypatch.setattr(W, "random_state_dict", counted)
+    monkeypatch.setattr(W, "load_model", counted_load)
+    out = tmp_path / "run"
+    report = run_pipeline("vgg11_bn", out, PipelineOptions(**FAST))
+
+    # export and the PyTorch reference of both validations load the weights; made once
+    assert len(loads) == 3, loads
+    assert made == [0]
+    assert W._RANDOM_STATES is None  # released with the run
+
+    status = {s["name"]: s["status"] for s in report["stages"]}
+    for name in ("export", "validate-export", "convert-fp16", "calibrate-int8", "validate"):
+        assert status[name] == "done", report["stages"]
+    assert status["bench"] == "done"
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert manifest["parity"]["passed"]  # export's parity check
+    first = json.loads((out / "validate-export.json").read_text())
+    assert [t["status"] for t in first["targets"]] == ["compared"]
+    assert manifest["artifacts"]["onnx.fp16"]["parity"]["passed"]  # fp16 measurement + parity
+    assert manifest["artifacts"]["onnx.int8"]["holdout"]["images"] > 0  # INT8 held-out check
+    final = json.loads((out / "validate.json").read_text())
+    assert {t["target"]["precision"] for t in final["targets"] if t["status"] == "compared"} >= {
+        "fp32",
+        "fp16",
+        "int8",
+    }
+    # the reference the final validation used is the torch model the weights record names
+    assert final["reference"]["runtime"]["weights"]["sha256"] == (manifest["weights"]["sha256"])
+    assert json.loads((out / "bench.json").read_text())["cases"]
