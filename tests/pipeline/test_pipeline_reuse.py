@@ -10,6 +10,7 @@ import pytest
 from vggdeploy import weights as W
 from vggdeploy.models import random_state_dict
 from vggdeploy.pipeline import PipelineOptions, run_pipeline
+from vggdeploy.runtimes.onnxrt import OrtRuntime
 
 TINY = {"width_divisor": 16, "hidden": 64, "num_classes": 10, "image_size": 32}
 FAST = {"batches": (1,), "bench_iterations": 2, "validate_samples": 8, **TINY}
@@ -31,6 +32,14 @@ def test_random_weights_are_made_once_and_every_check_still_runs(
         loads.append(source.kind)
         return original(spec, source, **kwargs)
 
+    sessions: list[str] = []
+    original_ort = OrtRuntime._load
+
+    def counted_ort(self):
+        sessions.append(self.precision)
+        return original_ort(self)
+
+    monkeypatch.setattr(OrtRuntime, "_load", counted_ort)
     monkeypatch.setattr(W, "random_state_dict", counted)
     monkeypatch.setattr(W, "load_model", counted_load)
     out = tmp_path / "run"
@@ -40,6 +49,9 @@ def test_random_weights_are_made_once_and_every_check_still_runs(
     assert len(loads) == 3, loads
     assert made == [0]
     assert W._RANDOM_STATES is None  # released with the run
+    # model.onnx on ONNX Runtime: validate-export and bench; the final validation judges
+    # validate-export's outputs on the same random inputs again (test_validate_reuse)
+    assert sorted(sessions) == ["fp16", "fp16", "fp32", "fp32", "int8", "int8"], sessions
 
     status = {s["name"]: s["status"] for s in report["stages"]}
     for name in ("export", "validate-export", "convert-fp16", "calibrate-int8", "validate"):
