@@ -79,6 +79,8 @@ def check_seed(seed: object, name: str = "seed") -> None:
 
 #: seeded random weights already made, by (spec, seed), while `reusing_random_weights` is on
 _RANDOM_STATES: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] | None = None
+#: those of them that passed `check_values` (the tensors' identity: the spec is in their key)
+_CHECKED_STATES: list[dict[str, torch.Tensor]] = []
 
 
 @contextlib.contextmanager
@@ -98,6 +100,8 @@ def reusing_random_weights() -> Iterator[None]:
         yield
     finally:
         _RANDOM_STATES = outer
+        if outer is None:
+            _CHECKED_STATES.clear()
 
 
 def load_state_dict(
@@ -504,8 +508,11 @@ def check_values(model: nn.Module, state: dict[str, torch.Tensor], origin: str) 
             )
 
 
-def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
-    """Load `state` into `model`, or raise one error listing every mismatch."""
+def apply_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], origin: str, *, values_checked: bool = False
+) -> None:
+    """Load `state` into `model`, or raise one error listing every mismatch. `values_checked`:
+    these very tensors already passed `check_values` for this model (`load_model`, reusing)."""
     expected = model.state_dict()
     # Checkpoints saved before PyTorch 0.4.1 (torchvision's *_bn ones among them) have no
     # BatchNorm `num_batches_tracked`; it is a training counter that inference never reads.
@@ -536,7 +543,8 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], origin: s
             f"weights from {origin} do not fit this model - {'; '.join(parts)}. "
             "Check the model name and --num-classes/--width-divisor/--hidden"
         )
-    check_values(model, state, origin)
+    if not values_checked:
+        check_values(model, state, origin)
     model.load_state_dict(state)
 
 
@@ -583,7 +591,17 @@ def load_model(
     state, record = load_state_dict(spec, source)
     # Every tensor is overwritten by `state` (apply_state_dict is strict): no initialisation.
     model = unfilled(lambda: build_model(spec, init=False))
-    apply_state_dict(model, state, record.get("path") or record.get("file") or record["source"])
+    # Reused random tensors (`reusing_random_weights`) that passed `check_values` for a model of
+    # this spec already give the same verdict: the check ran on these very tensors.
+    checked = any(state is made for made in _CHECKED_STATES)
+    apply_state_dict(
+        model,
+        state,
+        record.get("path") or record.get("file") or record["source"],
+        values_checked=checked,
+    )
+    if _RANDOM_STATES is not None and source.kind == "random" and not checked:
+        _CHECKED_STATES.append(state)
     model.eval()
     if dense:
         model = densify(model, spec).eval()

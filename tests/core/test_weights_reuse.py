@@ -147,3 +147,44 @@ def test_checkpoint_files_are_read_each_time(tmp_path: Path) -> None:
     assert ra["sha256"] != rb["sha256"]
     fresh, _ = load_model(spec, WeightsSource("random", seed=2))
     _same(b, fresh)
+
+
+def _count_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    checked: list[str] = []
+    original = W.check_values
+
+    def counted(model, state, origin):
+        checked.append(origin)
+        return original(model, state, origin)
+
+    monkeypatch.setattr(W, "check_values", counted)
+    return checked
+
+
+def test_reused_tensors_are_value_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = resolve_spec("vgg11_bn", **TINY)
+    checked = _count_checks(monkeypatch)
+    with reusing_random_weights():
+        for _ in range(3):
+            load_model(spec, WeightsSource("random", seed=4))
+        load_model(spec, WeightsSource("random", seed=5))  # other tensors: checked
+    assert checked == ["random", "random"]
+    load_model(spec, WeightsSource("random", seed=4))  # outside the block: checked again
+    assert len(checked) == 3
+    assert W._CHECKED_STATES == []
+
+
+def test_tensors_that_fail_the_check_fail_every_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check that failed is never skipped: each load raises the same error."""
+    spec = resolve_spec("vgg11", **TINY)
+
+    def broken(spec, seed=0):
+        state = random_state_dict(spec, seed)
+        next(iter(state.values()))[0] = float("nan")
+        return state
+
+    monkeypatch.setattr(W, "random_state_dict", broken)
+    with reusing_random_weights():
+        for _ in range(2):
+            with pytest.raises(W.WeightsError, match="NaN or infinite"):
+                load_model(spec, WeightsSource("random", seed=0))
