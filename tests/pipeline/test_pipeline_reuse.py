@@ -40,6 +40,19 @@ def test_random_weights_are_made_once_and_every_check_still_runs(
         return original_ort(self)
 
     monkeypatch.setattr(OrtRuntime, "_load", counted_ort)
+    from vggdeploy.bench import run as bench_run
+
+    held_in_bench: list[object] = []
+    real_bench = bench_run.run_benchmark
+
+    def bench_spy(*args, **kwargs):
+        held_in_bench.append(W._RANDOM_STATES)
+        return real_bench(*args, **kwargs)
+
+    monkeypatch.setattr(bench_run, "run_benchmark", bench_spy)
+    import vggdeploy.bench as bench_package
+
+    monkeypatch.setattr(bench_package, "run_benchmark", bench_spy)
     monkeypatch.setattr(W, "random_state_dict", counted)
     monkeypatch.setattr(W, "load_model", counted_load)
     out = tmp_path / "run"
@@ -49,6 +62,7 @@ def test_random_weights_are_made_once_and_every_check_still_runs(
     assert len(loads) == 3, loads
     assert made == [0]
     assert W._RANDOM_STATES is None  # released with the run
+    assert held_in_bench == [None]  # and before bench: its memory figures are the runtimes'
     # model.onnx on ONNX Runtime: validate-export and bench; the final validation judges
     # validate-export's outputs on the same random inputs again (test_validate_reuse)
     assert sorted(sessions) == ["fp16", "fp16", "fp32", "fp32", "int8", "int8"], sessions
