@@ -55,6 +55,9 @@ def test_random_weights_are_made_once_and_every_check_still_runs(
     monkeypatch.setattr(bench_package, "run_benchmark", bench_spy)
     monkeypatch.setattr(W, "random_state_dict", counted)
     monkeypatch.setattr(W, "load_model", counted_load)
+    from vggdeploy.exporter import onnx_export
+
+    monkeypatch.setattr(onnx_export, "load_model", counted_load)  # imported by name there
     out = tmp_path / "run"
     report = run_pipeline("vgg11_bn", out, PipelineOptions(**FAST))
 
