@@ -16,6 +16,7 @@ torchvision. This module only describes models; building one imports torch.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Union
 
@@ -304,8 +305,9 @@ def _classifier(fc_in: int, spec: ModelSpec) -> nn.Sequential:
     )
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """The standard network: features, AdaptiveAvgPool2d(7), three FC layers."""
+def build_model(spec: ModelSpec, *, init: bool = True) -> nn.Module:
+    """The standard network: features, AdaptiveAvgPool2d(7), three FC layers; with `init`,
+    torchvision's VGG initialisation (`_init_weights`) over PyTorch's own."""
     import torch
     from torch import nn
 
@@ -321,7 +323,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
             return self.classifier(torch.flatten(x, 1))
 
     model = VGG()
-    _init_weights(model)
+    if init:
+        _init_weights(model)
     return model
 
 
@@ -355,9 +358,35 @@ def build_dense_model(spec: ModelSpec) -> nn.Module:
     return DenseVGG()
 
 
+def unfilled(build: Callable[[], nn.Module]) -> nn.Module:
+    """The module `build` makes, with its memory allocated but not initialised: for a model
+    whose every parameter and buffer is then overwritten by `load_state_dict` (strict), where
+    the initialisation nn.Linear/Conv2d run on construction (a pass over every weight: about a
+    second for VGG-16) is thrown away. `build` should not initialise again itself
+    (`build_model(spec, init=False)`): on the meta device `nn.init.normal_` goes through
+    PyTorch's reference implementation, whose first use imports TorchDynamo (seconds).
+
+    `build` runs on PyTorch's "meta" device (shapes only, no data), then `Module.to_empty`
+    allocates CPU storage (torch/nn/modules/module.py: "Move the parameters and buffers to the
+    specified device without copying storage"). BatchNorm's `num_batches_tracked` counter, which
+    old checkpoints lack and `weights.apply_state_dict` keeps from the model, is set to 0, the
+    value a freshly built BatchNorm has (torch/nn/modules/batchnorm.py: `torch.tensor(0, ...)`).
+    """
+    import torch
+
+    with torch.device("meta"):  # PyTorch's own initialisation is a no-op there
+        model = build()
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("num_batches_tracked"):
+                buffer.zero_()
+    return model
+
+
 def densify(model: nn.Module, spec: ModelSpec) -> nn.Module:
     """A dense model with the weights of a standard one (FC weights reshaped to conv kernels)."""
-    dense = build_dense_model(spec)
+    dense = unfilled(lambda: build_dense_model(spec))
     state = {}
     for key, value in model.state_dict().items():
         target = dense.state_dict()[key]

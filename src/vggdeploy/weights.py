@@ -12,10 +12,13 @@ Each problem is one `WeightsError` line.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import pickle
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,15 +77,49 @@ def check_seed(seed: object, name: str = "seed") -> None:
         raise InputError(f"{name} {seed!r} is not supported: use an integer from 0 to {MAX_SEED}")
 
 
+#: seeded random weights already made, by (spec, seed), while `reusing_random_weights` is on
+_RANDOM_STATES: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] | None = None
+#: those of them that passed `check_values` (the tensors' identity: the spec is in their key)
+_CHECKED_STATES: list[dict[str, torch.Tensor]] = []
+
+
+@contextlib.contextmanager
+def reusing_random_weights() -> Iterator[None]:
+    """Inside the block, seeded random weights are generated and hashed once per (spec, seed)
+    and the same tensors and record are returned by every later `load_state_dict` (the
+    pipeline's export and the PyTorch reference of its two validations load the same weights:
+    seconds each for VGG-16). Exact: the same spec and seed give the same tensors by
+    construction (`random_state_dict`), and the cached tensors are only ever copied into a
+    model (`load_model`'s `load_state_dict` copies), so a model changed in place does not
+    change them. Checkpoint files are never cached: their contents may change between loads.
+    The tensors are released when the block ends."""
+    global _RANDOM_STATES
+    outer = _RANDOM_STATES
+    _RANDOM_STATES = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _RANDOM_STATES = outer
+        if outer is None:
+            _CHECKED_STATES.clear()
+
+
 def load_state_dict(
     spec: ModelSpec, source: WeightsSource
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The state dict for `spec` from `source`, and the manifest record describing it."""
     if source.kind == "random":
+        key = json.dumps([spec.to_dict(), source.seed], sort_keys=True, default=str)
+        if _RANDOM_STATES is not None and key in _RANDOM_STATES:
+            state, record = _RANDOM_STATES[key]
+            return state, dict(record)
         state = random_state_dict(spec, source.seed)
         # The digest lets a later run (the torch runtime) prove it regenerated the same tensors.
         record = {"source": "random", "seed": source.seed, "sha256": state_dict_sha256(state)}
-        return state, {**record, "sha256_of": "tensors"}
+        record = {**record, "sha256_of": "tensors"}
+        if _RANDOM_STATES is not None:
+            _RANDOM_STATES[key] = (state, dict(record))
+        return state, record
     if source.kind == "imagenet":
         path = imagenet_checkpoint(spec)
         state = read_checkpoint(path)
@@ -471,8 +508,11 @@ def check_values(model: nn.Module, state: dict[str, torch.Tensor], origin: str) 
             )
 
 
-def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
-    """Load `state` into `model`, or raise one error listing every mismatch."""
+def apply_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], origin: str, *, values_checked: bool = False
+) -> None:
+    """Load `state` into `model`, or raise one error listing every mismatch. `values_checked`:
+    these very tensors already passed `check_values` for this model (`load_model`, reusing)."""
     expected = model.state_dict()
     # Checkpoints saved before PyTorch 0.4.1 (torchvision's *_bn ones among them) have no
     # BatchNorm `num_batches_tracked`; it is a training counter that inference never reads.
@@ -503,7 +543,8 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], origin: s
             f"weights from {origin} do not fit this model - {'; '.join(parts)}. "
             "Check the model name and --num-classes/--width-divisor/--hidden"
         )
-    check_values(model, state, origin)
+    if not values_checked:
+        check_values(model, state, origin)
     model.load_state_dict(state)
 
 
@@ -545,11 +586,22 @@ def load_model(
     spec: ModelSpec, source: WeightsSource, *, dense: bool = False
 ) -> tuple[nn.Module, dict[str, Any]]:
     """An eval-mode model with weights applied, and the weights' manifest record."""
-    from vggdeploy.models import build_model, densify
+    from vggdeploy.models import build_model, densify, unfilled
 
     state, record = load_state_dict(spec, source)
-    model = build_model(spec)
-    apply_state_dict(model, state, record.get("path") or record.get("file") or record["source"])
+    # Every tensor is overwritten by `state` (apply_state_dict is strict): no initialisation.
+    model = unfilled(lambda: build_model(spec, init=False))
+    # Reused random tensors (`reusing_random_weights`) that passed `check_values` for a model of
+    # this spec already give the same verdict: the check ran on these very tensors.
+    checked = any(state is made for made in _CHECKED_STATES)
+    apply_state_dict(
+        model,
+        state,
+        record.get("path") or record.get("file") or record["source"],
+        values_checked=checked,
+    )
+    if _RANDOM_STATES is not None and source.kind == "random" and not checked:
+        _CHECKED_STATES.append(state)
     model.eval()
     if dense:
         model = densify(model, spec).eval()

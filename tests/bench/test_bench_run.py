@@ -428,3 +428,32 @@ def test_compare_flags_regression_and_exit_code(
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--compare", str(tmp_path / "x.json"), files[1]])
     assert exc.value.code == 1
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 2, 5])
+def test_the_checked_call_is_the_first_warm_up_iteration(
+    tiny_bundle_ro: Path, fake_backend, warmup: int
+) -> None:
+    """`--warmup N` iterations: the model runs N times untimed before the timed calls (the
+    checked `infer` of the feed being the first), and the case says N; with N = 0 the check
+    still runs once and the case says 0."""
+    clock, cls = fake_backend({1: [1.0]})
+    calls: list[str] = []
+    original_infer = cls._infer
+
+    def counted(self, feed):
+        calls.append("call")
+        return original_infer(self, feed)
+
+    cls._infer = counted
+    result = bench.run_benchmark(
+        Bundle.load(tiny_bundle_ro),
+        [bench.Plan(FAKE, (1,))],
+        bench.BenchOptions(iterations=7, seconds=None, warmup_iterations=warmup),
+        clock=clock,
+    )
+    (case,) = result["cases"]
+    assert case["warmup_iterations"] == warmup
+    assert case["iterations"] == 7
+    assert len(calls) == max(warmup, 1) + 7
+    assert cls.checks == 1

@@ -650,3 +650,41 @@ def test_a_cache_for_other_options_names_the_option_not_the_files(
     text = str(exc.value)
     assert "--batch 8 (this run: 4)" in text and "--seed 0 (this run: 5)" in text
     assert "contents changed" not in text
+
+
+def test_the_fp32_model_is_parsed_once_for_tensors_and_data_pass(
+    tiny_bundle: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data pass runs the model the calibrated tensors were chosen from (one parse of the
+    fp32 file before the Q/DQ model is written), and its ranges are those of a fresh parse."""
+    import onnx
+
+    from vggdeploy.calibration import stage
+
+    events: list[str] = []
+    real_load, real_collect = onnx.load, stage.collect_statistics
+    seen: list[int] = []
+
+    def load(path, *args, **kwargs):
+        if kwargs.get("load_external_data", True):  # not the bundle's external-data check
+            events.append("load")
+        return real_load(path, *args, **kwargs)
+
+    def collect(model, *args, **kwargs):
+        events.append("collect")
+        seen.append(id(model))
+        fresh = real_collect(real_load(str(fp32)), *args, **kwargs)  # what a fresh parse gives
+        reused = real_collect(model, *args, **kwargs)
+        for name in fresh.stats:
+            assert np.array_equal(fresh.stats[name].hist, reused.stats[name].hist), name
+        return reused
+
+    bundle = Bundle.load(tiny_bundle)
+    fp32 = bundle.artifact_path("onnx.fp32")
+    monkeypatch.setattr(onnx, "load", load)
+    monkeypatch.setattr(stage, "collect_statistics", collect)
+    calibrate_bundle(bundle, image_dir, _options())
+    assert events[:2] == ["load", "collect"], events
+    events.clear()
+    calibrate_bundle(Bundle.load(tiny_bundle), image_dir, _options())  # the cache is reused
+    assert "collect" not in events

@@ -4,6 +4,8 @@ For each plan (runtime spec at one precision) the runtime is opened and loaded o
 batch size an input feed is built once (seeded, with the runtime's dtype and shape), checked
 once with `Runtime.check_feed`, warmed up, then timed call by call around
 `Runtime.infer_unchecked` (the contract's fast path: the checks ran once, outside the loop).
+For a runtime that is not staged the check is a full `Runtime.infer` of the feed, untimed: it
+counts as the first of `--warmup N` iterations (a seconds warm-up comes after it in full).
 
 GPU runtimes that implement `StagedRuntime` are timed trtexec-style: CUDA events around the
 host-to-device copy, the compute and the device-to-host copy, plus end-to-end host wall time. As
@@ -364,8 +366,14 @@ def _run_case(
     if use_reference:  # created before the memory window opens
         ref_path = ort_model_path(bundle, described, plan.precision)
         ref_session = bare_ort_session(ref_path, plan.spec.device or "cpu", options.threads)
+    warm = options.warmup_calls()
+    checked = 0
+    if not staged and warm.get("iterations"):
+        # The checked call above ran the model on this very feed, untimed, as a warm-up call
+        # does: it is the first of the warm-up iterations asked for, not one more.
+        checked, warm = 1, {"iterations": warm["iterations"] - 1}
     rss.start()
-    warmup_done = len(time_calls(step, feed, **options.warmup_calls(), clock=clock))
+    warmup_done = checked + len(time_calls(step, feed, **warm, clock=clock))
     wall0 = clock()
     if staged:
         host_ns, split = time_staged(runtime, **options.timed_calls(), clock=clock)

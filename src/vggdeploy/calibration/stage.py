@@ -136,9 +136,10 @@ def calibrate_bundle(
     step = options.step or (lambda _text, _total: None)
     data_sha256 = fingerprint_images(split.calibration, split.root)
 
+    # Parsed once: the tensors to calibrate come from it, and the data pass runs it (the
+    # outputs it adds for the pass are removed again: onnxutil.serialize_with_outputs).
     model = onnx.load(str(fp32_path))
     tensors = select_calibration_tensors(model)
-    del model  # the data pass loads its own copy; do not hold two of a 550 MB model
     if not tensors:
         raise InputError(f"{fp32_path} has no Conv/Gemm/MatMul inputs to quantize")
 
@@ -158,6 +159,7 @@ def calibrate_bundle(
         split.calibration, pre, bundle.input_name, options.batch_size, skips=skips
     )
     if cached is not None:
+        del model  # no data pass: do not hold a 550 MB model while reading the images
         collector, stored_ranges = cached
         log.info("reusing calibration cache %s (no data pass)", cache_path)
         # The histograms were made without the unreadable images; read the images once more
@@ -169,11 +171,12 @@ def calibrate_bundle(
         step(f"calibrating on {samples} images", samples)
         t0 = time.perf_counter()
         collector = collect_statistics(
-            onnx.load(str(fp32_path)),
+            model,
             reader,
             tensors,
             on_batch=options.progress if callable(options.progress) else None,
         )
+        del model
         collect_seconds = time.perf_counter() - t0
         stored_ranges = {}
     if len(skips.skipped) >= samples:

@@ -67,6 +67,8 @@ class Context:
     argv: list[str] | None = None
     #: the reference's outputs, shared by the two validation stages of one run
     reference_cache: dict[Any, Any] = field(default_factory=dict)
+    #: ONNX Runtime CPU outputs on random inputs, likewise (`validate_bundle`'s outputs_cache)
+    outputs_cache: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def bundle_root(self) -> Path:
@@ -199,6 +201,7 @@ def _validate(ctx: Context, specs: list[Any] | None) -> Any:
         samples=ctx.options.validate_samples,
         progress=ctx.reporter.progress,
         reference_cache=ctx.reference_cache,
+        outputs_cache=ctx.outputs_cache,
     )
 
 
