@@ -389,9 +389,8 @@ def limits_key(spec: RuntimeSpec, runtime_info: Mapping[str, Any]) -> str:
 
 def missing_artifact(bundle: Bundle, spec: RuntimeSpec) -> str | None:
     """Why `spec`'s artifact is listed in the manifest but not on disk, or None."""
-    kind = spec.cls.ARTIFACT_KIND
-    key = f"{kind}.{spec.precision}"
-    if kind is None or key not in bundle.artifacts or bundle.has_artifact(key):
+    key = _artifact_key(spec)
+    if spec.cls.ARTIFACT_KIND is None or key not in bundle.artifacts or bundle.has_artifact(key):
         return None
     return (
         f"{bundle.artifacts[key].path} is listed in the manifest as {key} but missing: re-create "
