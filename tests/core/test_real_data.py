@@ -15,14 +15,14 @@ sensitive layers float and brings it back within a point with most layers still 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from digits_script import train_digits
 
 from vggdeploy.bundle import Bundle
 
@@ -37,14 +37,6 @@ INT8_BUDGET = 1.0
 pytest.importorskip("sklearn", reason="the digits data ships with scikit-learn (dev extra)")
 
 
-def _train_digits() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train_digits", REPO / "scripts/train_digits.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The exported, fp16-converted bundle, image folders, and its fp32/fp16 evaluation."""
@@ -57,7 +49,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     from vggdeploy.weights import WeightsSource
 
     root = tmp_path_factory.mktemp("digits")
-    script = _train_digits()
+    script = train_digits()
     script.write_image_folder(root / "train", "train", limit_per_class=30)
     script.write_image_folder(root / "test", "test")
     labels = script.write_labels(root / "labels.txt")

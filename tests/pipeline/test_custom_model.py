@@ -14,13 +14,13 @@ packages, and predict's answers; the report must show each precision's top-1 bes
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import pytest
+from digits_script import train_digits
 
 from vggdeploy.cli import main
 
@@ -31,14 +31,6 @@ NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 PER_CLASS = 3  # 30 images: calibration takes 22, evaluation all 30
 
 pytest.importorskip("sklearn", reason="the digits data ships with scikit-learn (dev extra)")
-
-
-def _train_digits() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train_digits", REPO / "scripts/train_digits.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def reference_checkpoint(path: Path) -> Path:
@@ -78,7 +70,7 @@ def labelled_folder(root: Path) -> dict[str, int]:
     """PER_CLASS held-out digits of each class under root/<class name>/; name -> digit."""
     from PIL import Image
 
-    script = _train_digits()
+    script = train_digits()
     images, labels = script.digit_images()
     _, test = script.split_indices(labels)
     counts = dict.fromkeys(NAMES, 0)
@@ -199,7 +191,7 @@ def test_unlabelled_images_say_accuracy_was_not_measured(tmp_path: Path) -> None
     from vggdeploy.pipeline import PipelineOptions, run_pipeline
     from vggdeploy.report.pipeline import write_report
 
-    script = _train_digits()
+    script = train_digits()
     images, _ = script.digit_images()
     flat = tmp_path / "flat"
     flat.mkdir()
